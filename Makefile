@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+OUT ?= demo-output
+
+.PHONY: setup browser test lint typecheck pytest demo benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+# Debian chromium for the browser test; where it cannot be installed (no root), that one test skips locally.
+browser:
+	-bash scripts/install_browser.sh
+
+pytest: setup browser
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: setup
+	$(BIN)/fashionlens demo --data $(DATA) --out $(OUT)
+
+benchmarks: setup
+	$(BIN)/python benchmarks/run_all.py --data $(DATA)
+
+clean:
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

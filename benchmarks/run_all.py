@@ -1,0 +1,61 @@
+"""Run every benchmark (or only collect their results) and assemble ``docs/benchmarks.md``.
+
+Each ``bench_*.py`` writes its own markdown section to ``benchmarks/results/<name>.md`` together with the command
+that produced it and the machine it ran on; this script runs them in turn and stitches the sections together.
+
+    python benchmarks/run_all.py --data ../shared/data            # run everything, then collect
+    python benchmarks/run_all.py --collect-only                    # only rebuild docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = (
+    ("features", "Feature extraction throughput (issue 2)", ["bench_features.py"]),
+    ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py"]),
+    ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
+    ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
+    ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
+    ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
+    ("service", "HTTP service (issue 6)", ["bench_service.py"]),
+)
+
+
+def collect(out: Path) -> None:
+    """Write ``out`` from the sections present in ``benchmarks/results``."""
+    parts = ["# Benchmarks", "",
+             "Every figure below was produced by the script named in its section, on the machine it names; rerun "
+             "with `python benchmarks/run_all.py --data ../shared/data`. Sections missing a result file were not run.",
+             ""]
+    for name, title, _ in SECTIONS:
+        result = HERE / "results" / f"{name}.md"
+        parts += [f"## {title}", "", result.read_text(encoding="utf-8").strip() if result.is_file()
+                  else "_not measured yet_", ""]
+    out.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    if not args.collect_only:
+        for _, _, scripts in SECTIONS:
+            for script in scripts:
+                command = [sys.executable, str(HERE / script)]
+                if script != "bench_index.py":
+                    command += ["--data", args.data]
+                print("+", " ".join(command), flush=True)
+                subprocess.run(command, check=True)
+    collect(args.out)
+
+
+if __name__ == "__main__":
+    main()

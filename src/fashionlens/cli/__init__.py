@@ -1,0 +1,51 @@
+"""The ``fashionlens`` command line: one group per task, plus ``demo``.
+
+Every :class:`~fashionlens.errors.FashionlensError` is printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fashionlens.cli import hierarchy, search
+from fashionlens.cli.common import err_console
+from fashionlens.cli.data import app as data_app
+from fashionlens.cli.serve import serve
+from fashionlens.cli.tag import app as tag_app
+from fashionlens.errors import FashionlensError
+
+app = typer.Typer(help="fashionlens: tag fashion photos, classify them into a category hierarchy, and find "
+                       "matching catalogue items.", no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(data_app, name="data")
+app.add_typer(tag_app, name="tag")
+app.add_typer(hierarchy.app, name="hierarchy")
+app.command("serve")(serve)
+app.add_typer(search.embed_app, name="embed")
+app.add_typer(search.index_app, name="index")
+app.command("search")(search.search)
+app.command("similar")(search.similar)
+
+
+@app.command("demo")
+def demo(
+    data: str = typer.Option("../shared/data", help="Folder holding the shared datasets."),
+    out: str = typer.Option("demo-output", help="Where manifests, models and reports go."),
+) -> None:
+    """Run the main job end to end on the real data and print the figures."""
+    from pathlib import Path
+
+    from fashionlens.demo import run_demo
+
+    run_demo(Path(data), Path(out))
+
+
+def main() -> None:
+    """Console-script entry point with one-line errors for bad input."""
+    try:
+        app()
+    except FashionlensError as error:
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+

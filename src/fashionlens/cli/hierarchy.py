@@ -1,0 +1,105 @@
+"""``fashionlens hierarchy``: train, evaluate and run hierarchical category classifiers (HMCN-F)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fashionlens.cli.common import console, err_console, load_manifest
+
+app = typer.Typer(help="Hierarchical category classification (e.g. masterCategory > subCategory > articleType).",
+                  no_args_is_help=True)
+
+
+@app.command("train")
+def train(
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Manifest with train/val splits."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    config_path: Path | None = typer.Option(None, "--config", "-c", help="YAML HierarchyConfig."),
+    variant: str | None = typer.Option(None, help="flat | hmcn | hmcn_mtl."),
+    taxonomy: Path | None = typer.Option(None, help="YAML taxonomy tree (default: the manifest's level columns)."),
+    levels: str | None = typer.Option(None, help="Comma-separated class heads, top level first."),
+    conflicts: str | None = typer.Option(None, help="Child under two parents: majority | split | error."),
+    min_count: int | None = typer.Option(None, help="Classes with fewer training rows are merged or dropped."),
+    rare: str | None = typer.Option(None, help="Rare classes: other | drop."),
+    mode: str | None = typer.Option(None, help="features | finetune."),
+    backbone: str | None = typer.Option(None, help="timm model name (default efficientnet_lite0)."),
+    beta: float | None = typer.Option(None, help="Weight of the local last-level prediction in the fusion."),
+    epochs: int | None = typer.Option(None, help="Training epochs."),
+    lr: float | None = typer.Option(None, help="Learning rate."),
+    device: str | None = typer.Option(None, help="cpu | cuda | auto."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+) -> None:
+    """Build the taxonomy, train a hierarchy classifier, and save the model directory."""
+    from fashionlens.config import load_config
+    from fashionlens.tasks.hierarchy import HierarchyConfig, train_hierarchy
+
+    overrides = {"variant": variant, "taxonomy.file": str(taxonomy) if taxonomy else None,
+                 "taxonomy.levels": [v.strip() for v in levels.split(",")] if levels else None,
+                 "taxonomy.conflicts": conflicts, "taxonomy.min_count": min_count, "taxonomy.rare": rare,
+                 "mode": mode, "backbone.name": backbone, "beta": beta, "train.epochs": epochs, "train.lr": lr,
+                 "train.device": device, "train.seed": seed}
+    config = load_config(HierarchyConfig, config_path, overrides)
+    classifier = train_hierarchy(load_manifest(manifest_path), config, out, console=err_console)
+    console.print_json(json.dumps(classifier.metrics, default=str))
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Hierarchy model directory."),
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
+    split: list[str] = typer.Option(["val", "test"], help="Splits to score (those present)."),
+    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report)."),
+) -> None:
+    """Score a hierarchy classifier: top-1/3/5, per-level accuracy, consistency; write a markdown report."""
+    from fashionlens.errors import DataError
+    from fashionlens.tasks.hierarchy import HierarchyClassifier, evaluate_hierarchy, write_hierarchy_report
+
+    classifier = HierarchyClassifier.load(model)
+    manifest = load_manifest(manifest_path)
+    present = [s for s in split if (manifest.frame["split"] == s).any()]
+    if not present:
+        raise DataError(f"none of the splits {split} exist in manifest '{manifest.name}'")
+    evaluations = [evaluate_hierarchy(classifier, manifest, name)[0] for name in present]
+    history_file = model.with_name(model.name + ".run") / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    path = write_hierarchy_report(report or model / "report", classifier, evaluations, history)
+    for evaluation in evaluations:
+        console.print(f"[bold]{evaluation.split}[/bold]: " +
+                      ", ".join(f"{k} {v:.3f}" for k, v in evaluation.summary.items()))
+    console.print(f"report: {path}")
+
+
+@app.command("predict")
+def predict(
+    images: list[Path] | None = typer.Argument(None, help="Image files."),
+    model: Path = typer.Option(..., "--model", help="Hierarchy model directory."),
+    manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
+    top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
+) -> None:
+    """Classify images into a path through the taxonomy, with per-level probabilities."""
+    from fashionlens.errors import DataError
+    from fashionlens.io import atomic_path
+    from fashionlens.tasks.common import manifest_of_paths
+    from fashionlens.tasks.hierarchy import HierarchyClassifier
+
+    if not images and manifest_path is None:
+        raise DataError("give image files or --manifest")
+    if out is not None and out.suffix not in (".csv", ".jsonl"):
+        raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
+    manifest = load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
+    classifier = HierarchyClassifier.load(model)
+    table = classifier.predict(manifest).table(manifest.frame["path"].tolist(), top_k=top_k)
+    if out is None:
+        console.print(table[["path", "category", *[c for c in table.columns if c.startswith("p:")]]]
+                      .to_string(index=False))
+        return
+    with atomic_path(out) as tmp:
+        if out.suffix == ".jsonl":
+            table.to_json(tmp, orient="records", lines=True)
+        else:
+            table.to_csv(tmp, index=False)
+    console.print(f"wrote {len(table)} predictions to {out}")

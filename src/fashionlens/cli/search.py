@@ -1,0 +1,237 @@
+"""``fashionlens embed`` / ``index`` / ``search`` / ``similar``: visual search over a catalogue.
+
+``embed`` trains and evaluates embedding models, ``index`` builds and edits catalogue indexes, ``search`` finds the
+catalogue items matching photos, and ``similar`` the items most like a catalogue item.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from fashionlens.cli.common import console, err_console, load_manifest, parse_filters
+
+if TYPE_CHECKING:
+    from fashionlens.index import SearchHit
+    from fashionlens.tasks.retrieval import Embedder
+
+embed_app = typer.Typer(help="Train and evaluate embedding models for visual search.", no_args_is_help=True)
+index_app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is_help=True)
+
+
+def _hits_table(query: str, hits: list[SearchHit], as_json: bool) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines."""
+    if as_json:
+        for hit in hits:
+            typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
+                                   **hit.metadata}))
+        return
+    from rich.table import Table
+
+    table = Table(title=query, title_justify="left")
+    fields = [f for f in ("articleType", "baseColour", "gender", "path") if hits and f in hits[0].metadata]
+    for name in ("rank", "item_id", "score", *fields):
+        table.add_column(name)
+    for hit in hits:
+        table.add_row(str(hit.rank), hit.item_id, f"{hit.score:.4f}", *[str(hit.metadata.get(f)) for f in fields])
+    console.print(table)
+
+
+def _embedder(model: Path | None, backbone: str) -> Embedder:
+    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted."""
+    from fashionlens.tasks.common import BackboneConfig
+    from fashionlens.tasks.retrieval import Embedder
+
+    return Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
+
+
+MODEL_HELP = "Embedder directory (from 'embed train'); omitted: the untrained ImageNet baseline."
+
+
+@embed_app.command("train")
+def train(
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Manifest with train/val splits."),
+    out: Path = typer.Option(..., "--out", "-o", help="Embedder directory to write."),
+    config_path: Path | None = typer.Option(None, "--config", "-c", help="YAML RetrievalConfig."),
+    identity: str | None = typer.Option(None, help="Field of positive pairs: item_id (street-to-shop) or a class "
+                                                   "head such as articleType (similar items)."),
+    categories: list[str] | None = typer.Option(None, "--category", help="Hard-negative field(s), finest first."),
+    mode: str | None = typer.Option(None, help="features | finetune."),
+    easy_fraction: float | None = typer.Option(None, help="Share of easy negatives (0.2 = easy:hard 1:4; 0 = hard "
+                                                          "only)."),
+    miner: str | None = typer.Option(None, help="PML online miner instead of the paper's triplets: semihard, hard, "
+                                                "all, batch_hard."),
+    margin: float | None = typer.Option(None, help="Triplet margin on squared L2 distances."),
+    swap: bool | None = typer.Option(None, "--swap/--no-swap", help="PML distance swap (also compare the positive "
+                                                                    "with the negative)."),
+    epochs: int | None = typer.Option(None, help="Training epochs."),
+    lr: float | None = typer.Option(None, help="Learning rate."),
+    device: str | None = typer.Option(None, help="cpu | cuda | auto."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+) -> None:
+    """Triplet-train an embedder; the best epoch on val is saved."""
+    from fashionlens.config import load_config
+    from fashionlens.tasks.retrieval import RetrievalConfig, train_embedder
+
+    overrides = {"identity": identity, "categories": categories or None, "mode": mode, "easy_fraction": easy_fraction,
+                 "miner": miner, "margin": margin, "swap": swap, "train.epochs": epochs, "train.lr": lr,
+                 "train.device": device, "train.seed": seed}
+    config = load_config(RetrievalConfig, config_path, overrides)
+    embedder = train_embedder(load_manifest(manifest_path), config, out, console=err_console)
+    console.print_json(json.dumps(embedder.metrics))
+
+
+@embed_app.command("evaluate")
+def evaluate(
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
+    split: str = typer.Option("test", help="Split to score (its items are the gallery)."),
+    task: str = typer.Option("similar", help="similar (items query each other) | street (street photos query shop "
+                                             "photos)."),
+    field: list[str] = typer.Option(["articleType"], help="Similar items: relevance = same value(s) of these."),
+    k: int = typer.Option(10, help="Similar items: cut-off of precision@k."),
+    gallery: str = typer.Option("split", help="Street: gallery of the split's shop photos, or 'all'."),
+    grid: Path | None = typer.Option(None, help="Write the results grid PNG here."),
+) -> None:
+    """Score retrieval: similar-item precision@k, or street-to-shop recall@K (hit rate), precision@K and mAP."""
+    from fashionlens.errors import ConfigError
+    from fashionlens.tasks.retrieval import evaluate_similar_items, evaluate_street_to_shop
+
+    embedder = _embedder(model, backbone)
+    manifest = load_manifest(manifest_path)
+    if task == "similar":
+        scores = evaluate_similar_items(embedder, manifest, split, k=k, fields=field, grid_path=grid,
+                                        show_progress=True)
+    elif task == "street":
+        scores = evaluate_street_to_shop(embedder, manifest, split, gallery=gallery, grid_path=grid,
+                                         show_progress=True)
+        if scores["simulated"]:
+            console.print("[yellow]queries are SIMULATED street views: report as simulated street-to-shop")
+    else:
+        raise ConfigError(f"unknown task '{task}'; use 'similar' or 'street'")
+    console.print_json(json.dumps(scores))
+    if grid is not None:
+        console.print(f"results grid: {grid}")
+
+
+@embed_app.command("simulate")
+def simulate(
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Manifest of shop photos."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest to write: the shop rows plus simulated street rows."),
+    backgrounds: Path | None = typer.Option(None, help="Folder of street photos for backgrounds (e.g. "
+                                                       "clothing-attributes/images)."),
+    views: int = typer.Option(1, help="Simulated street views per shop photo."),
+    seed: int = typer.Option(0, help="Simulator seed."),
+    cache: Path | None = typer.Option(None, help="Image folder (default: the fashionlens cache's street_sim)."),
+) -> None:
+    """Add simulated street views (for development; results on them are SIMULATED street-to-shop)."""
+    import pandas as pd
+
+    from fashionlens.data.records import Manifest
+    from fashionlens.data.street_view import StreetViewSimulator
+    from fashionlens.tasks.common import default_cache_dir
+
+    shop = load_manifest(manifest_path)
+    simulator = (StreetViewSimulator.from_folder(backgrounds, seed=seed) if backgrounds
+                 else StreetViewSimulator(seed=seed))
+    street = simulator.simulate_manifest(shop, cache or default_cache_dir() / "street_sim", views=views)
+    combined = Manifest(pd.concat([shop.frame, street.frame], ignore_index=True), name=street.name)
+    combined.save(out)
+    console.print(f"{len(street)} simulated street views of {len(shop)} shop photos -> {out}")
+
+
+@index_app.command("build")
+def index_build(
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Catalogue (shop photos) to index."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
+    split: str | None = typer.Option(None, help="Index only this split."),
+    domain: str = typer.Option("shop", help="Index only rows of this domain ('' for all)."),
+    kind: str = typer.Option("flat", help="flat | ivf | ivfpq | hnsw."),
+) -> None:
+    """Embed a catalogue and write its index."""
+    from fashionlens.tasks.retrieval import build_catalogue_index
+
+    manifest = load_manifest(manifest_path)
+    keep = manifest.frame["domain"].isin([domain, ""]) if domain else manifest.frame["domain"].notna()
+    if split:
+        keep &= manifest.frame["split"] == split
+    index = build_catalogue_index(_embedder(model, backbone), manifest.subset(keep), out, kind=kind,
+                                  show_progress=True)
+    console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
+
+
+@index_app.command("add")
+def index_add(
+    index_dir: Path = typer.Option(..., "--index", help="Index directory."),
+    manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Catalogue images to add (new item ids)."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
+) -> None:
+    """Embed and add items (the index must come from the same model)."""
+    from fashionlens.tasks.retrieval import add_to_index, open_index
+
+    embedder = _embedder(model, backbone)
+    index = open_index(index_dir, embedder)
+    add_to_index(index, embedder, load_manifest(manifest_path))
+    index.save(index_dir)
+    console.print(f"index {index_dir} now holds {len(index)} items")
+
+
+@index_app.command("remove")
+def index_remove(
+    item_ids: list[str] = typer.Argument(..., help="Item ids to remove."),
+    index_dir: Path = typer.Option(..., "--index", help="Index directory."),
+) -> None:
+    """Remove items (all or nothing: an unknown id removes none)."""
+    from fashionlens.tasks.retrieval import open_index
+
+    index = open_index(index_dir)
+    index.remove(item_ids)
+    index.save(index_dir)
+    console.print(f"removed {len(item_ids)} item(s); index {index_dir} now holds {len(index)} items")
+
+
+@index_app.command("info")
+def index_info(index_dir: Path = typer.Option(..., "--index", help="Index directory.")) -> None:
+    """Count, dimension, metric, kind, model id and filterable fields."""
+    from fashionlens.tasks.retrieval import open_index
+
+    console.print_json(json.dumps(open_index(index_dir).info()))
+
+
+def search(
+    images: list[Path] = typer.Argument(..., help="Query photos."),
+    index_dir: Path = typer.Option(..., "--index", help="Index directory."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
+    k: int = typer.Option(10, "--k", "-k", help="Results per photo."),
+    filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Catalogue items matching each photo (the index must come from the same model)."""
+    from fashionlens.tasks.retrieval import open_index, search_images
+
+    embedder = _embedder(model, backbone)
+    index = open_index(index_dir, embedder)
+    for image, hits in zip(images, search_images(index, embedder, images, k, parse_filters(filters)), strict=True):
+        _hits_table(str(image), hits, as_json)
+
+
+def similar(
+    item_id: str = typer.Argument(..., help="Catalogue item id (see 'index info' / search results)."),
+    index_dir: Path = typer.Option(..., "--index", help="Index directory."),
+    k: int = typer.Option(10, "--k", "-k", help="Results."),
+    filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Catalogue items most similar to a catalogue item (never itself)."""
+    from fashionlens.tasks.retrieval import open_index, similar_items
+
+    hits = similar_items(open_index(index_dir), item_id, k, parse_filters(filters))
+    _hits_table(item_id, hits, as_json)

@@ -1,0 +1,266 @@
+"""The one training loop every task uses.
+
+A task supplies a model, a loss function ``loss_fn(model, batch) -> loss`` and an ``evaluate(model) -> metrics``
+callback; :class:`Trainer` does the rest: optimiser and LR schedule, seeded runs, CUDA + AMP when present,
+per-epoch validation with a monitored metric, best-checkpoint selection, early stopping, a live rich progress
+bar, and resumable checkpoints written atomically (an interrupted run picks up at the next epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import random
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fashionlens.errors import ConfigError, ModelError
+from fashionlens.io import save_torch, write_json
+from fashionlens.runtime import resolve_device, seed_everything
+
+LossFn = Callable[[torch.nn.Module, Any, torch.device], torch.Tensor]
+EvaluateFn = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all tasks (loadable from YAML via :mod:`fashionlens.config`)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: Literal["none", "step", "plateau", "cosine"] = "plateau"
+    step_size: int = 10
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    early_stop_patience: int | None = 5
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    grad_clip: float | None = None
+    num_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"unknown optimizer '{self.optimizer}' (use adam, adamw or sgd)")
+        if self.scheduler not in ("none", "step", "plateau", "cosine"):
+            raise ConfigError(f"unknown scheduler '{self.scheduler}' (use none, step, plateau or cosine)")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"mode must be 'min' or 'max', got '{self.mode}'")
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the per-epoch history and the best epoch."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_value: float = math.nan
+    seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser named in ``config`` over the trainable ``parameters``."""
+    trainable = [p for p in parameters if p.requires_grad]
+    if not trainable:
+        raise ModelError("the model has no trainable parameters (is everything frozen?)")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The LR schedule named in ``config`` (``None`` for a constant LR)."""
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=config.mode, factor=config.gamma,
+                                                          patience=config.plateau_patience)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    """Fit a model with a task's loss and evaluation callbacks.
+
+    Args:
+        model: The network to train (moved to the configured device).
+        config: Optimisation settings.
+        loss_fn: ``loss_fn(model, batch, device)`` returns the scalar loss of one batch.
+        evaluate: ``evaluate(model)`` returns validation metrics; must include ``config.monitor`` unless the
+            monitor is ``train_loss``.
+        run_dir: Where ``last.pt`` (resumable state), ``best.pt`` (best weights) and ``history.json`` go;
+            ``None`` keeps everything in memory.
+        console: Where to print; pass a quiet console to silence.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, loss_fn: LossFn, evaluate: EvaluateFn | None,
+                 run_dir: str | Path | None = None, console: Console | None = None, show_progress: bool = True):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.evaluate = evaluate
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        seed_everything(config.seed)
+        self.optimizer = build_optimizer(self.model.parameters(), config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, epoch: int, result: TrainResult) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(), "result": asdict(result), "config": asdict(self.config),
+            "rng": _rng_state(), "best_state": self.best_state,
+        }
+
+    def _resume(self, result: TrainResult) -> int:
+        """Load ``last.pt`` when present; returns the first epoch still to run."""
+        if self.run_dir is None or not (self.run_dir / "last.pt").is_file():
+            return 0
+        path = self.run_dir / "last.pt"
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
+            raise ModelError(f"cannot resume from {path}: {str(error).splitlines()[0]} "
+                             f"(delete it to start over)") from error
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.best_state = state.get("best_state")
+        saved = state["result"]
+        result.history, result.best_epoch = saved["history"], saved["best_epoch"]
+        result.best_value = saved["best_value"]
+        result.resumed_from = int(state["epoch"]) + 1
+        self.console.print(f"resuming from {path} at epoch {result.resumed_from + 1}")
+        return result.resumed_from
+
+    # ------------------------------------------------------------------ loop
+    def _improved(self, value: float, best: float) -> bool:
+        if math.isnan(value):
+            return False
+        if math.isnan(best):
+            return True
+        return value < best if self.config.mode == "min" else value > best
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def train_epoch(self, loader: Iterable[Any], progress: Progress, epoch: int) -> float:
+        """One pass over ``loader``; returns the mean loss."""
+        self.model.train()
+        total, count = 0.0, 0
+        length = len(loader) if isinstance(loader, Sized) else None
+        task = progress.add_task(f"epoch {epoch + 1}/{self.config.epochs}", total=length, info="")
+        for batch in loader:
+            with self._autocast():
+                loss = self.loss_fn(self.model, batch, self.device)
+            if not torch.isfinite(loss):
+                raise ModelError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()} "
+                                 f"(lower the learning rate, currently {self.config.lr})")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach())
+            count += 1
+            progress.update(task, advance=1, info=f"loss {total / count:.4f}")
+        progress.remove_task(task)
+        return total / max(count, 1)
+
+    def fit(self, train_loader: Iterable[Any]) -> TrainResult:
+        """Train for ``config.epochs`` (or until early stopping), resuming when a checkpoint exists.
+
+        The model is left holding the weights of the best epoch.
+        """
+        result = TrainResult()
+        first_epoch = self._resume(result)
+        start = time.perf_counter()
+        stale = len(result.history) - max(result.best_epoch, 0)  # epochs since the best one, across a resume
+        patience = self.config.early_stop_patience
+        if patience is not None and stale >= patience:
+            first_epoch = self.config.epochs  # the resumed job had already stopped early: nothing left to train
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, disable=not self.show_progress, transient=True) as progress:
+            for epoch in range(first_epoch, self.config.epochs):
+                train_loss = self.train_epoch(train_loader, progress, epoch)
+                metrics = {"epoch": float(epoch + 1), "train_loss": train_loss,
+                           "lr": float(self.optimizer.param_groups[0]["lr"])}
+                if self.evaluate is not None:
+                    self.model.eval()
+                    with torch.no_grad():
+                        metrics.update(self.evaluate(self.model))
+                if self.config.monitor not in metrics:
+                    raise ConfigError(f"monitored metric '{self.config.monitor}' is not among the validation "
+                                      f"metrics {sorted(metrics)}")
+                value = metrics[self.config.monitor]
+                result.history.append(metrics)
+                if self._improved(value, result.best_value):
+                    result.best_epoch, result.best_value, stale = epoch + 1, value, 0
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    if self.run_dir is not None:
+                        save_torch(self.run_dir / "best.pt", self.best_state)
+                else:
+                    stale += 1
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(value)
+                elif self.scheduler is not None:
+                    self.scheduler.step()
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "lr"))
+                self.console.print(f"epoch {epoch + 1}/{self.config.epochs}: {shown}")
+                if self.run_dir is not None:
+                    save_torch(self.run_dir / "last.pt", self._checkpoint(epoch, result))
+                    write_json(self.run_dir / "history.json", result.history)
+                if patience is not None and stale >= patience:
+                    self.console.print(f"early stop: no {self.config.monitor} improvement in {patience} epochs")
+                    break
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        result.seconds = time.perf_counter() - start
+        return result

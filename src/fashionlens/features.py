@@ -1,0 +1,182 @@
+"""Batched feature extraction with a disk cache.
+
+Tasks that train on frozen features (tagging heads, HMCN-F, similar-item search) call :func:`extract_features`.
+Vectors are cached under ``cache_dir`` keyed by (backbone name, weights id, image transform) and, inside that, by
+image file (path, size, modification time, box). Extraction writes a shard every ``shard_size`` images, so an
+interrupted run resumes where it stopped, and a later run over an overlapping manifest only computes what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.records import BBOX_COLUMNS, Manifest
+from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
+from fashionlens.errors import DataError
+from fashionlens.io import atomic_path
+from fashionlens.runtime import default_workers, resolve_device
+
+
+class FeatureExtractor(Protocol):
+    """A backbone as seen by feature extraction (see :func:`fashionlens.models.create_backbone`)."""
+
+    name: str
+    weights_id: str
+    num_features: int
+    preprocess: PreprocessLike
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> torch.nn.Module: ...
+
+    def to(self, device: torch.device) -> torch.nn.Module: ...
+
+
+@dataclass
+class FeatureResult:
+    """Extracted vectors, aligned with the manifest rows; rows whose image failed are all-NaN."""
+
+    vectors: np.ndarray
+    computed: int
+    cached: int
+    failed: list[str]
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        """Throughput of the images actually computed in this call."""
+        return self.computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def image_keys(manifest: Manifest) -> list[str]:
+    """Cache keys of the manifest's images: path, byte size, modification time and crop box."""
+    keys = []
+    boxes = manifest.frame[list(BBOX_COLUMNS)].to_numpy(dtype=float)
+    for path, box in zip(manifest.frame["path"], boxes, strict=True):
+        try:
+            stat = os.stat(path)
+            signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            signature = "missing"
+        box_text = "" if np.isnan(box).any() else ",".join(f"{v:.1f}" for v in box)
+        keys.append(hashlib.sha1(f"{path}|{signature}|{box_text}".encode()).hexdigest())
+    return keys
+
+
+class FeatureCache:
+    """Vectors of one (backbone, weights, transform) combination, stored as ``.npz`` shards."""
+
+    def __init__(self, root: str | Path, backbone_name: str, weights_id: str, transform_text: str):
+        digest = hashlib.sha1(f"{backbone_name}|{weights_id}|{transform_text}".encode()).hexdigest()[:16]
+        self.directory = Path(root) / f"{backbone_name}-{digest}"
+        self._vectors: dict[str, np.ndarray] = {}
+        if self.directory.is_dir():
+            for shard in sorted(self.directory.glob("shard-*.npz")):
+                try:
+                    with np.load(shard) as content:
+                        self._vectors.update(zip(content["keys"].tolist(), content["vectors"], strict=True))
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                    shard.unlink(missing_ok=True)  # a damaged shard is recomputed, never trusted
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached vector for ``key``, if any."""
+        return self._vectors.get(key)
+
+    def put(self, keys: list[str], vectors: np.ndarray) -> None:
+        """Store a shard of new vectors atomically."""
+        if not keys:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{time.time_ns()}-{os.getpid()}.npz"
+        with atomic_path(self.directory / name) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, keys=np.array(keys), vectors=vectors.astype(np.float32))
+        self._vectors.update(zip(keys, vectors, strict=True))
+
+
+def progress_bar(description: str) -> Progress:
+    """The rich progress bar used for long loops."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
+
+
+@torch.inference_mode()
+def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
+                     batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
+                     skip_bad_images: bool = False, shard_size: int = 2048, show_progress: bool = True,
+                     ) -> FeatureResult:
+    """Pooled backbone features for every row of ``manifest``.
+
+    Args:
+        manifest: Images to embed.
+        backbone: A feature extractor from :func:`fashionlens.models.create_backbone`.
+        cache_dir: Where to cache vectors; ``None`` disables caching.
+        batch_size: Images per forward pass.
+        num_workers: DataLoader decode workers (default: spare cores).
+        device: ``"cpu"``, ``"cuda"`` or ``None``/``"auto"``.
+        skip_bad_images: Leave unreadable images as NaN rows (listed in ``failed``) instead of raising.
+        shard_size: Images per cache shard; bounds the work lost by an interruption.
+        show_progress: Draw a rich progress bar.
+    """
+    if len(manifest) == 0:
+        raise DataError(f"manifest '{manifest.name}' has no rows to extract features from")
+    transform = eval_transform(backbone.preprocess)
+    cache = FeatureCache(cache_dir, backbone.name, backbone.weights_id, describe(transform)) if cache_dir else None
+    keys = image_keys(manifest)
+    vectors = np.full((len(manifest), backbone.num_features), np.nan, dtype=np.float32)
+    todo = []
+    for row, key in enumerate(keys):
+        hit = cache.get(key) if cache else None
+        if hit is None:
+            todo.append(row)
+        else:
+            vectors[row] = hit
+    start = time.perf_counter()
+    failed: list[str] = []
+    if todo:
+        torch_device = resolve_device(device)
+        backbone.eval()
+        backbone.to(torch_device)
+        subset = manifest.subset(np.isin(np.arange(len(manifest)), todo))
+        dataset = ManifestImageDataset(subset, transform, skip_bad_images=skip_bad_images)
+        workers = default_workers() if num_workers is None else num_workers
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping,
+                            pin_memory=torch_device.type == "cuda", persistent_workers=False,
+                            prefetch_factor=4 if workers else None)
+        pending_keys: list[str] = []
+        pending_vectors: list[np.ndarray] = []
+        done = 0
+        with progress_bar(f"features {backbone.name}") as progress:
+            task = progress.add_task(f"features {backbone.name}", total=len(todo), rate="", visible=show_progress)
+            for images, local in loader:
+                batch_rows = [todo[i] for i in local.tolist()]
+                done_now = len(batch_rows)
+                if done_now:
+                    output = backbone(images.to(torch_device, non_blocking=True)).float().cpu().numpy()
+                    vectors[batch_rows] = output
+                    pending_keys += [keys[r] for r in batch_rows]
+                    pending_vectors.append(output)
+                done += batch_size
+                if cache and len(pending_keys) >= shard_size:
+                    cache.put(pending_keys, np.concatenate(pending_vectors))
+                    pending_keys, pending_vectors = [], []
+                completed = min(done, len(todo))
+                rate = completed / (time.perf_counter() - start)
+                progress.update(task, completed=completed, rate=f"{rate:.1f} img/s")
+        if cache and pending_keys:
+            cache.put(pending_keys, np.concatenate(pending_vectors))
+        failed = [manifest.frame["path"].iloc[r] for r in todo if np.isnan(vectors[r]).all()]
+    seconds = time.perf_counter() - start
+    return FeatureResult(vectors=vectors, computed=len(todo) - len(failed), cached=len(manifest) - len(todo),
+                         failed=failed, seconds=seconds)

@@ -1,0 +1,178 @@
+"""On-disk layout of a catalogue index directory, written atomically and read back with checks.
+
+A catalogue index directory holds:
+
+* ``index.json``: the :class:`IndexManifest` -- which embedding model produced the vectors, their dimension,
+  the metric, index kind and parameters, item count and the fashionlens version that wrote it. It is read first,
+  so a model or dimension mismatch is reported before the (possibly multi-GB) index is loaded.
+* ``index.faiss``: the FAISS index; its int64 ids are the values in ``ids.npy``.
+* ``ids.npy``: int64 FAISS id of each row, strictly ascending (ids survive removals, so they are not row numbers).
+* ``items.parquet``: one row per item: ``item_id`` and the filterable metadata fields, as text. Kept in memory as
+  an Arrow table: fetching the metadata of a query's hits takes ~0.05 ms there, versus ~1 ms through pandas.
+* ``vectors.npy``: the float32 ``(count, dim)`` vectors as indexed (L2-normalised for ``ip``). Quantised and graph
+  indexes cannot give vectors back exactly, and search by id, exact search of small filtered subsets and HNSW
+  rebuilds need them; it is memory-mapped on load, so it costs page cache rather than process memory.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fashionlens.errors import CatalogueIndexError
+from fashionlens.index.kinds import INDEX_KINDS, METRICS
+from fashionlens.io import atomic_dir, write_json
+
+MANIFEST_FILE = "index.json"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npy"
+ITEMS_FILE = "items.parquet"
+VECTORS_FILE = "vectors.npy"
+ITEM_ID = "item_id"
+FORMAT = 1
+
+T = TypeVar("T")
+
+
+def fashionlens_version() -> str:
+    """The installed fashionlens version, recorded so an index can be traced to the code that built it."""
+    try:
+        return importlib.metadata.version("fashionlens")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What ``index.json`` records about a saved catalogue index.
+
+    Attributes:
+        model_id: Identity of the embedding model (backbone, weights, checkpoint hash): vectors from another
+            model live in a different space, so searching them against this index would return nonsense.
+        dim: Vector dimension.
+        metric: ``"ip"`` or ``"l2"``.
+        kind: Index kind (a key of :data:`~fashionlens.index.kinds.INDEX_KINDS`).
+        params: Resolved index parameters.
+        count: Number of items.
+        fashionlens_version: Version of fashionlens that wrote the index.
+        format: Layout version of the directory.
+    """
+
+    model_id: str
+    dim: int
+    metric: str
+    kind: str
+    params: dict[str, int]
+    count: int
+    fashionlens_version: str
+    format: int = FORMAT
+
+    @classmethod
+    def read(cls, path: Path) -> IndexManifest:
+        """Parse and validate ``path``; any problem is a :class:`CatalogueIndexError` naming the file."""
+        raw = _read(path, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        if not isinstance(raw, dict):
+            raise CatalogueIndexError(f"corrupt catalogue index file {path}: expected a JSON object")
+        expected: dict[str, type] = {
+            "model_id": str,
+            "dim": int,
+            "metric": str,
+            "kind": str,
+            "params": dict,
+            "count": int,
+            "fashionlens_version": str,
+            "format": int,
+        }
+        for key, kind in expected.items():
+            if not isinstance(raw.get(key), kind):
+                raise CatalogueIndexError(f"corrupt catalogue index file {path}: missing or invalid {key!r}")
+        if raw["format"] != FORMAT:
+            raise CatalogueIndexError(f"catalogue index file {path} has format {raw['format']}, expected {FORMAT}")
+        if raw["metric"] not in METRICS or raw["kind"] not in INDEX_KINDS:
+            raise CatalogueIndexError(
+                f"corrupt catalogue index file {path}: unknown metric {raw['metric']!r} or kind {raw['kind']!r}"
+            )
+        return cls(**{key: raw[key] for key in expected})
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """The contents of a catalogue index directory, mutually consistent."""
+
+    manifest: IndexManifest
+    index: faiss.Index
+    ids: np.ndarray
+    items: pa.Table
+    vectors: np.ndarray
+
+
+def write_index_dir(directory: str | os.PathLike[str], files: IndexFiles) -> None:
+    """Write ``files`` to ``directory`` atomically: on any failure the previous directory is left untouched.
+
+    Raises:
+        CatalogueIndexError: Writing failed (disk full, permissions...).
+    """
+    try:
+        with atomic_dir(directory) as tmp:
+            np.save(tmp / IDS_FILE, files.ids)
+            np.save(tmp / VECTORS_FILE, files.vectors)
+            pq.write_table(files.items, tmp / ITEMS_FILE)
+            faiss.write_index(files.index, str(tmp / INDEX_FILE))
+            write_json(tmp / MANIFEST_FILE, asdict(files.manifest))
+    except (OSError, RuntimeError) as error:
+        raise CatalogueIndexError(f"could not save catalogue index to {directory}: {error}") from error
+
+
+def read_index_dir(directory: Path, manifest: IndexManifest) -> IndexFiles:
+    """Read the index, ids, items and vectors described by ``manifest`` and check they agree with it and each other.
+
+    Raises:
+        CatalogueIndexError: A file is missing, unreadable, or inconsistent; the message names it.
+    """
+    count, dim = manifest.count, manifest.dim
+    index = _read(directory / INDEX_FILE, lambda p: faiss.read_index(str(p)))
+    if (index.ntotal, index.d, index.metric_type) != (count, dim, METRICS[manifest.metric]):
+        _inconsistent(directory / INDEX_FILE, f"holds {index.ntotal} vectors of dimension {index.d}", manifest)
+    ids = _read(directory / IDS_FILE, np.load)
+    if ids.shape != (count,) or ids.dtype != np.int64 or np.any(np.diff(ids) <= 0):
+        _inconsistent(directory / IDS_FILE, f"holds {ids.shape} {ids.dtype} ids, not {count} ascending int64", manifest)
+    vectors = _read(directory / VECTORS_FILE, lambda p: np.load(p, mmap_mode="r"))
+    if vectors.shape != (count, dim) or vectors.dtype != np.float32:
+        _inconsistent(directory / VECTORS_FILE, f"holds {vectors.shape} {vectors.dtype} vectors", manifest)
+    items = _read(directory / ITEMS_FILE, lambda p: as_item_table(pq.read_table(p)))
+    unique = ITEM_ID in items.column_names and pc.count_distinct(items.column(ITEM_ID)).as_py() == items.num_rows
+    if items.num_rows != count or not unique:
+        _inconsistent(directory / ITEMS_FILE, f"has {items.num_rows} rows or no unique {ITEM_ID!r} column", manifest)
+    return IndexFiles(manifest=manifest, index=index, ids=ids, items=items, vectors=vectors)
+
+
+def as_item_table(table: pa.Table) -> pa.Table:
+    """``table`` with every column as Arrow text, so filters, hits and appended batches all see one type."""
+    return table.cast(pa.schema([(name, pa.large_string()) for name in table.column_names])).combine_chunks()
+
+
+def _read(path: Path, reader: Callable[[Path], T]) -> T:
+    if not path.is_file():
+        raise CatalogueIndexError(f"missing catalogue index file {path}")
+    try:
+        return reader(path)
+    except (OSError, ValueError, RuntimeError, pa.ArrowException) as error:
+        raise CatalogueIndexError(f"corrupt catalogue index file {path}: {error}") from error
+
+
+def _inconsistent(path: Path, found: str, manifest: IndexManifest) -> NoReturn:
+    raise CatalogueIndexError(
+        f"catalogue index file {path} {found}, but {MANIFEST_FILE} says {manifest.count} {manifest.metric} vectors "
+        f"of dimension {manifest.dim}; rebuild the index"
+    )

@@ -1,0 +1,238 @@
+"""The HTTP service: tagging, category paths and visual search over a FastAPI app, plus a one-page web UI at ``/``.
+
+Models load once, in :func:`create_app`; inference runs on the micro-batching worker threads
+(:mod:`fashionlens.service.batching`) and decoding in the thread pool, so the event loop stays free and one slow
+request never holds up the rest. Answers are plain JSON built by :mod:`fashionlens.service.pipeline` and sent as they
+are, without a response-model validation pass.
+
+Bad input is never a 500: every refusal is a 4xx with ``{"detail": "<one line>"}``:
+
+* 400 corrupt, truncated or empty image; malformed multipart body;
+* 404 unknown item, or an endpoint whose model the service was started without (the message says which option);
+* 413 upload over ``max_upload_bytes`` (checked on ``Content-Length`` and while reading), decompression bomb;
+* 415 not an image;
+* 422 bad ``k``, ``size`` or ``filter``, missing ``image`` field.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fashionlens.data.images import load_image
+from fashionlens.errors import CatalogueIndexError, DataError, FashionlensError, ImageError
+from fashionlens.index.store import fashionlens_version
+from fashionlens.service.batching import MicroBatcher
+from fashionlens.service.pipeline import BadQueryError, ComponentMissingError, Job, Pipeline, UnknownItemError
+
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_K = 100
+MULTIPART_OVERHEAD = 64 * 1024
+"""Body bytes allowed beyond ``max_upload_bytes`` for the multipart boundary and part headers."""
+STATIC = Path(__file__).parent / "static"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"detail": "one-line reason"}}}}
+    for code, text in {400: "Corrupt or empty image", 404: "Model not loaded, or unknown item",
+                       413: "Upload or image too large", 415: "Not an image",
+                       422: "Bad parameter"}.items()}
+
+
+def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
+               index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4, workers: int = 1) -> FastAPI:
+    """Load the given models and build the app (any model may be omitted; its endpoints then answer 404).
+
+    Args:
+        tagger_dir: Tagger or tagger-ensemble directory (``POST /v1/tag`` labels).
+        hierarchy_dir: Hierarchy classifier directory (``POST /v1/tag`` category path).
+        index_dir: Catalogue index directory (``/v1/items/...``, and with an embedder ``POST /v1/search``).
+        embedder_dir: Embedder that built the index; not needed when the index was built with the untrained
+            baseline embedder.
+        max_upload_bytes: Largest accepted image upload.
+        max_batch: Most requests answered by one forward pass.
+        workers: Inference threads; torch's own thread count is the caller's to set (``fashionlens serve`` uses
+            :func:`~fashionlens.service.batching.plan_threads`).
+
+    Raises:
+        ModelError: A model directory is missing or broken.
+        CatalogueIndexError: The index is missing, broken, or from another embedder than ``embedder_dir``.
+    """
+    pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir)
+    pipeline.warm_up()
+    return build_app(pipeline, max_upload_bytes, max_batch, workers)
+
+
+def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4,
+              workers: int = 1) -> FastAPI:
+    """The app around an already loaded :class:`Pipeline`."""
+    batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(pipeline.run, max_batch, workers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = FastAPI(title="fashionlens", version=fashionlens_version(), lifespan=lifespan,
+                  description="Tag fashion photos, place them in the category hierarchy, and find similar "
+                              "catalogue items. Errors are `{\"detail\": \"one-line reason\"}`.")
+    app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
+    app.exception_handler(FashionlensError)(_fashionlens_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    async def read_upload(image: UploadFile) -> tuple[bytes, str]:
+        data = await image.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"image upload is larger than the {max_upload_bytes}-byte limit")
+        return data, Path(image.filename or "upload").name[:120] or "upload"
+
+    async def answer(image: UploadFile, tasks: Sequence[str], k: int = 10, filters: Any = None) -> dict[str, Any]:
+        data, name = await read_upload(image)
+        request = await run_in_threadpool(pipeline.prepare, data, name, tasks, k, filters)
+        return await batcher.submit(request)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: models are loaded once at start-up, so a running service is a ready one."""
+        return {"status": "ok", "available": pipeline.available}
+
+    @app.get("/v1/info", tags=["service"])
+    async def info() -> dict[str, Any]:
+        """Loaded models (labels, backbones, validation metrics), index size and fields, versions and limits."""
+        return {**pipeline.info(), "limits": {"max_upload_bytes": max_upload_bytes, "max_k": MAX_K,
+                                              "max_batch": max_batch, "workers": workers},
+                "batching": {"batches": batcher.batches, "requests": batcher.items}}
+
+    @app.post("/v1/tag", tags=["models"], responses=_ERRORS)
+    async def tag(image: UploadFile = File(..., description="A photo (JPEG, PNG, WebP...).")) -> JSONResponse:
+        """Attribute labels with probabilities, per-label thresholds and decisions, head classes, and the category
+        path with per-level probabilities (``tags``/``category`` are absent when that model is not loaded)."""
+        pipeline.require("tag")
+        return JSONResponse(await answer(image, ("tags", "hierarchy")))
+
+    @app.post("/v1/search", tags=["catalogue"], responses=_ERRORS)
+    async def search(image: UploadFile = File(..., description="A photo to find similar catalogue items for."),
+                     k: int = Query(10, ge=1, le=MAX_K, description="Number of results."),
+                     filter: list[str] = Query([], description="field=value or field=value1,value2 (repeatable), "
+                                                                "e.g. gender=Men")) -> JSONResponse:
+        """The ``k`` catalogue items most similar to the photo, best first, with scores and metadata."""
+        pipeline.require("search")
+        filters = pipeline.parse_filters(filter)
+        result = await answer(image, ("embedding",), k, filters)
+        return JSONResponse(_with_image_urls(result))
+
+    @app.get("/v1/items/{item_id:path}/similar", tags=["catalogue"], responses=_ERRORS)
+    async def similar(item_id: str, k: int = Query(10, ge=1, le=MAX_K, description="Number of results."),
+                      filter: list[str] = Query([], description="field=value[,value], as for /v1/search")
+                      ) -> JSONResponse:
+        """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself)."""
+        pipeline.require("similar")
+        filters = pipeline.parse_filters(filter)
+        return JSONResponse(_with_image_urls(await run_in_threadpool(pipeline.similar, item_id, k, filters)))
+
+    @app.get("/v1/items/{item_id:path}/image", tags=["catalogue"], responses=_ERRORS,
+             response_class=FileResponse)
+    async def item_image(item_id: str, size: int | None = Query(None, ge=16, le=2048, description=(
+            "Shrink so the long side is at most this many pixels (JPEG); default: the original file."))) -> Response:
+        """The catalogue item's photo."""
+        path = pipeline.item_image(item_id)
+        headers = {"Cache-Control": "public, max-age=3600"}
+        if size is None:
+            return FileResponse(path, headers=headers)
+        return Response(await run_in_threadpool(_thumbnail, path, size), media_type="image/jpeg", headers=headers)
+
+    return app
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies over ``limit`` bytes with 413, before they are read or spooled.
+
+    A declared ``Content-Length`` over the limit is refused at once; a chunked body is counted while it streams
+    in, so no upload can make the server buffer more than ``limit`` bytes.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body is larger than the {self.limit}-byte limit"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})(
+                scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _status(error: FashionlensError) -> int:
+    if isinstance(error, ImageError):
+        # ImageError has no subtypes; its messages (fashionlens.data.images) say which problem it is.
+        text = str(error)
+        if "decompression bomb" in text:
+            return 413
+        return 415 if text.startswith("not an image") else 400
+    if isinstance(error, (ComponentMissingError, UnknownItemError)):
+        return 404
+    if isinstance(error, (BadQueryError, CatalogueIndexError)):
+        return 422
+    return 400 if isinstance(error, DataError) else 500
+
+
+async def _fashionlens_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, FashionlensError)
+    return JSONResponse({"detail": str(error)}, status_code=_status(error))
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    """FastAPI's validation errors as one line: ``query parameter 'k': Input should be ...``."""
+    assert isinstance(error, RequestValidationError)
+    parts = []
+    for problem in error.errors():
+        location = [str(p) for p in problem.get("loc", ())]
+        where = f"{location[0]} parameter '{'.'.join(location[1:])}'" if len(location) > 1 else ".".join(location)
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+
+def _with_image_urls(result: dict[str, Any]) -> dict[str, Any]:
+    for hit in result.get("results", []):
+        hit["image_url"] = f"/v1/items/{quote(hit['item_id'], safe='')}/image"
+    return result
+
+
+def _thumbnail(path: Path, size: int) -> bytes:
+    buffer = io.BytesIO()
+    load_image(path, max_side=size).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

@@ -1,0 +1,458 @@
+"""In-process inference behind the service: uploaded bytes in, tags / category path / similar catalogue items out.
+
+The tagger, the hierarchy classifier and the embedder are all heads on pooled backbone features, so a request is
+answered in three steps: :meth:`Pipeline.prepare` decodes the upload and makes one input tensor per distinct backbone
+(name, weights, transform); :meth:`Pipeline.run` does one forward pass per backbone for a whole batch of requests and
+feeds every head that uses it (tagger and hierarchy on the same EfficientNet share one pass); the heads' outputs
+become JSON-ready answers. Uploads never touch the disk: the models' own ``predict(manifest)`` would need a file per
+image and would fill the shared feature cache with one-off uploads.
+
+Every component is optional; asking for one that was not loaded raises :class:`ComponentMissingError`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from fashionlens.data.images import decode_image
+from fashionlens.data.transforms import describe, eval_transform
+from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
+from fashionlens.index import CatalogueIndex, Filters, SearchHit
+from fashionlens.index.store import ITEM_ID, ITEMS_FILE
+from fashionlens.models.backbones import Backbone
+from fashionlens.tasks.common import BackboneConfig
+from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
+from fashionlens.tasks.retrieval import Embedder
+from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
+from fashionlens.tasks.tagging import Predictions, Tagger
+
+DECODE_MAX_SIDE = 1024
+"""Long side uploads are shrunk to right after decoding, as :class:`~fashionlens.data.dataset.ManifestImageDataset`
+does for training and catalogue images, so an upload and the same file in a manifest get identical features."""
+
+TASKS = ("tags", "hierarchy", "embedding")
+TOP_ALTERNATIVES = 3
+
+TagModel = Tagger | TaggerEnsemble
+
+
+class ComponentMissingError(FashionlensError):
+    """The request needs a model or index the service was started without."""
+
+
+class UnknownItemError(CatalogueIndexError):
+    """The requested catalogue item is not in the index."""
+
+
+class BadQueryError(CatalogueIndexError):
+    """A search parameter (filter syntax or field) is invalid."""
+
+
+@dataclass(frozen=True)
+class BackboneKey:
+    """What makes two components' features interchangeable: backbone name, weights and input transform."""
+
+    name: str
+    weights_id: str
+    transform: str
+
+
+@dataclass
+class Job:
+    """One decoded upload, ready for a batch: its input tensor per backbone and what it asks for."""
+
+    tasks: frozenset[str]
+    inputs: dict[BackboneKey, torch.Tensor]
+    k: int = 10
+    filters: Filters | None = None
+    size: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class _Features:
+    """Pooled features of a batch's requests, per backbone (rows in request order of those that needed it)."""
+
+    rows: dict[BackboneKey, list[int]] = field(default_factory=dict)
+    values: dict[BackboneKey, np.ndarray] = field(default_factory=dict)
+
+    def of(self, key: BackboneKey, requests: Sequence[int]) -> np.ndarray:
+        position = {row: i for i, row in enumerate(self.rows[key])}
+        return self.values[key][[position[r] for r in requests]]
+
+
+def _as_backbone(module: nn.Module, owner: str) -> Backbone:
+    if not isinstance(module, Backbone):
+        raise ModelError(f"the {owner} has no fashionlens backbone (got {type(module).__name__})")
+    return module
+
+
+class Pipeline:
+    """Loaded models (each optional) and the batched image → answer path shared by the service and its benchmark.
+
+    Args:
+        tagger: Attribute tagger or tagger ensemble.
+        hierarchy: Category-path classifier.
+        index: Catalogue index (similar items by id, item images; with ``embedder`` also search by photo).
+        embedder: The embedding model the index was built with.
+        sources: Where each component was loaded from, for :meth:`info`.
+        items: ``item_id`` → image file (or ``None``) of every catalogue item; :meth:`load` reads it from the index.
+    """
+
+    def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
+                 index: CatalogueIndex | None = None, embedder: Embedder | None = None,
+                 sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None):
+        if embedder is not None and index is not None and embedder.model_id != index.model_id:
+            raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
+                                      f"{embedder.model_id!r}; pass the embedder that built it")
+        self.tagger = tagger
+        self.hierarchy = hierarchy
+        self.index = index
+        self.embedder = embedder if index is not None else None
+        self.sources = dict(sources or {})
+        self._items = dict(items or {})
+        self._fields = set(index.info()["fields"]) if index is not None else set()
+        self._backbones: dict[BackboneKey, Backbone] = {}
+        self._transforms: dict[BackboneKey, v2.Compose] = {}
+        self._task_keys: dict[str, list[BackboneKey]] = {}
+        if tagger is not None:
+            members = tagger.members if isinstance(tagger, TaggerEnsemble) else [tagger]
+            self._task_keys["tags"] = [self._register(m.backbone, "tagger") for m in members]
+        if hierarchy is not None:
+            self._task_keys["hierarchy"] = [self._register(hierarchy.backbone, "hierarchy classifier")]
+        if self.embedder is not None:
+            self._task_keys["embedding"] = [self._register(self.embedder.backbone(), "embedder")]
+
+    @classmethod
+    def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
+             index_dir: str | Path | None = None, embedder_dir: str | Path | None = None) -> Pipeline:
+        """Load the given model directories once (any may be ``None``).
+
+        Without ``embedder_dir`` the index is searched by photo only when it was built with the untrained baseline
+        embedder (ImageNet features of the backbone named in its model id), which needs no files; otherwise photo
+        search answers :class:`ComponentMissingError` while search by item id still works.
+
+        Raises:
+            ModelError: A model directory is missing or broken.
+            CatalogueIndexError: The index is missing or broken, or was built by another embedder than the one given.
+        """
+        sources: dict[str, str] = {}
+        tagger = hierarchy = index = embedder = None
+        items: dict[str, str | None] = {}
+        if tagger_dir is not None:
+            tagger, sources["tagger"] = load_tagger(tagger_dir), str(tagger_dir)
+        if hierarchy_dir is not None:
+            hierarchy, sources["hierarchy"] = HierarchyClassifier.load(hierarchy_dir), str(hierarchy_dir)
+        if index_dir is not None:
+            index, sources["index"] = CatalogueIndex.load(index_dir), str(index_dir)
+            items = _read_items(Path(index_dir))
+            if embedder_dir is not None:
+                embedder, sources["embedder"] = Embedder.load(embedder_dir), str(embedder_dir)
+            else:
+                embedder = _baseline_embedder(index.model_id)
+                if embedder is not None:
+                    sources["embedder"] = "untrained baseline (ImageNet features)"
+        elif embedder_dir is not None:
+            raise ConfigError(f"--embedder {embedder_dir} was given without --index; photo search needs both")
+        return cls(tagger, hierarchy, index, embedder, sources, items)
+
+    def _register(self, module: nn.Module, owner: str) -> BackboneKey:
+        backbone = _as_backbone(module, owner)
+        preprocess: Any = backbone.preprocess  # a frozen Preprocess; PreprocessLike declares settable fields
+        transform = eval_transform(preprocess)
+        key = BackboneKey(backbone.name, backbone.weights_id, describe(transform))
+        if key not in self._backbones:
+            self._backbones[key] = backbone.eval()
+            self._transforms[key] = transform
+        return key
+
+    # ------------------------------------------------------------------------------------------------ queries
+    @property
+    def available(self) -> dict[str, bool]:
+        """Which answers this pipeline can give."""
+        return {"tag": self.tagger is not None or self.hierarchy is not None, "tagger": self.tagger is not None,
+                "hierarchy": self.hierarchy is not None, "search": self.embedder is not None,
+                "similar": self.index is not None}
+
+    def require(self, what: str) -> None:
+        """Raise :class:`ComponentMissingError` with the start-up option to fix it when ``what`` is unavailable."""
+        if self.available.get(what, False):
+            return
+        reasons = {
+            "tag": "no tagger or hierarchy model loaded; start the service with --tagger DIR and/or --hierarchy DIR",
+            "search": ("no catalogue index loaded; start the service with --index DIR" if self.index is None else
+                       f"the catalogue index was built by embedding model {self.index.model_id!r}; start the service "
+                       f"with --embedder DIR of that model to search by photo"),
+            "similar": "no catalogue index loaded; start the service with --index DIR",
+        }
+        raise ComponentMissingError(reasons.get(what, f"'{what}' is not available"))
+
+    def parse_filters(self, expressions: Sequence[str]) -> Filters | None:
+        """``field=value[,value...]`` expressions (the CLI's syntax) → filters; repeating a field adds values.
+
+        Raises:
+            BadQueryError: An expression without ``=`` or value, or a field the catalogue does not have.
+        """
+        filters: dict[str, list[str]] = {}
+        for expression in expressions:
+            name, equals, text = expression.partition("=")
+            name = name.strip()
+            values = [v.strip() for v in text.split(",") if v.strip()]
+            if not equals or not name or not values:
+                raise BadQueryError(f"filter {expression!r} must look like field=value or field=value1,value2 "
+                                    f"(e.g. gender=Men)")
+            if name not in self._fields:
+                known = ", ".join(sorted(self._fields - {"path"})) or "none"
+                raise BadQueryError(f"unknown filter field {name!r}; known fields: {known}")
+            filters.setdefault(name, []).extend(values)
+        return filters or None
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10,
+                filters: Filters | None = None) -> Job:
+        """Decode an upload and make the input tensor of every backbone its ``tasks`` need.
+
+        Raises:
+            ImageError: Empty, truncated, non-image or oversized (decompression bomb) upload, named by ``source``.
+        """
+        wanted = frozenset(t for t in tasks if t in self._task_keys)
+        image = decode_image(data, source=source)
+        size = image.size
+        if max(image.size) > DECODE_MAX_SIDE:
+            image.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.Resampling.BILINEAR)
+        keys = {key for task in wanted for key in self._task_keys[task]}
+        return Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+
+    @torch.inference_mode()
+    def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
+        """Answer a batch: one forward pass per backbone, then each head on the rows that asked for it.
+
+        A job whose answer fails (e.g. a filter rejected by the index) gets its error in place of an answer, so
+        one bad request never fails the others in its batch.
+        """
+        features = _Features()
+        for key, backbone in self._backbones.items():
+            rows = [i for i, job in enumerate(jobs) if key in job.inputs]
+            if rows:
+                batch = torch.stack([jobs[i].inputs[key] for i in rows])
+                features.rows[key], features.values[key] = rows, backbone(batch).float().numpy()
+        answers: list[dict[str, Any] | FashionlensError] = [{"image": {"width": j.size[0], "height": j.size[1]}}
+                                                            for j in jobs]
+        for task, answer_rows in self._task_rows(jobs).items():
+            try:
+                outputs = self._heads(task, features, answer_rows)
+            except FashionlensError as error:
+                for row in answer_rows:
+                    answers[row] = error
+                continue
+            for row, output in zip(answer_rows, outputs, strict=True):
+                answer = answers[row]
+                if isinstance(answer, dict):
+                    answer.update(output)
+        for row, job in enumerate(jobs):
+            answer = answers[row]
+            if "embedding" in job.tasks and isinstance(answer, dict):
+                try:
+                    answer["results"] = self._search(answer.pop("embedding"), job.k, job.filters)
+                except FashionlensError as error:
+                    answers[row] = error
+        return answers
+
+    def tag(self, data: bytes, source: str = "<upload>") -> dict[str, Any]:
+        """Tags, head classes and category path of one image (the whole in-process path, for one request)."""
+        self.require("tag")
+        return self._one(self.prepare(data, source, ("tags", "hierarchy")))
+
+    def search(self, data: bytes, source: str = "<upload>", k: int = 10,
+               filters: Filters | None = None) -> dict[str, Any]:
+        """The ``k`` catalogue items most similar to one image."""
+        self.require("search")
+        return self._one(self.prepare(data, source, ("embedding",), k, filters))
+
+    def similar(self, item_id: str, k: int = 10, filters: Filters | None = None) -> dict[str, Any]:
+        """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself).
+
+        Raises:
+            UnknownItemError: ``item_id`` is not in the index.
+        """
+        self.require("similar")
+        assert self.index is not None
+        self._check_item(item_id)
+        return {"item_id": item_id, "results": [_hit(h) for h in self.index.search_by_id(item_id, k, filters)]}
+
+    def item_image(self, item_id: str) -> Path:
+        """Image file of catalogue item ``item_id``.
+
+        Raises:
+            UnknownItemError: Unknown item, or its image is not on this machine.
+        """
+        self.require("similar")
+        self._check_item(item_id)
+        recorded = self._items[item_id]
+        path = Path(recorded) if recorded else None
+        if path is None or not path.is_file():
+            raise UnknownItemError(f"the image of item {item_id!r} is not available on this server")
+        return path
+
+    def info(self) -> dict[str, Any]:
+        """Models, versions, index size: what ``GET /v1/info`` reports."""
+        return {
+            "versions": {name: _version(name) for name in ("fashionlens", "torch", "timm", "faiss-cpu", "fastapi")},
+            "available": self.available,
+            "tagger": self._tagger_info(),
+            "hierarchy": None if self.hierarchy is None else {
+                "source": self.sources.get("hierarchy"), "levels": list(self.hierarchy.taxonomy.levels),
+                "classes": self.hierarchy.taxonomy.sizes, "variant": self.hierarchy.config.variant,
+                "backbone": self._task_backbones("hierarchy"), "metrics": self.hierarchy.metrics},
+            "index": None if self.index is None else {"source": self.sources.get("index"), **self.index.info()},
+            "embedder": None if self.embedder is None else {
+                "source": self.sources.get("embedder"), "model_id": self.embedder.model_id, "dim": self.embedder.dim,
+                "backbone": self._task_backbones("embedding")},
+        }
+
+    def warm_up(self) -> None:
+        """One forward pass per backbone, so the first real request does not pay for lazy initialisation."""
+        blank = Image.new("RGB", (64, 64), (255, 255, 255))
+        with torch.inference_mode():
+            for key, backbone in self._backbones.items():
+                backbone(self._transforms[key](blank)[None])
+
+    # ------------------------------------------------------------------------------------------------ internals
+    def _one(self, job: Job) -> dict[str, Any]:
+        answer = self.run([job])[0]
+        if isinstance(answer, FashionlensError):
+            raise answer
+        return answer
+
+    def _check_item(self, item_id: str) -> None:
+        if item_id not in self._items:
+            raise UnknownItemError(f"item_id {item_id!r} is not in the catalogue index")
+
+    def _task_rows(self, jobs: Sequence[Job]) -> dict[str, list[int]]:
+        rows = {task: [i for i, job in enumerate(jobs) if task in job.tasks] for task in TASKS}
+        return {task: chosen for task, chosen in rows.items() if chosen}
+
+    def _heads(self, task: str, features: _Features, rows: list[int]) -> list[dict[str, Any]]:
+        keys = self._task_keys[task]
+        if task == "tags":
+            assert self.tagger is not None
+            return _tag_answers(self.tagger, _tag_predictions(self.tagger, [features.of(k, rows) for k in keys]))
+        if task == "hierarchy":
+            assert self.hierarchy is not None
+            return _hierarchy_answers(self.hierarchy.predict_features(features.of(keys[0], rows)))
+        assert self.embedder is not None
+        return [{"embedding": vector} for vector in self.embedder.embed_features(features.of(keys[0], rows))]
+
+    def _search(self, vector: np.ndarray, k: int, filters: Filters | None) -> list[dict[str, Any]]:
+        assert self.index is not None
+        return [_hit(h) for h in self.index.search(vector[None], k, filters)[0]]
+
+    def _task_backbones(self, task: str) -> list[str]:
+        return [f"{key.name} ({key.weights_id})" for key in self._task_keys.get(task, [])]
+
+    def _tagger_info(self) -> dict[str, Any] | None:
+        if self.tagger is None:
+            return None
+        ensemble = isinstance(self.tagger, TaggerEnsemble)
+        return {"source": self.sources.get("tagger"), "kind": "ensemble" if ensemble else "tagger",
+                "tags": list(self.tagger.labels.tags), "heads": dict(self.tagger.labels.heads),
+                "backbone": self._task_backbones("tags"),
+                "metrics": None if isinstance(self.tagger, TaggerEnsemble) else self.tagger.metrics}
+
+
+def _tag_predictions(tagger: TagModel, member_features: Sequence[np.ndarray]) -> Predictions:
+    """The tagger's probabilities from its members' features (an ensemble averages them as its ``predict`` does)."""
+    if isinstance(tagger, Tagger):
+        return tagger.predict_features(member_features[0])
+    outputs = [m.predict_features(f) for m, f in zip(tagger.members, member_features, strict=True)]
+
+    def mean(get: Callable[[Predictions], np.ndarray]) -> np.ndarray:
+        return np.sum([w * get(o) for w, o in zip(tagger.weights, outputs, strict=True)], axis=0).astype(np.float32)
+
+    return Predictions(tags=mean(lambda o: o.tags), heads={h: mean(lambda o, h=h: o.heads[h])  # type: ignore[misc]
+                                                            for h in tagger.labels.heads})
+
+
+def _tag_answers(tagger: TagModel, predictions: Predictions) -> list[dict[str, Any]]:
+    decisions = tagger.decide(predictions)
+    answers = []
+    for row in range(len(predictions.tags)):
+        order = np.argsort(-predictions.tags[row], kind="stable")
+        scores = [{"label": tagger.labels.tags[j], "probability": round(float(predictions.tags[row, j]), 4),
+                   "threshold": round(float(tagger.thresholds[j]), 4), "decision": bool(decisions[row, j])}
+                  for j in order]
+        heads = {}
+        for head, classes in tagger.labels.heads.items():
+            probs = predictions.heads[head][row]
+            top = np.argsort(-probs)[:TOP_ALTERNATIVES]
+            heads[head] = {"class": classes[int(top[0])], "probability": round(float(probs[top[0]]), 4),
+                           "top": [{"class": classes[int(i)], "probability": round(float(probs[i]), 4)}
+                                   for i in top]}
+        answers.append({"labels": [s["label"] for s in scores if s["decision"]], "tags": scores, "heads": heads})
+    return answers
+
+
+def _hierarchy_answers(predictions: HierarchyPredictions) -> list[dict[str, Any]]:
+    taxonomy = predictions.taxonomy
+    on_path = predictions.path_probabilities()
+    leaves = predictions.probabilities[-1]
+    answers = []
+    for row, path in enumerate(predictions.paths):
+        names = taxonomy.path_names(path)
+        top = np.argsort(-leaves[row])[:TOP_ALTERNATIVES]
+        answers.append({"category": {
+            "path": names,
+            "levels": [{"level": level, "class": name, "probability": round(float(on_path[row, h]), 4)}
+                       for h, (level, name) in enumerate(zip(taxonomy.levels, names, strict=True))],
+            "alternatives": [{"class": taxonomy.classes[-1][int(i)], "probability": round(float(leaves[row, i]), 4)}
+                             for i in top],
+        }})
+    return answers
+
+
+def _hit(hit: SearchHit) -> dict[str, Any]:
+    metadata = {k: v for k, v in hit.metadata.items() if k != "path"}  # server file paths stay private
+    return {"item_id": hit.item_id, "score": round(float(hit.score), 4), "rank": hit.rank, "metadata": metadata}
+
+
+def _read_items(index_dir: Path) -> dict[str, str | None]:
+    """``item_id`` → image path (``None`` when the catalogue recorded none) from the index's item table.
+
+    :class:`CatalogueIndex` offers no look-up of one item's metadata, so the service reads the two columns it needs.
+    """
+    file = index_dir / ITEMS_FILE
+    try:
+        with_path = "path" in pq.read_schema(file).names
+        table = pq.read_table(file, columns=[ITEM_ID, "path"] if with_path else [ITEM_ID])
+    except (OSError, ValueError) as error:
+        raise CatalogueIndexError(f"cannot read {file}: {error}") from error
+    ids = table.column(ITEM_ID).to_pylist()
+    paths = table.column("path").to_pylist() if with_path else [None] * len(ids)
+    return dict(zip(ids, paths, strict=True))
+
+
+def _baseline_embedder(model_id: str) -> Embedder | None:
+    """The untrained baseline embedder when it is the model that built an index (``model_id``), else ``None``."""
+    try:
+        candidate = Embedder.untrained(BackboneConfig(name=model_id.split("|", 1)[0]),
+                                       normalize=not model_id.endswith("|raw"))
+    except FashionlensError:
+        return None
+    return candidate if candidate.model_id == model_id else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

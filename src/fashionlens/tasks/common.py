@@ -1,0 +1,141 @@
+"""Plumbing shared by the tagging, hierarchy and retrieval tasks: backbone settings, frozen-feature
+extraction with the shared cache, feature data loaders, and the saved-model directory convention.
+
+A saved model is one directory holding ``config.json`` (how it was built), ``labels.json`` (what it predicts),
+``model.pt`` (weights), and whatever the task adds (``thresholds.json``, ``metrics.json``, a report). It is
+written as a whole into a temporary directory and swapped into place, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fashionlens.data.records import Manifest
+from fashionlens.errors import DataError, ModelError
+from fashionlens.features import extract_features
+from fashionlens.io import atomic_dir, save_torch, write_json
+from fashionlens.models import create_backbone
+
+
+def default_cache_dir() -> Path:
+    """Feature cache location: ``$FASHIONLENS_CACHE`` or ``~/.cache/fashionlens``."""
+    return Path(os.environ.get("FASHIONLENS_CACHE", Path.home() / ".cache" / "fashionlens"))
+
+
+@dataclass
+class BackboneConfig:
+    """Which pretrained network turns images into features, and how much of it trains."""
+
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights: str | None = None
+    freeze: int | str | None = "all"
+    batch_size: int = 64
+    num_workers: int | None = None
+
+
+def build_backbone(config: BackboneConfig, freeze: int | str | None = None) -> Any:
+    """Create the backbone described by ``config`` (``freeze`` overrides ``config.freeze``)."""
+    return create_backbone(config.name, pretrained=config.pretrained, weights=config.weights,
+                           freeze=config.freeze if freeze is None else freeze)
+
+
+def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
+                    cache_dir: str | Path | None = None, device: str | None = None,
+                    show_progress: bool = True) -> np.ndarray:
+    """Pooled features of every row from a frozen backbone, through the shared disk cache.
+
+    Raises:
+        DataError: Some images could not be decoded (the first few are named).
+    """
+    backbone = backbone if backbone is not None else build_backbone(config, freeze="all")
+    result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
+                              batch_size=config.batch_size, num_workers=config.num_workers, device=device,
+                              skip_bad_images=True, show_progress=show_progress)
+    if result.failed:
+        shown = ", ".join(result.failed[:3])
+        raise DataError(f"{len(result.failed)} image(s) could not be read, e.g. {shown} "
+                        f"(fix or drop them from manifest '{manifest.name}')")
+    return result.vectors
+
+
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a module's weights: the feature-cache identity of a fine-tuned backbone."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return "weights-" + digest.hexdigest()[:16]
+
+
+def manifest_of_paths(paths: Iterable[str | Path], name: str = "images") -> Manifest:
+    """An unlabelled manifest of image files (for prediction on loose images)."""
+    resolved = [str(Path(p).expanduser().resolve()) for p in paths]
+    if not resolved:
+        raise DataError("no image paths given")
+    return Manifest(pd.DataFrame({"path": resolved}), name=name)
+
+
+def tensor_loader(arrays: Iterable[np.ndarray | torch.Tensor], batch_size: int, shuffle: bool,
+                  seed: int = 0) -> DataLoader[Any]:
+    """A DataLoader over in-memory arrays (features and targets), seeded when shuffling."""
+    tensors = [torch.as_tensor(a) for a in arrays]
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def save_model_dir(path: str | Path, state: Mapping[str, Any], json_files: Mapping[str, Any],
+                   extra: Mapping[str, str | bytes] | None = None) -> Path:
+    """Write a model directory atomically: ``model.pt`` from ``state`` plus ``<name>.json`` files."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        save_torch(tmp / "model.pt", dict(state))
+        for name, content in json_files.items():
+            write_json(tmp / f"{name}.json", content)
+        for name, data in (extra or {}).items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                target.write_bytes(data)
+            else:
+                target.write_text(data, encoding="utf-8")
+    return path
+
+
+def read_model_dir(path: str | Path, required_json: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load ``model.pt`` and the named JSON files of a model directory.
+
+    Raises:
+        ModelError: The directory or one of its files is missing or unreadable (the file is named).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    documents: dict[str, Any] = {}
+    for name in required_json:
+        file = path / f"{name}.json"
+        if not file.is_file():
+            raise ModelError(f"model directory {path} is missing {file.name}")
+        try:
+            documents[name] = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ModelError(f"cannot parse {file}: {error}") from error
+    weights = path / "model.pt"
+    if not weights.is_file():
+        raise ModelError(f"model directory {path} is missing model.pt")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise ModelError(f"cannot load {weights}: {str(error).splitlines()[0]}") from error
+    return state, documents

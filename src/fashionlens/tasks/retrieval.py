@@ -1,0 +1,724 @@
+"""Street-to-shop and similar-item visual search: triplet-trained embeddings, catalogue indexes and their evaluation.
+
+An :class:`Embedder` turns images into vectors: a pretrained backbone's pooled features, then an
+:class:`~fashionlens.models.embedding.EmbeddingHead` (projection to ``dim`` dimensions, optional L2 normalisation).
+The untrained baseline (:meth:`Embedder.untrained`) is the ImageNet features themselves. Training modes:
+
+* ``features`` -- only the head trains, on cached frozen features (CPU-friendly: minutes on 8k images);
+* ``finetune`` -- backbone (stem and first ``finetune_freeze`` stages frozen) and head train end to end on images
+  (for GPUs).
+
+Either way an image is cropped to its garment box when the manifest has one and resized to the network's square
+input (224x224 for EfficientNet-Lite0), as the paper does with its bounding-box crops.
+
+Both use pytorch-metric-learning's triplet margin loss on squared L2 distances, with the seed paper's triplets
+(:mod:`fashionlens.tasks.triplets`: anchor shop photo, positive street photo, 4 negatives, easy:hard = 1:4) or PML's
+online miners. Which rows are positives is the ``identity`` field: ``item_id`` (street-to-shop pairs) or a category
+such as ``articleType`` (similar-item search).
+
+Evaluation ranks a gallery with a :class:`~fashionlens.index.CatalogueIndex`. When a split has both domains, its
+street photos query its shop photos; otherwise each item queries the others (never itself). Scores come from
+:func:`fashionlens.metrics.retrieval_metrics`: ``recall@K`` is the HIT RATE (a query counts when at least one
+relevant item is in its top K), which is also the paper's top-K accuracy ("correct shop image assigned" within
+the first K); ``precision@K`` is the mean fraction of relevant items in the top K; ``mAP`` is over the ranked lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_metric_learning import distances, losses, miners
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fashionlens.config import from_dict, to_dict
+from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.images import decode_image
+from fashionlens.data.records import CLASS_PREFIX, META_PREFIX, Manifest
+from fashionlens.data.transforms import eval_transform, train_transform
+from fashionlens.engine import TrainConfig, Trainer
+from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ModelError
+from fashionlens.features import extract_features
+from fashionlens.index import CatalogueIndex, Filters, SearchHit
+from fashionlens.metrics import relevance_matrix, retrieval_metrics
+from fashionlens.models.backbones import Backbone
+from fashionlens.models.embedding import EmbeddingHead, EmbeddingNet
+from fashionlens.reports.retrieval_grid import save_results_grid
+from fashionlens.runtime import default_workers, resolve_device
+from fashionlens.tasks.common import (
+    BackboneConfig,
+    build_backbone,
+    frozen_features,
+    manifest_of_paths,
+    read_model_dir,
+    save_model_dir,
+    state_fingerprint,
+)
+from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
+
+MODES = ("features", "finetune")
+SIMULATED_FIELD = META_PREFIX + "simulated"
+
+
+def _squared_l2() -> distances.LpDistance:
+    """The paper's distance: squared Euclidean, on the embeddings as the model outputs them."""
+    return distances.LpDistance(normalize_embeddings=False, p=2, power=2)
+
+
+MINERS: dict[str, Callable[[float], miners.BaseMiner]] = {
+    "semihard": lambda margin: miners.TripletMarginMiner(margin, "semihard", distance=_squared_l2()),
+    "hard": lambda margin: miners.TripletMarginMiner(margin, "hard", distance=_squared_l2()),
+    "all": lambda margin: miners.TripletMarginMiner(margin, "all", distance=_squared_l2()),
+    "batch_hard": lambda margin: miners.BatchHardMiner(distance=_squared_l2()),
+}
+"""PML online miners selectable by ``RetrievalConfig.miner`` (the margin is the loss margin)."""
+
+
+def _default_retrieval_train() -> TrainConfig:
+    return TrainConfig(epochs=30, batch_size=64, optimizer="adam", lr=1e-3, scheduler="step", step_size=20,
+                       gamma=0.1, monitor="val_map", mode="max", early_stop_patience=6)
+
+
+@dataclass
+class RetrievalConfig:
+    """How an embedder is built and trained (YAML-loadable; see ``configs/retrieval_triplet.yaml``).
+
+    Attributes:
+        backbone: Feature extractor.
+        mode: ``features`` or ``finetune`` (see the module docstring).
+        finetune_freeze: Stages kept frozen in ``finetune`` mode (see :meth:`Backbone.freeze`).
+        dim: Embedding width; ``None``: no projection (the backbone features).
+        hidden: Hidden width of a projection MLP; ``None``: a linear projection (on 5-8k frozen-feature training
+            images the MLP overfitted and scored lower on val).
+        normalize: L2-normalise embeddings (searched by cosine); else raw squared L2, as the paper's best model.
+        identity: Field whose equal values make positive pairs: ``item_id`` for street-to-shop, a class head such
+            as ``articleType`` for similar-item search. Rows where it is empty take no part in training.
+        categories: Fields whose equality makes a negative hard, finest first (see :mod:`fashionlens.tasks.triplets`).
+        negatives_per_pair: Negatives per (anchor, positive) pair (4 in the paper).
+        easy_fraction: Share of easy negatives: 0.2 is the paper's easy:hard = 1:4, 0 means hard only.
+        miner: A key of :data:`MINERS` to mine triplets online from class-balanced batches instead of the paper's
+            triplets; ``None`` uses the paper's.
+        margin: Triplet margin α on squared L2 distances (the paper's best: 4.0 without normalisation; with
+            normalisation distances lie in 0..4, so use well under 1).
+        swap: PML's distance swap: a triplet also counts as violated when the *positive* is closer to the negative
+            than allowed. With the paper's shop anchors and street positives this adds the street photo vs other
+            shop photos comparison, which is what a street-to-shop query is ranked by; without it, training on
+            frozen features made simulated street-to-shop *worse* than the untrained baseline (see the benchmark).
+        max_pairs: Pairs per epoch at most (a random subset each epoch); ``None`` uses all.
+        eval_k: Cut-off of the per-epoch validation scores (``val_recall@K``, ``val_precision@K``).
+        train: Optimisation settings; ``batch_size`` counts pairs (with their negatives) or, with a miner, rows.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    mode: str = "features"
+    finetune_freeze: int = 5
+    dim: int | None = 256
+    hidden: int | None = None
+    normalize: bool = True
+    identity: str = "item_id"
+    categories: list[str] = field(default_factory=lambda: ["articleType"])
+    negatives_per_pair: int = 4
+    easy_fraction: float = 0.2
+    miner: str | None = None
+    margin: float = 0.2
+    swap: bool = True
+    max_pairs: int | None = None
+    eval_k: int = 10
+    train: TrainConfig = field(default_factory=_default_retrieval_train)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown retrieval mode '{self.mode}'; use one of {MODES}")
+        if self.miner is not None and self.miner not in MINERS:
+            raise ConfigError(f"unknown miner '{self.miner}'; use one of {sorted(MINERS)} or null")
+        if self.margin <= 0:
+            raise ConfigError(f"margin must be > 0, got {self.margin}")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"dim must be >= 1 or null, got {self.dim}")
+        if self.eval_k < 1:
+            raise ConfigError(f"eval_k must be >= 1, got {self.eval_k}")
+
+
+class Embedder:
+    """A trained (or untrained baseline) embedding model: images → vectors for a catalogue index.
+
+    Args:
+        config: How it was built.
+        head: The embedding head on pooled backbone features.
+        weights_id: Identity of the backbone weights whose features the head expects.
+        backbone: The fine-tuned backbone (``finetune`` mode); ``None`` builds the pretrained one when needed.
+        metrics_summary: Validation scores from training.
+    """
+
+    def __init__(self, config: RetrievalConfig, head: EmbeddingHead, weights_id: str,
+                 backbone: Backbone | None = None, metrics_summary: Mapping[str, Any] | None = None):
+        self.config = config
+        self.head = head.eval()
+        self.weights_id = weights_id
+        self._backbone_module = backbone
+        self.metrics: dict[str, Any] = dict(metrics_summary or {})
+
+    @classmethod
+    def untrained(cls, backbone: BackboneConfig | None = None, normalize: bool = True) -> Embedder:
+        """The baseline: pretrained (ImageNet) pooled features, no projection, L2-normalised by default."""
+        config = RetrievalConfig(backbone=backbone or BackboneConfig(), dim=None, normalize=normalize)
+        network = build_backbone(config.backbone, freeze="all")
+        return cls(config, EmbeddingHead(network.num_features, None, None, normalize), network.weights_id, network)
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings."""
+        return self.head.out_features
+
+    @property
+    def metric(self) -> str:
+        """Catalogue index metric: ``ip`` (cosine) for normalised embeddings, else ``l2`` (squared L2, as trained)."""
+        return "ip" if self.config.normalize else "l2"
+
+    @property
+    def model_id(self) -> str:
+        """Backbone name, weights id and head fingerprint: what a catalogue index records and checks."""
+        norm = "l2norm" if self.config.normalize else "raw"
+        return f"{self.config.backbone.name}|{self.weights_id}|head-{state_fingerprint(self.head)}|{norm}"
+
+    def backbone(self) -> Backbone:
+        """The feature extractor (built on first use for ``features`` mode, and checked against ``weights_id``)."""
+        if self._backbone_module is None:
+            network = build_backbone(self.config.backbone, freeze="all")
+            if network.weights_id != self.weights_id:
+                raise ModelError(f"the embedder was trained on backbone weights {self.weights_id!r} but "
+                                 f"{self.config.backbone.name} now loads {network.weights_id!r}")
+            self._backbone_module = network
+        return self._backbone_module
+
+    @torch.no_grad()
+    def embed_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Embeddings ``(n, dim)`` of pooled backbone features ``(n, in_features)``."""
+        self.head.eval()
+        parts = [self.head(torch.as_tensor(features[i:i + batch_size])).numpy()
+                 for i in range(0, len(features), batch_size)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), np.float32)
+
+    def embed(self, manifest: Manifest, show_progress: bool = False) -> np.ndarray:
+        """Embeddings ``(len(manifest), dim)`` of a manifest's images (box crops when boxes exist).
+
+        Raises:
+            DataError: Some images cannot be read (named).
+        """
+        features = frozen_features(manifest, self.config.backbone, backbone=self.backbone(),
+                                   show_progress=show_progress)
+        return self.embed_features(features)
+
+    def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Embeddings of query photos, each first decoded so that a bad file is named with its problem.
+
+        One-off queries bypass the feature cache: looking them up would load every cached vector, and storing them
+        would fill the cache with photos never seen again.
+
+        Raises:
+            ImageError: A file is missing or not a decodable image.
+        """
+        for path in paths:
+            decode_image(path)
+        network: Any = self.backbone()  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
+        result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
+                                  batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False)
+        return self.embed_features(result.vectors)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory: ``model.pt`` (head, and backbone when fine-tuned) and JSON documents."""
+        state: dict[str, Any] = {"head": self.head.state_dict()}
+        if self.config.mode == "finetune" and self._backbone_module is not None:
+            state["backbone"] = self._backbone_module.state_dict()
+        identity = {"model_id": self.model_id, "weights_id": self.weights_id, "in_features": self.head.in_features,
+                    "dim": self.dim, "metric": self.metric}
+        return save_model_dir(path, state, {"config": to_dict(self.config), "embedder": identity,
+                                            "metrics": self.metrics})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Embedder:
+        """Load a directory written by :meth:`save`.
+
+        Raises:
+            ModelError: Missing or inconsistent files.
+        """
+        state, docs = read_model_dir(path, ["config", "embedder"])
+        try:
+            config = from_dict(RetrievalConfig, docs["config"], where=f"{path}/config.json")
+        except ConfigError as error:
+            raise ModelError(str(error)) from error
+        identity = docs["embedder"]
+        head = EmbeddingHead(int(identity["in_features"]), config.dim, config.hidden, config.normalize)
+        try:
+            head.load_state_dict(state["head"])
+        except (RuntimeError, KeyError) as error:
+            raise ModelError(f"{path}/model.pt does not match config.json: {str(error).splitlines()[0]}") from error
+        backbone = None
+        if "backbone" in state:
+            backbone = build_backbone(replace(config.backbone, pretrained=False), freeze="all")
+            backbone.load_state_dict(state["backbone"])
+            backbone.weights_id = state_fingerprint(backbone)
+        embedder = cls(config, head, str(identity["weights_id"]), backbone, docs.get("metrics"))
+        if embedder.model_id != identity["model_id"]:
+            raise ModelError(f"{path}/model.pt does not produce model id {identity['model_id']!r} recorded in "
+                             f"embedder.json (got {embedder.model_id!r}); the directory was modified")
+        return embedder
+
+
+# ---------------------------------------------------------------------------------------------------------- ranking
+def rank_gallery(query_vectors: np.ndarray, gallery_vectors: np.ndarray, metric: str, depth: int,
+                 exclude_self: bool = False) -> np.ndarray:
+    """Gallery positions of each query's ``depth`` nearest items, best first, ``-1`` where the gallery runs out.
+
+    Args:
+        query_vectors: ``(m, d)`` query embeddings.
+        gallery_vectors: ``(n, d)`` gallery embeddings.
+        metric: ``ip`` or ``l2`` (see :class:`CatalogueIndex`).
+        depth: Results per query.
+        exclude_self: Query ``i`` is gallery item ``i`` and must not be returned (similar-item search).
+    """
+    ids = pd.DataFrame({"item_id": [str(i) for i in range(len(gallery_vectors))]})
+    index = CatalogueIndex.build(gallery_vectors, ids, model_id="evaluation", metric=metric)
+    hits = index.search(query_vectors, min(depth + int(exclude_self), len(index)))
+    ranked = np.full((len(query_vectors), depth), -1, dtype=np.int64)
+    for query, found in enumerate(hits):
+        rows = [int(hit.item_id) for hit in found if not (exclude_self and int(hit.item_id) == query)][:depth]
+        ranked[query, :len(rows)] = rows
+    return ranked
+
+
+def score_ranking(query_keys: Sequence[str] | np.ndarray, gallery_keys: Sequence[str] | np.ndarray,
+                  ranked: np.ndarray, ks: Sequence[int], exclude_self: bool = False) -> dict[str, float]:
+    """:func:`~fashionlens.metrics.retrieval_metrics` of a ranking, relevance = equal keys (empty keys: unknown).
+
+    Queries with an empty key, or with no relevant gallery item (other than themselves when ``exclude_self``), are
+    unanswerable and left out; ``queries`` reports how many were scored.
+    """
+    queries = np.array([k if k else None for k in query_keys], dtype=object)
+    gallery = np.array([k if k else None for k in gallery_keys], dtype=object)
+    results = np.asarray(np.where(ranked >= 0, gallery[np.maximum(ranked, 0)], None), dtype=object)
+    counts = pd.Series(gallery).value_counts()
+    n_relevant = np.array([int(counts.get(k, 0)) - int(exclude_self) if k is not None else 0 for k in queries])
+    relevance = relevance_matrix(queries, results)
+    scores = retrieval_metrics(relevance, np.maximum(n_relevant, 0), ks)
+    scores["queries"] = float((n_relevant > 0).sum())
+    return scores
+
+
+@dataclass
+class _Roles:
+    """Which rows query which: street photos search shop photos when both occur, else items search each other."""
+
+    queries: np.ndarray
+    gallery: np.ndarray
+    exclude_self: bool
+
+    @classmethod
+    def of(cls, domains: np.ndarray, rows: np.ndarray, gallery_rows: np.ndarray | None = None) -> _Roles:
+        street, shop = rows[domains[rows] == "street"], rows[domains[rows] == "shop"]
+        if len(street) and len(shop):
+            gallery = gallery_rows[domains[gallery_rows] == "shop"] if gallery_rows is not None else shop
+            return cls(street, gallery, exclude_self=False)
+        return cls(rows, rows, exclude_self=True)
+
+    def answerable(self, keys: np.ndarray) -> int:
+        """Queries with at least one relevant gallery item (other than themselves)."""
+        counts = pd.Series(keys[self.gallery]).value_counts()
+        found = pd.Series(keys[self.queries]).map(counts).fillna(0).to_numpy() - int(self.exclude_self)
+        return int(((found > 0) & (keys[self.queries] != "")).sum())
+
+
+def _keys(manifest: Manifest, fields: Sequence[str]) -> np.ndarray:
+    """Per-row relevance key: the fields' values joined (empty when any is missing)."""
+    columns = [manifest.column(f).fillna("").astype(str).to_numpy() for f in fields]
+    joined = ["|".join(values) if all(values) else "" for values in zip(*columns, strict=True)]
+    return np.asarray(joined, dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+class _FeatureBatches(Dataset[Any]):
+    """Batch items for ``features`` mode: the cached features of a :class:`TripletBatch`'s rows."""
+
+    def __init__(self, features: np.ndarray):
+        self.features = torch.as_tensor(features)
+
+    def __getitem__(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        return self.features[batch.rows], batch.labels, batch.triplets
+
+
+class _ImageBatches(Dataset[Any]):
+    """Batch items for ``finetune`` mode: the augmented images of a :class:`TripletBatch`'s rows."""
+
+    def __init__(self, manifest: Manifest, transform: Callable[..., torch.Tensor]):
+        self.images = ManifestImageDataset(manifest, transform)
+
+    def image(self, row: int) -> torch.Tensor:
+        item = self.images[row]
+        assert item is not None, "unreadable images raise (skip_bad_images is off)"
+        return item[0]
+
+    def __getitem__(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        return torch.stack([self.image(int(row)) for row in batch.rows]), batch.labels, batch.triplets
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class TripletObjective:
+    """PML's triplet margin loss on squared L2 distances, over given triplets or those an online miner picks."""
+
+    def __init__(self, margin: float, miner: str | None = None, swap: bool = False):
+        self.loss_function = losses.TripletMarginLoss(margin=margin, swap=swap, distance=_squared_l2())
+        self.miner = MINERS[miner](margin) if miner else None
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        """Engine callback: the mean loss of the batch's triplets that violate the margin."""
+        inputs, labels, triplets = batch
+        embeddings = model(inputs.to(device)).float()
+        labels = labels.to(device)
+        if triplets is None:
+            assert self.miner is not None, "batches without triplets need a miner"
+            indices = self.miner(embeddings, labels)
+        else:
+            indices = tuple(t.to(device) for t in triplets)
+        loss: torch.Tensor = self.loss_function(embeddings, labels, indices)
+        return loss
+
+
+def _sampler(config: RetrievalConfig, rows: np.ndarray, identity: np.ndarray, domain: np.ndarray,
+             categories: Sequence[np.ndarray]) -> Sampler[TripletBatch]:
+    if config.miner is not None:
+        return ClassBalancedSampler(rows, identity[rows], config.train.batch_size, seed=config.train.seed)
+    return PaperTripletSampler(rows, identity[rows], domain[rows], [c[rows] for c in categories],
+                               config.train.batch_size, config.negatives_per_pair, config.easy_fraction,
+                               config.max_pairs, config.train.seed)
+
+
+def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], roles: _Roles,
+                keys: np.ndarray) -> Callable[[nn.Module], dict[str, float]]:
+    """Engine callback: ``val_recall@1``, ``val_recall@K``, ``val_precision@K`` and ``val_map`` on the val split."""
+    ks = sorted({1, config.eval_k})
+    metric = "ip" if config.normalize else "l2"
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        vectors = embed_rows(model)
+        embedded = np.union1d(roles.queries, roles.gallery)  # the rows ``embed_rows`` embeds, in this order
+        queries, gallery = np.searchsorted(embedded, roles.queries), np.searchsorted(embedded, roles.gallery)
+        ranked = rank_gallery(vectors[queries], vectors[gallery], metric, max(ks), roles.exclude_self)
+        scores = score_ranking(keys[roles.queries], keys[roles.gallery], ranked, ks, roles.exclude_self)
+        return {f"val_{name.lower()}": value for name, value in scores.items() if name != "queries"}
+
+    return evaluate
+
+
+@dataclass
+class _Setup:
+    """What a training mode contributes: the model, its batch inputs, and how to embed the val rows."""
+
+    model: nn.Module
+    dataset: Dataset[Any]
+    workers: int
+    embed_val: Callable[[nn.Module], np.ndarray]
+    weights_id: str
+
+
+def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.ndarray | None, val_rows: np.ndarray,
+                    device: torch.device, show_progress: bool) -> _Setup:
+    """``features`` mode: the head alone, on cached frozen features."""
+    network = build_backbone(config.backbone, freeze="all")
+    if features is None:
+        features = frozen_features(manifest, config.backbone, backbone=network, show_progress=show_progress)
+    if len(features) != len(manifest):
+        raise DataError(f"{len(features)} feature rows given for {len(manifest)} manifest rows")
+    val_inputs = torch.as_tensor(features[val_rows]).to(device)
+
+    def embed_val(model: nn.Module) -> np.ndarray:
+        return np.asarray(model(val_inputs).float().cpu().numpy())
+
+    head = EmbeddingHead(features.shape[1], config.dim, config.hidden, config.normalize)
+    return _Setup(head, _FeatureBatches(features), 0, embed_val, network.weights_id)
+
+
+def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.ndarray,
+                    device: torch.device) -> _Setup:
+    """``finetune`` mode: backbone (first stages frozen) and head on augmented images; val re-embedded each epoch."""
+    network = build_backbone(config.backbone, freeze=config.finetune_freeze)
+    model = EmbeddingNet(network, EmbeddingHead(network.num_features, config.dim, config.hidden, config.normalize))
+    workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
+    val_set = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
+                                   eval_transform(network.preprocess))
+    val_loader = DataLoader(val_set, batch_size=config.backbone.batch_size, num_workers=workers,
+                            collate_fn=collate_skipping)
+
+    def embed_val(net: nn.Module) -> np.ndarray:
+        return np.concatenate([net(images.to(device)).float().cpu().numpy() for images, _ in val_loader])
+
+    return _Setup(model, _ImageBatches(manifest, train_transform(network.preprocess)), workers, embed_val,
+                  network.weights_id)
+
+
+def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | Path | None = None,
+                   features: np.ndarray | None = None, console: Console | None = None,
+                   show_progress: bool = True) -> Embedder:
+    """Triplet-train an embedder on the ``train`` split, keeping the epoch that scores best on ``val``.
+
+    Args:
+        manifest: Rows with ``split`` set. Street-to-shop: shop and street photos sharing ``item_id``; similar-item
+            search: one split-labelled catalogue with the ``identity`` field (e.g. ``articleType``).
+        config: Model and training settings.
+        out_dir: Model directory to write (``None``: don't save); the resumable run goes to ``<out_dir>.run``.
+        features: Frozen backbone features aligned with ``manifest`` (skips extraction; ``features`` mode).
+        console: Where progress messages go.
+        show_progress: Draw progress bars.
+
+    Raises:
+        DataError: Empty ``train``/``val`` split, unknown identity/category field, no positive pairs, or no val
+            row with a match to score.
+    """
+    console = console or Console(stderr=True)
+    identity_text = manifest.column(config.identity).fillna("").astype(str).to_numpy()
+    split, domain = manifest.frame["split"].to_numpy(), manifest.frame["domain"].to_numpy()
+    rows = {name: np.flatnonzero((split == name) & (identity_text != "")) for name in ("train", "val")}
+    for name, chosen in rows.items():
+        if len(chosen) == 0:
+            raise DataError(f"split '{name}' of manifest '{manifest.name}' has no rows with a '{config.identity}'; "
+                            f"split the manifest first (fashionlens data split)")
+    identity = encode(identity_text)
+    categories = [encode(manifest.column(name).fillna("").astype(str)) for name in config.categories]
+    sampler = _sampler(config, rows["train"], identity, domain, categories)
+    roles = _Roles.of(domain, rows["val"])
+    keys = _keys(manifest, [config.identity])
+    if not roles.answerable(keys):
+        raise DataError(f"no val row of manifest '{manifest.name}' has a match (same '{config.identity}') among the "
+                        f"val gallery, so validation cannot score; give the val split more items per identity")
+    device = resolve_device(config.train.device)
+    val_rows = np.union1d(roles.queries, roles.gallery)
+    setup = (_features_setup(manifest, config, features, val_rows, device, show_progress) if config.mode == "features"
+             else _finetune_setup(manifest, config, val_rows, device))
+    loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
+                        collate_fn=_as_is)
+    run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
+    trainer = Trainer(setup.model, config.train, TripletObjective(config.margin, config.miner, config.swap).loss,
+                      _validation(config, setup.embed_val, roles, keys), run_dir=run_dir, console=console,
+                      show_progress=show_progress)
+    result = trainer.fit(loader)
+    trained = trainer.model.cpu().eval()
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    summary = {**{k: v for k, v in best.items() if k.startswith("val_")}, "best_epoch": result.best_epoch,
+               "epochs_run": len(result.history), "seconds": result.seconds}
+    if isinstance(trained, EmbeddingNet):
+        backbone: Backbone = trained.backbone  # type: ignore[assignment]
+        backbone.weights_id = state_fingerprint(backbone)
+        embedder = Embedder(config, trained.head, backbone.weights_id, backbone, summary)
+    else:
+        embedder = Embedder(config, trained, setup.weights_id, None, summary)  # type: ignore[arg-type]
+    if out_dir:
+        embedder.save(out_dir)
+        console.print(f"saved embedder to {out_dir}")
+    return embedder
+
+
+# ---------------------------------------------------------------------------------------------------------- catalogue
+def catalogue_metadata(manifest: Manifest) -> pd.DataFrame:
+    """One index row per image: a unique ``item_id`` key and the filterable fields.
+
+    The key is the row's ``item_id`` (the file name stem when empty); an item with several images gets
+    ``<item_id>#<n>`` keys, and ``product_id`` always holds the plain ``item_id``. Class heads and ``meta:`` fields
+    become fields by their bare names (``articleType``, ``gender``...), as does ``path``.
+    """
+    frame = manifest.frame
+    product = frame["item_id"].where(frame["item_id"] != "", frame["path"].map(lambda p: Path(p).stem))
+    occurrence = product.groupby(product).cumcount()
+    repeated = product.map(product.value_counts()) > 1
+    key = product.where(~repeated, product + "#" + occurrence.astype(str))
+    metadata = pd.DataFrame({"item_id": key, "product_id": product, "path": frame["path"]})
+    for column in frame.columns:
+        name = str(column)
+        for prefix in (CLASS_PREFIX, META_PREFIX):
+            bare = name.removeprefix(prefix)
+            if name.startswith(prefix) and bare not in metadata.columns:
+                metadata[bare] = frame[column].astype("string")
+    return metadata
+
+
+def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
+                          kind: str = "flat", show_progress: bool = False, **params: int) -> CatalogueIndex:
+    """Embed a catalogue and index it (saved atomically to ``out_dir`` when given).
+
+    Args:
+        embedder: The model whose vectors go in; its ``model_id`` is recorded so queries from another model fail.
+        manifest: Catalogue images (shop photos) with their metadata (see :func:`catalogue_metadata`).
+        out_dir: Index directory to write.
+        kind: FAISS index kind (see :mod:`fashionlens.index.kinds`).
+        show_progress: Draw a progress bar while extracting features.
+        **params: Index parameters for ``kind``.
+    """
+    vectors = embedder.embed(manifest, show_progress=show_progress)
+    index = CatalogueIndex.build(vectors, catalogue_metadata(manifest), embedder.model_id, embedder.metric, kind,
+                                 **params)
+    if out_dir is not None:
+        index.save(out_dir)
+    return index
+
+
+def open_index(directory: str | Path, embedder: Embedder | None = None) -> CatalogueIndex:
+    """Load a catalogue index, checking it was built by ``embedder`` when given.
+
+    Raises:
+        CatalogueIndexError: Missing or corrupt index, or one built by another embedding model / dimension.
+    """
+    if embedder is None:
+        return CatalogueIndex.load(directory)
+    return CatalogueIndex.load(directory, expected_model_id=embedder.model_id, expected_dim=embedder.dim)
+
+
+def add_to_index(index: CatalogueIndex, embedder: Embedder, manifest: Manifest) -> None:
+    """Embed and add catalogue images (their keys must be new; see :func:`catalogue_metadata`).
+
+    Raises:
+        CatalogueIndexError: The index comes from another model, or a key is already in it.
+    """
+    if index.model_id != embedder.model_id:
+        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
+                                  f"{embedder.model_id!r}; embed new items with the index's model")
+    index.add(embedder.embed(manifest), catalogue_metadata(manifest))
+
+
+def _check_k(k: int, available: int, what: str) -> None:
+    if k > available:
+        raise CatalogueIndexError(f"k={k} is larger than the {available} {what} in the catalogue index; "
+                                  f"ask for k <= {available}")
+
+
+def search_images(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str | Path], k: int = 10,
+                  filters: Filters | None = None) -> list[list[SearchHit]]:
+    """Top-``k`` catalogue items for each query photo (a batch of images is one call).
+
+    Raises:
+        ImageError: A query image cannot be decoded (named).
+        CatalogueIndexError: ``k`` exceeds the catalogue, an unknown filter field, or a model mismatch.
+    """
+    _check_k(k, len(index), "items")
+    if index.model_id != embedder.model_id:
+        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
+                                  f"{embedder.model_id!r}; search it with the model that built it")
+    return index.search(embedder.embed_paths(paths), k, filters)
+
+
+def similar_items(index: CatalogueIndex, item_id: str, k: int = 10,
+                  filters: Filters | None = None) -> list[SearchHit]:
+    """The ``k`` catalogue items most similar to item ``item_id`` (never itself); no model needed.
+
+    Raises:
+        CatalogueIndexError: Unknown ``item_id``, ``k`` exceeds the other items, or an unknown filter field.
+    """
+    hits = index.search_by_id(item_id, k, filters)  # first, so that an unknown id is reported as such
+    _check_k(k, len(index) - 1, "other items")
+    return hits
+
+
+# ---------------------------------------------------------------------------------------------------------- evaluation
+def _grid(manifest: Manifest, roles: _Roles, ranked: np.ndarray, keys: np.ndarray, path: str | Path, title: str,
+          n_queries: int, seed: int) -> Path:
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(roles.queries))[:n_queries])
+    paths = manifest.frame["path"].to_numpy()
+    results = [[roles.gallery[p] for p in ranked[q] if p >= 0] for q in chosen]
+    return save_results_grid(
+        [paths[roles.queries[q]] for q in chosen], [[paths[r] for r in rows] for rows in results],
+        [[bool(keys[r]) and keys[r] == keys[roles.queries[q]] for r in rows] for q, rows in zip(chosen, results,
+                                                                                                 strict=True)],
+        path, title=title)
+
+
+def _is_simulated(manifest: Manifest, rows: np.ndarray) -> bool:
+    return SIMULATED_FIELD in manifest.frame.columns and bool(
+        (manifest.frame[SIMULATED_FIELD].iloc[rows].astype(str) == "true").any())
+
+
+def evaluate_street_to_shop(embedder: Embedder, manifest: Manifest, split: str = "test",
+                            ks: Sequence[int] = (1, 10, 20), gallery: str = "split",
+                            grid_path: str | Path | None = None, grid_queries: int = 8,
+                            show_progress: bool = False) -> dict[str, float]:
+    """Street photos of ``split`` query shop photos; relevance = same ``item_id``.
+
+    Args:
+        embedder: The model to score.
+        manifest: Shop and street rows sharing ``item_id``.
+        split: Split whose street photos are the queries.
+        ks: Cut-offs of ``recall@K`` (hit rate = top-K accuracy) and ``precision@K``.
+        gallery: ``split``: the shop photos of the same split (held-back products only); ``all``: every shop photo
+            in the manifest (the whole catalogue, a harder test).
+        grid_path: Also write a PNG of ``grid_queries`` queries and their top-10, true matches outlined.
+        grid_queries: Queries in the grid.
+        show_progress: Draw a progress bar while extracting features.
+
+    Returns:
+        ``recall@K``, ``precision@K``, ``mAP`` and ``queries``; ``simulated`` is 1.0 when the queries are simulated
+        street views (report those as simulated street-to-shop).
+    """
+    if gallery not in ("split", "all"):
+        raise ConfigError(f"gallery must be 'split' or 'all', got '{gallery}'")
+    subset_rows = np.flatnonzero(manifest.frame["split"].to_numpy() == split)
+    domain = manifest.frame["domain"].to_numpy()
+    gallery_rows = np.arange(len(manifest)) if gallery == "all" else subset_rows
+    roles = _Roles.of(domain, subset_rows, gallery_rows)
+    if roles.exclude_self:
+        raise DataError(f"split '{split}' of manifest '{manifest.name}' needs both street and shop photos")
+    used = np.union1d(roles.queries, roles.gallery)
+    vectors = embedder.embed(manifest.subset(np.isin(np.arange(len(manifest)), used)), show_progress=show_progress)
+    query_vectors, gallery_vectors = vectors[np.searchsorted(used, roles.queries)], vectors[np.searchsorted(
+        used, roles.gallery)]
+    ranked = rank_gallery(query_vectors, gallery_vectors, embedder.metric, max(*ks, 10))
+    keys = _keys(manifest, ["item_id"])
+    scores = score_ranking(keys[roles.queries], keys[roles.gallery], ranked, ks)
+    simulated = _is_simulated(manifest, roles.queries)
+    scores["simulated"] = float(simulated)
+    if grid_path is not None:
+        kind = "SIMULATED street→shop" if simulated else "street→shop"
+        _grid(manifest, roles, ranked[:, :10], keys, grid_path, f"{kind} ({split} split, gallery: {gallery}); "
+              f"green = the query's item", grid_queries, embedder.config.train.seed)
+    return scores
+
+
+def evaluate_similar_items(embedder: Embedder, manifest: Manifest, split: str = "test", k: int = 10,
+                           fields: Sequence[str] = ("articleType",),
+                           strict_fields: Sequence[str] | None = ("articleType", "baseColour"),
+                           grid_path: str | Path | None = None, grid_queries: int = 8,
+                           show_progress: bool = False) -> dict[str, float]:
+    """Each catalogue item of ``split`` queries the others; relevance = same ``fields`` (e.g. articleType).
+
+    Only the split's items form the gallery (the val/test products, never seen in training), and an item is never
+    its own result. Items whose key is missing, or unique in the split, cannot be answered and are left out.
+
+    Returns:
+        ``precision@k`` (the headline), ``recall@k`` (hit rate), ``mAP``, ``queries``, and ``precision@k_strict``
+        with relevance = same ``strict_fields`` (e.g. articleType and baseColour) when given (NaN when no item of
+        the split has a strict match).
+    """
+    rows = np.flatnonzero(manifest.frame["split"].to_numpy() == split)
+    if len(rows) < 2:
+        raise DataError(f"split '{split}' of manifest '{manifest.name}' has {len(rows)} item(s); need at least 2")
+    if k > len(rows) - 1:
+        raise ConfigError(f"k={k} is larger than the {len(rows) - 1} other items of split '{split}'")
+    vectors = embedder.embed(manifest.subset(np.isin(np.arange(len(manifest)), rows)), show_progress=show_progress)
+    ranked = rank_gallery(vectors, vectors, embedder.metric, k, exclude_self=True)
+    roles = _Roles(rows, rows, exclude_self=True)
+    keys = _keys(manifest, fields)
+    scores = score_ranking(keys[rows], keys[rows], ranked, [k], exclude_self=True)
+    if strict_fields:
+        strict = _keys(manifest, strict_fields)
+        scores[f"precision@{k}_strict"] = (score_ranking(strict[rows], strict[rows], ranked, [k], exclude_self=True)
+                                           [f"precision@{k}"] if roles.answerable(strict) else float("nan"))
+    if grid_path is not None:
+        _grid(manifest, roles, ranked[:, :10], keys, grid_path,
+              f"similar items ({split} split); green = same {' + '.join(fields)}", grid_queries,
+              embedder.config.train.seed)
+    return scores

@@ -1,0 +1,224 @@
+"""Evaluation, reports and probability-level ensembles of taggers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from fashionlens import metrics
+from fashionlens.data.records import Manifest
+from fashionlens.errors import DataError, ModelError
+from fashionlens.io import write_json, write_text
+from fashionlens.reports import markdown, plots
+from fashionlens.tasks.common import read_model_dir, save_model_dir
+from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.tagging import Predictions, Tagger, tune_thresholds
+from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
+
+
+class TagPredictor(Protocol):
+    """Anything that predicts tag probabilities for a manifest: a :class:`Tagger` or a :class:`TaggerEnsemble`."""
+
+    labels: LabelSpace
+    thresholds: np.ndarray
+
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions: ...
+
+    def decide(self, predictions: Predictions) -> np.ndarray: ...
+
+
+@dataclass
+class TaggingEvaluation:
+    """Figures of a tagger on one split."""
+
+    split: str
+    summary: dict[str, float]
+    per_label: pd.DataFrame
+    head_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    confusions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def evaluate_predictions(labels: LabelSpace, thresholds: np.ndarray, predictions: Predictions, manifest: Manifest,
+                         split: str, beta: float = 2.0, focus: Sequence[str] | None = None,
+                         top_k: int = 3) -> TaggingEvaluation:
+    """Score ``predictions`` against the labels of ``manifest``.
+
+    Summary keys: ``macro_f{beta}@0.5``, ``macro_f{beta}@tuned``, ``macro_f1@tuned``, ``sample_f1@tuned``, ``mAP``,
+    ``macro_f{beta}@top{k}`` (top-k decoding), per-head ``acc_<head>``, and, when ``focus`` names a subset of labels,
+    the same macro figures over that subset (suffix ``[focus]``).
+    """
+    summary: dict[str, float] = {}
+    per_label = pd.DataFrame()
+    if labels.tags:
+        truth = labels.tag_targets(manifest)
+        tuned = apply_thresholds(predictions.tags, thresholds)
+        half = predictions.tags >= 0.5
+        summary[f"macro_f{beta:g}@0.5"] = metrics.macro_fbeta(truth, half, beta=beta)
+        summary[f"macro_f{beta:g}@tuned"] = metrics.macro_fbeta(truth, tuned, beta=beta)
+        k = min(top_k, len(labels.tags))
+        summary[f"macro_f{beta:g}@top{k}"] = metrics.macro_fbeta(truth, topk_decode(predictions.tags, k), beta=beta)
+        summary["macro_f1@0.5"] = metrics.macro_fbeta(truth, half, beta=1.0)
+        summary["macro_f1@tuned"] = metrics.macro_fbeta(truth, tuned, beta=1.0)
+        summary["sample_f1@0.5"] = metrics.sample_f1(truth, half)
+        summary["sample_f1@tuned"] = metrics.sample_f1(truth, tuned)
+        summary["mAP"] = metrics.mean_average_precision(truth, predictions.tags)
+        per_label = metrics.per_label_scores(truth, tuned, beta=beta, names=labels.tags)
+        per_label.insert(1, "threshold", thresholds)
+        per_label["ap"] = metrics.average_precision_per_label(truth, predictions.tags)
+        if focus:
+            missing = [f for f in focus if f not in labels.tags]
+            if missing:
+                raise DataError(f"focus label(s) {missing} are not predicted by this tagger")
+            columns = [labels.tags.index(f) for f in focus]
+            summary["macro_f1@tuned[focus]"] = metrics.macro_fbeta(truth[:, columns], tuned[:, columns], beta=1.0)
+            summary[f"macro_f{beta:g}@tuned[focus]"] = metrics.macro_fbeta(truth[:, columns], tuned[:, columns],
+                                                                            beta=beta)
+            summary["macro_f1@0.5[focus]"] = metrics.macro_fbeta(truth[:, columns], half[:, columns], beta=1.0)
+    head_tables, confusions = {}, {}
+    for head, classes in labels.heads.items():
+        target = labels.head_targets(manifest)[head]
+        labelled = target >= 0
+        if not labelled.any():
+            continue
+        probs = predictions.heads[head][labelled]
+        summary.update({f"{k}_{head}": v for k, v in metrics.topk_accuracies(
+            target[labelled], probs, ks=[k for k in (1, 3) if k <= len(classes)]).items()})
+        predicted = probs.argmax(axis=1)
+        head_tables[head] = metrics.per_class_table(target[labelled], predicted, classes)
+        confusions[head] = metrics.confusion_matrix(target[labelled], predicted, len(classes))
+    return TaggingEvaluation(split=split, summary=summary, per_label=per_label, head_tables=head_tables,
+                             confusions=confusions)
+
+
+def evaluate_tagger(tagger: TagPredictor, manifest: Manifest, split: str = "val", beta: float = 2.0,
+                    focus: Sequence[str] | None = None, show_progress: bool = True
+                    ) -> tuple[TaggingEvaluation, Predictions]:
+    """Predict one split of ``manifest`` and score it (see :func:`evaluate_predictions`)."""
+    rows = manifest.split_subset(split)
+    predictions = tagger.predict(rows, show_progress=show_progress)
+    return evaluate_predictions(tagger.labels, tagger.thresholds, predictions, rows, split, beta, focus), predictions
+
+
+def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequence[TaggingEvaluation],
+                 manifests: dict[str, Manifest], predictions: dict[str, Predictions], beta: float = 2.0,
+                 history: Sequence[dict[str, float]] | None = None, title: str = "Tagging report") -> Path:
+    """A markdown report with the per-label table and PNG plots (threshold curves per split, training curves,
+    confusion matrices of the multi-class heads)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""]
+    for evaluation in evaluations:
+        lines += [f"## Summary ({evaluation.split})", "", markdown.key_values(evaluation.summary), ""]
+    labels = tagger.labels
+    if labels.tags and evaluations:
+        first = evaluations[0]
+        lines += [f"## Per-label results ({first.split}, tuned thresholds, F{beta:g})", "",
+                  markdown.table(first.per_label), ""]
+        grid = np.linspace(0.01, 0.99, 99)
+        curves = {}
+        for split, manifest in manifests.items():
+            truth = labels.tag_targets(manifest)
+            curves[split] = np.stack([fbeta_curve(truth[:, j], predictions[split].tags[:, j], grid, beta)
+                                      for j in range(len(labels.tags))])
+        plots.plot_threshold_curves(grid, curves, labels.tags, tagger.thresholds, out / "threshold_curves.png", beta)
+        lines += [f"![F{beta:g} vs threshold](threshold_curves.png)", ""]
+    if history:
+        plots.plot_training_curves(history, out / "training_curves.png")
+        lines += ["![training curves](training_curves.png)", ""]
+    for evaluation in evaluations[:1]:
+        for head, table in evaluation.head_tables.items():
+            lines += [f"## Head `{head}` ({evaluation.split})", "", markdown.table(table), ""]
+            plots.plot_confusion(evaluation.confusions[head], labels.heads[head], out / f"confusion_{head}.png",
+                                 title=head)
+            lines += [f"![confusion {head}](confusion_{head}.png)", ""]
+    write_json(out / "metrics.json", {e.split: e.summary for e in evaluations})
+    report = out / "report.md"
+    write_text(report, "\n".join(lines))
+    return report
+
+
+class TaggerEnsemble:
+    """Probability-level ensemble: a (weighted) mean of members' probabilities, then its own thresholds."""
+
+    def __init__(self, members: Sequence[Tagger], weights: Sequence[float] | None = None,
+                 thresholds: np.ndarray | None = None, member_dirs: Sequence[str] = ()):
+        if not members:
+            raise ModelError("an ensemble needs at least one member")
+        first = members[0].labels
+        for member in members[1:]:
+            if member.labels.tags != first.tags or member.labels.heads != first.heads:
+                raise ModelError("ensemble members predict different labels; train them on the same label space")
+        weights = list(weights) if weights is not None else [1.0] * len(members)
+        if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ModelError(f"ensemble weights {weights} must be {len(members)} non-negative numbers, not all zero")
+        self.members = list(members)
+        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
+        self.labels = first
+        self.thresholds = thresholds if thresholds is not None else np.full(len(first.tags), 0.5, dtype=np.float32)
+        self.member_dirs = list(member_dirs)
+
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions:
+        """Weighted mean of the members' probabilities."""
+        outputs = [m.predict(manifest, device=device, show_progress=show_progress) for m in self.members]
+        tags = sum(w * o.tags for w, o in zip(self.weights, outputs, strict=True))
+        heads = {h: sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)) for h in self.labels.heads}
+        return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)  # type: ignore[misc]
+
+    def decide(self, predictions: Predictions) -> np.ndarray:
+        """Boolean decisions with the ensemble's thresholds."""
+        return apply_thresholds(predictions.tags, self.thresholds)
+
+    def fit_thresholds(self, manifest: Manifest, beta: float = 2.0, show_progress: bool = True) -> Predictions:
+        """Tune per-label thresholds on the ``val`` split of ``manifest``; returns its predictions."""
+        rows = manifest.split_subset("val")
+        predictions = self.predict(rows, show_progress=show_progress)
+        self.thresholds = tune_thresholds(self.labels.tag_targets(rows), predictions.tags, self.labels, beta)
+        return predictions
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``ensemble.json`` (member directories and weights), labels and thresholds."""
+        documents = {"ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
+                     "labels": self.labels.to_json(),
+                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds), strict=True))}
+        return save_model_dir(path, {}, documents)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaggerEnsemble:
+        """Load an ensemble directory and its members."""
+        _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"])
+        members = [Tagger.load(d) for d in docs["ensemble"]["members"]]
+        labels = LabelSpace.from_json(docs["labels"])
+        if len(docs["thresholds"]) != len(labels.tags):
+            raise ModelError(f"{path}/thresholds.json has {len(docs['thresholds'])} thresholds for "
+                             f"{len(labels.tags)} labels")
+        thresholds = np.array([docs["thresholds"][t] for t in labels.tags], dtype=np.float32)
+        return cls(members, docs["ensemble"]["weights"], thresholds, docs["ensemble"]["members"])
+
+
+def load_tagger(path: str | Path) -> Tagger | TaggerEnsemble:
+    """Load a tagger or an ensemble directory."""
+    return TaggerEnsemble.load(path) if (Path(path) / "ensemble.json").is_file() else Tagger.load(path)
+
+
+def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions: Predictions) -> pd.DataFrame:
+    """One row per image: each tag's probability and decision, each head's top class and probability."""
+    decisions = predictor.decide(predictions)
+    columns: dict[str, Any] = {"path": list(paths)}
+    columns["tags"] = [";".join(t for t, d in zip(predictor.labels.tags, row, strict=True) if d) for row in decisions]
+    for j, tag in enumerate(predictor.labels.tags):
+        columns[f"p:{tag}"] = np.round(predictions.tags[:, j], 4)
+    for head, classes in predictor.labels.heads.items():
+        probs = predictions.heads[head]
+        columns[f"class:{head}"] = [classes[i] for i in probs.argmax(axis=1)]
+        columns[f"p:{head}"] = np.round(probs.max(axis=1), 4)
+    return pd.DataFrame(columns)
+
+
+def threshold_result_curves(truth: np.ndarray, scores: np.ndarray, beta: float) -> Any:
+    """Thresholds and F-beta curves of one split (exposed for benchmarks and plots)."""
+    return best_thresholds(truth, scores, beta=beta)

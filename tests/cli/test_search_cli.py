@@ -1,0 +1,116 @@
+"""``fashionlens embed / index / search / similar`` on a dozen real catalogue photos, including bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner, Result
+
+from fashionlens.cli import app
+from fashionlens.data.readers import read_fashion_product_images
+from fashionlens.data.records import Manifest
+from fashionlens.errors import CatalogueIndexError, ImageError
+
+runner = CliRunner()
+TYPES = ("Watches", "Casual Shoes", "Tshirts")
+
+
+def _run(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _ok(*args: str | Path) -> str:
+    result = _run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def _json_lines(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def _json_block(output: str) -> dict[str, object]:
+    """The indented JSON document in ``output`` (progress lines from stderr come before it)."""
+    lines = output.splitlines()
+    start = lines.index("{")
+    return dict(json.loads("\n".join(lines[start:lines.index("}", start) + 1])))
+
+
+@pytest.fixture(scope="module")
+def catalogue(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest, Path]:
+    """Six products of three article types (3 train, 2 val, 1 test each), one spare product, and a baseline index."""
+    products = read_fashion_product_images(shared_data / "fashion-product-images")
+    types = products.class_column("articleType")
+    chosen = np.concatenate([np.flatnonzero(types == t)[:6] for t in TYPES])
+    manifest = products.subset(np.isin(np.arange(len(products)), chosen))
+    manifest.frame["split"] = manifest.frame.groupby("class:articleType").cumcount().map(
+        lambda i: "train" if i < 3 else "val" if i < 5 else "test")
+    spare = products.subset(np.arange(len(products)) == np.flatnonzero(types == "Watches")[6])
+    folder = tmp_path_factory.mktemp("cli")
+    manifest.save(folder / "catalogue.parquet")
+    spare.save(folder / "spare.parquet")
+    _ok("index", "build", "--manifest", folder / "catalogue.parquet", "--out", folder / "index")
+    return folder, manifest, folder / "index"
+
+
+def test_index_info_similar_and_search(catalogue: tuple[Path, Manifest, Path]) -> None:
+    _, manifest, index = catalogue
+    info = _json_block(_ok("index", "info", "--index", index))
+    assert info["count"] == 18 and info["dim"] == 1280 and "articleType" in info["fields"]
+    item = manifest.frame["item_id"].iloc[0]
+    similar = _json_lines(_ok("similar", item, "--index", index, "--k", "3", "--json"))
+    assert [hit["rank"] for hit in similar] == [1, 2, 3] and item not in {hit["item_id"] for hit in similar}
+    watches = _json_lines(_ok("similar", item, "--index", index, "--k", "4", "--filter", "articleType=Watches",
+                              "--json"))
+    assert len(watches) == 4 and {hit["articleType"] for hit in watches} == {"Watches"}
+    photo = manifest.frame["path"].iloc[7]
+    found = _json_lines(_ok("search", photo, "--index", index, "--k", "2", "--json"))
+    assert found[0]["item_id"] == manifest.frame["item_id"].iloc[7]  # a catalogue photo finds itself first
+    assert "rank" in _ok("search", photo, "--index", index, "--k", "2")  # the table view
+
+
+def test_bad_queries_fail_with_clear_errors(catalogue: tuple[Path, Manifest, Path], tmp_path: Path) -> None:
+    _, manifest, index = catalogue
+    item = manifest.frame["item_id"].iloc[0]
+    unknown_field = _run("similar", item, "--index", index, "--filter", "colour=red")
+    assert isinstance(unknown_field.exception, CatalogueIndexError) and "colour" in str(unknown_field.exception)
+    too_many = _run("similar", item, "--index", index, "--k", "50")
+    assert isinstance(too_many.exception, CatalogueIndexError) and "k=50" in str(too_many.exception)
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    bad_image = _run("search", broken, "--index", index)
+    assert isinstance(bad_image.exception, ImageError) and "broken.jpg" in str(bad_image.exception)
+
+
+def test_remove_and_add_items(catalogue: tuple[Path, Manifest, Path], tmp_path: Path) -> None:
+    folder, manifest, _ = catalogue
+    copy = tmp_path / "index"
+    _ok("index", "build", "--manifest", folder / "catalogue.parquet", "--out", copy)
+    item = manifest.frame["item_id"].iloc[0]
+    _ok("index", "remove", item, "--index", copy)
+    assert _json_block(_ok("index", "info", "--index", copy))["count"] == 17
+    unknown = _run("index", "remove", "no-such-item", "--index", copy)
+    assert isinstance(unknown.exception, CatalogueIndexError) and "no-such-item" in str(unknown.exception)
+    assert _json_block(_ok("index", "info", "--index", copy))["count"] == 17
+    _ok("index", "add", "--index", copy, "--manifest", folder / "spare.parquet")
+    assert _json_block(_ok("index", "info", "--index", copy))["count"] == 18
+
+
+def test_trained_model_evaluates_and_is_refused_by_a_baseline_index(catalogue: tuple[Path, Manifest, Path]) -> None:
+    folder, manifest, index = catalogue
+    model = folder / "embedder"
+    metrics = _json_block(_ok("embed", "train", "--manifest", folder / "catalogue.parquet", "--out", model,
+                              "--identity", "articleType", "--category", "masterCategory", "--epochs", "1"))
+    assert metrics["epochs_run"] == 1 and "val_map" in metrics
+    output = _ok("embed", "evaluate", "--manifest", folder / "catalogue.parquet", "--model", model, "--split", "val",
+                 "--k", "1", "--grid", folder / "grid.png")
+    scores = _json_block(output)
+    assert 0.0 <= float(scores["precision@1"]) <= 1.0 and scores["queries"] == 6  # type: ignore[arg-type]
+    assert f"results grid: {folder / 'grid.png'}" in output.replace("\n", "")
+    assert (folder / "grid.png").is_file()
+    mismatch = _run("search", manifest.frame["path"].iloc[0], "--index", index, "--model", model)
+    assert isinstance(mismatch.exception, CatalogueIndexError)
+    assert "built with embedding model" in str(mismatch.exception)

@@ -1,0 +1,169 @@
+"""Image decoding: every flavour becomes upright 8-bit RGB, every broken file a one-line ImageError."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashionlens.data.images import MAX_IMAGE_PIXELS, crop_box, decode_image, load_image
+from fashionlens.errors import ImageError
+
+
+def jpeg_bytes(size: tuple[int, int] = (16, 12), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR (with a matching CRC) claims ``width`` x ``height``: a decompression bomb header."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+# Each maker writes a broken file at the given path; the expected words of the error follow.
+BAD_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "missing": (lambda path: None, "not found"),
+    "zero-byte": (lambda path: path.write_bytes(b""), "empty"),
+    "truncated-jpeg": (lambda path: path.write_bytes(jpeg_bytes((64, 48))[:300]), "truncated"),
+    "text-as-jpeg": (lambda path: path.write_text("id,name\n1,shirt\n"), "not an image"),
+    "decompression-bomb": (lambda path: path.write_bytes(png_with_size(20_000, 20_000)), "decompression bomb"),
+    "huge-bomb": (lambda path: path.write_bytes(png_with_size(60_000, 60_000)), "decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_raise_one_line_image_error_naming_the_file(tmp_path: Path, case: str) -> None:
+    make, words = BAD_FILES[case]
+    path = tmp_path / f"{case}.jpg"
+    make(path)
+    with pytest.raises(ImageError, match=words) as raised:
+        load_image(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_FILES if c != "missing"])
+def test_bad_bytes_name_the_given_source(tmp_path: Path, case: str) -> None:
+    make, words = BAD_FILES[case]
+    path = tmp_path / "upload.bin"
+    make(path)
+    with pytest.raises(ImageError, match=words) as raised:
+        decode_image(path.read_bytes(), source="customer-photo.jpg")
+    assert "customer-photo.jpg" in str(raised.value)
+
+
+def test_bomb_header_is_refused_before_decoding() -> None:
+    assert MAX_IMAGE_PIXELS < 20_000 * 20_000
+    with pytest.raises(ImageError, match="<upload>"):
+        decode_image(png_with_size(20_000, 20_000))
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = Image.new("RGB", (40, 20), (255, 255, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 20))  # a red band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif, quality=95)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.size == (20, 40)
+    pixels = np.asarray(decoded)
+    assert pixels[:5, :, 0].mean() > 200 and pixels[:5, :, 1].mean() < 60  # left band is now on top
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(buffer, format="JPEG", quality=95)  # pure red ink
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.mode == "RGB"
+    np.testing.assert_allclose(np.asarray(decoded).reshape(-1, 3).mean(axis=0), [255, 0, 0], atol=12)
+
+
+def test_palette_png_transparency_becomes_white() -> None:
+    image = Image.new("P", (4, 2), 0)
+    image.putpalette([0, 0, 0, 0, 0, 255] + [0] * (254 * 3))  # index 0 black, index 1 blue
+    image.paste(1, (2, 0, 4, 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)  # black marked transparent
+    pixels = np.asarray(decode_image(buffer.getvalue()))
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 4, 3)
+    assert (pixels[:, :2] == 255).all()
+    assert (pixels[:, 2:] == [0, 0, 255]).all()
+
+
+def test_rgba_is_composited_on_white() -> None:
+    rgba = np.zeros((1, 3, 4), dtype=np.uint8)
+    rgba[0] = [[255, 0, 0, 0], [0, 0, 255, 255], [0, 0, 0, 128]]  # invisible red, solid blue, half black
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    pixels = np.asarray(decode_image(buffer.getvalue())).astype(int)
+    np.testing.assert_array_equal(pixels[0, :2], [[255, 255, 255], [0, 0, 255]])
+    np.testing.assert_allclose(pixels[0, 2], [127, 127, 127], atol=2)
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = np.array([[0, 16384, 32768, 65535]], dtype=np.uint16)
+    path = tmp_path / "depth.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")
+    pixels = np.asarray(decode_image(path))
+    assert pixels.dtype == np.uint8 and pixels.shape == (1, 4, 3)
+    assert (pixels[..., 0] == pixels[..., 2]).all()  # grey
+    np.testing.assert_allclose(pixels[0, :, 0], [0, 64, 128, 255], atol=2)
+
+
+def test_grayscale_and_rgb_modes(tmp_path: Path) -> None:
+    path = tmp_path / "grey.png"
+    Image.new("L", (3, 2), 90).save(path)
+    decoded = decode_image(str(path))
+    assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == (90, 90, 90)
+
+
+def two_colour_image(tmp_path: Path) -> Path:
+    """100x50: red left half, blue right half."""
+    image = Image.new("RGB", (100, 50), (255, 0, 0))
+    image.paste((0, 0, 255), (50, 0, 100, 50))
+    path = tmp_path / "two.png"
+    image.save(path)
+    return path
+
+
+def test_load_image_crops_to_the_box(tmp_path: Path) -> None:
+    image = load_image(two_colour_image(tmp_path), bbox=(60.0, 10.0, 90.0, 40.0))
+    assert image.size == (30, 30)
+    assert set(image.getdata()) == {(0, 0, 255)}
+
+
+def test_load_image_shrinks_to_max_side(tmp_path: Path) -> None:
+    path = two_colour_image(tmp_path)
+    assert load_image(path, max_side=40).size == (40, 20)
+    assert load_image(path, max_side=500).size == (100, 50)  # never enlarged
+
+
+def test_crop_box_edge_cases() -> None:
+    image = Image.new("RGB", (20, 10))
+    assert crop_box(image, None) is image
+    assert crop_box(image, (5.0, 5.0, 5.0, 9.0)) is image  # degenerate
+    assert crop_box(image, (-5.0, -5.0, 50.0, 50.0)).size == (20, 10)  # clipped to the image
+    assert crop_box(image, (4.0, 2.0, 8.0, 6.0), margin=0.5).size == (8, 8)  # widened by half the box
+
+
+def test_real_high_resolution_photo(shared_data: Path) -> None:
+    photo = sorted((shared_data / "fashion-product-images-hires" / "images").glob("*.jpg"))[0]
+    image = load_image(photo, max_side=256)
+    assert max(image.size) == 256 and image.mode == "RGB"

@@ -1,0 +1,233 @@
+"""The HTTP API on real photos: answers agree with the models called directly, and bad input is never a 500."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from fashionlens.cli import app as cli_app
+from fashionlens.errors import CatalogueIndexError
+from fashionlens.index import CatalogueIndex
+from fashionlens.service.app import MULTIPART_OVERHEAD, create_app
+from fashionlens.tasks.hierarchy import HierarchyClassifier
+from fashionlens.tasks.tagging import Tagger
+
+from .conftest import CATALOGUE_SIZE, ServiceModels
+
+
+@pytest.fixture(scope="module")
+def client(full_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(full_app) as test_client:
+        yield test_client
+
+
+def upload(path: Path) -> dict[str, tuple[str, bytes, str]]:
+    return {"image": (path.name, path.read_bytes(), "image/jpeg")}
+
+
+def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (400 M) in a few hundred bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+            + chunk(b"IEND", b""))
+
+
+def assert_one_line_error(response: object, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    detail = response.json()["detail"]  # type: ignore[attr-defined]
+    assert isinstance(detail, str) and "\n" not in detail and detail
+    for fragment in fragments:
+        assert fragment in detail, detail
+
+
+# ----------------------------------------------------------------------------------------------- answers
+def test_health_and_info_describe_the_loaded_models(client: TestClient, service_models: ServiceModels) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "available": {
+        "tag": True, "tagger": True, "hierarchy": True, "search": True, "similar": True}}
+    info = client.get("/v1/info").json()
+    tagger = Tagger.load(service_models.tagger)
+    assert info["tagger"]["tags"] == tagger.labels.tags
+    assert info["hierarchy"]["levels"] == ["masterCategory", "subCategory", "articleType"]
+    assert info["index"]["count"] == CATALOGUE_SIZE
+    assert info["embedder"]["source"].startswith("untrained baseline")
+    assert info["versions"]["torch"] and info["limits"]["max_k"] >= 10
+    assert "/v1/tag" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("which", ["street photo", "1800x2400 product photo"])
+def test_tag_matches_the_models_called_on_the_file(client: TestClient, service_models: ServiceModels,
+                                                   which: str) -> None:
+    photo = service_models.street_photos[0] if which == "street photo" else service_models.hires_photo
+    answer = client.post("/v1/tag", files=upload(photo)).json()
+    tagger = Tagger.load(service_models.tagger)
+    expected = tagger.predict_paths([photo])
+    by_label = {s["label"]: s for s in answer["tags"]}
+    assert list(by_label) == sorted(by_label, key=lambda label: -by_label[label]["probability"])
+    for j, label in enumerate(tagger.labels.tags):
+        assert by_label[label]["probability"] == pytest.approx(float(expected.tags[0, j]), abs=2e-4)
+        assert by_label[label]["decision"] == bool(expected.tags[0, j] >= tagger.thresholds[j])
+    assert answer["labels"] == [s["label"] for s in answer["tags"] if s["decision"]]
+    for head, classes in tagger.labels.heads.items():
+        assert answer["heads"][head]["class"] == classes[int(expected.heads[head][0].argmax())]
+
+    hierarchy = HierarchyClassifier.load(service_models.hierarchy).predict_paths([photo])
+    category = answer["category"]
+    assert category["path"] == hierarchy.taxonomy.path_names(hierarchy.paths[0])
+    assert [level["probability"] for level in category["levels"]] == pytest.approx(
+        hierarchy.path_probabilities()[0].tolist(), abs=2e-4)
+    assert answer["image"] == dict(zip(("width", "height"), Image.open(photo).size, strict=True))
+
+
+def test_search_finds_a_catalogue_item_from_its_own_photo(client: TestClient, service_models: ServiceModels) -> None:
+    row = 17
+    item_id = str(service_models.catalogue.frame["item_id"].iloc[row])
+    photo = Path(service_models.catalogue.frame["path"].iloc[row])
+    answer = client.post("/v1/search", params={"k": 5}, files=upload(photo)).json()
+    results = answer["results"]
+    assert len(results) == 5 and [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    assert results[0]["item_id"] == item_id and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(results))
+    assert "path" not in results[0]["metadata"] and results[0]["metadata"]["articleType"]
+    image = client.get(results[0]["image_url"])
+    assert image.status_code == 200 and image.content == photo.read_bytes()
+
+
+def test_search_filters_restrict_every_result(client: TestClient, service_models: ServiceModels) -> None:
+    genders = service_models.catalogue.frame["class:gender"]
+    wanted = "Women" if (genders == "Women").sum() >= 3 else str(genders.mode().iloc[0])
+    answer = client.post("/v1/search", params={"k": 50, "filter": f"gender={wanted}"},
+                         files=upload(service_models.queries[0])).json()
+    assert len(answer["results"]) == min(50, int((genders == wanted).sum()))
+    assert {r["metadata"]["gender"] for r in answer["results"]} == {wanted}
+
+
+def test_similar_items_never_include_the_item(client: TestClient, service_models: ServiceModels) -> None:
+    item_id = str(service_models.catalogue.frame["item_id"].iloc[3])
+    answer = client.get(f"/v1/items/{item_id}/similar", params={"k": 7}).json()
+    assert answer["item_id"] == item_id and len(answer["results"]) == 7
+    assert item_id not in {r["item_id"] for r in answer["results"]}
+
+
+def test_item_image_thumbnail(client: TestClient, service_models: ServiceModels) -> None:
+    item_id = str(service_models.catalogue.frame["item_id"].iloc[0])
+    response = client.get(f"/v1/items/{item_id}/image", params={"size": 64})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(response.content)).size) == 64
+
+
+def test_page_and_its_assets_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file"' in page.text and "/static/app.js" in page.text
+    for asset in ("app.js", "style.css"):
+        assert client.get(f"/static/{asset}").status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("name", "make", "status", "fragment"), [
+    ("notes.txt", lambda photo: b"just some text, not a photo", 415, "not an image"),
+    ("half.jpg", lambda photo: photo.read_bytes()[:3000], 400, "truncated"),
+    ("empty.jpg", lambda photo: b"", 400, "empty"),
+    ("bomb.png", lambda photo: bomb_png(), 413, "decompression bomb"),
+])
+@pytest.mark.parametrize("endpoint", ["/v1/tag", "/v1/search"])
+def test_bad_uploads_get_a_one_line_4xx(client: TestClient, service_models: ServiceModels, endpoint: str, name: str,
+                                        make: object, status: int, fragment: str) -> None:
+    data = make(service_models.street_photos[0])  # type: ignore[operator]
+    response = client.post(endpoint, files={"image": (name, data, "application/octet-stream")})
+    assert_one_line_error(response, status, fragment, name)
+
+
+@pytest.mark.parametrize(("params", "fragment"), [
+    ({"k": 0}, "'k'"), ({"k": 101}, "'k'"), ({"k": "ten"}, "'k'"),
+    ({"filter": "gender"}, "field=value"), ({"filter": "colour=Red"}, "unknown filter field 'colour'"),
+])
+def test_bad_k_or_filter_is_422(client: TestClient, service_models: ServiceModels, params: dict[str, object],
+                                fragment: str) -> None:
+    item_id = str(service_models.catalogue.frame["item_id"].iloc[0])
+    assert_one_line_error(client.post("/v1/search", params=params, files=upload(service_models.queries[0])), 422,
+                          fragment)
+    assert_one_line_error(client.get(f"/v1/items/{item_id}/similar", params=params), 422, fragment)
+
+
+def test_missing_image_field_and_unknown_item(client: TestClient) -> None:
+    assert_one_line_error(client.post("/v1/tag", data={"photo": "x"}), 422, "image")
+    assert_one_line_error(client.get("/v1/items/no-such-item/similar"), 404, "no-such-item")
+    assert_one_line_error(client.get("/v1/items/no-such-item/image"), 404, "no-such-item")
+
+
+def test_uploads_over_the_limit_are_413(service_models: ServiceModels) -> None:
+    photo = service_models.hires_photo
+    limit = photo.stat().st_size // 2
+    with TestClient(create_app(service_models.tagger, max_upload_bytes=limit)) as small:
+        assert_one_line_error(small.post("/v1/tag", files=upload(photo)), 413, "limit")
+        # just over the file limit, but within the multipart allowance: caught when the file is read
+        assert_one_line_error(small.post("/v1/tag", files={"image": ("x.jpg", b"\xff" * (limit + 1), "image/jpeg")}),
+                              413, f"{limit}-byte limit")
+        boundary = "fashionlensboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.jpg\"\r\n"
+                f"Content-Type: image/jpeg\r\n\r\n").encode()
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while the body streams in
+            yield head
+            for _ in range((limit + MULTIPART_OVERHEAD) // 65536 + 2):
+                yield b"\xff" * 65536
+
+        response = small.post("/v1/tag", content=chunked(),
+                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert_one_line_error(response, 413, "limit")
+        assert small.post("/v1/tag", files=upload(service_models.street_photos[1])).status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------- optional parts
+def test_each_component_is_optional(service_models: ServiceModels) -> None:
+    with TestClient(create_app(tagger_dir=service_models.tagger)) as tag_only:
+        answer = tag_only.post("/v1/tag", files=upload(service_models.street_photos[0])).json()
+        assert "tags" in answer and "category" not in answer
+        assert_one_line_error(tag_only.post("/v1/search", files=upload(service_models.queries[0])), 404, "--index")
+        assert_one_line_error(tag_only.get("/v1/items/1/similar"), 404, "--index")
+        assert tag_only.get("/v1/info").json()["index"] is None
+    with TestClient(create_app(index_dir=service_models.index, embedder_dir=service_models.embedder)) as search_only:
+        assert_one_line_error(search_only.post("/v1/tag", files=upload(service_models.queries[0])), 404,
+                              "--tagger", "--hierarchy")
+        assert search_only.post("/v1/search", files=upload(service_models.queries[0])).status_code == 200
+        assert search_only.get("/v1/info").json()["embedder"]["source"] == str(service_models.embedder)
+
+
+def test_index_of_another_embedder(service_models: ServiceModels, tmp_path: Path) -> None:
+    """Without its embedder the index still answers by id (odd ids included); with a wrong one start-up fails."""
+    photo = Path(service_models.catalogue.frame["path"].iloc[0])
+    metadata = pd.DataFrame({"item_id": ["shirt/1#a", "b", "c"], "path": [str(photo)] * 3})
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    CatalogueIndex.build(vectors, metadata, model_id="someone-else|v1|head-x|l2norm").save(tmp_path / "index")
+    with TestClient(create_app(index_dir=tmp_path / "index")) as other:
+        assert_one_line_error(other.post("/v1/search", files=upload(photo)), 404, "--embedder", "someone-else")
+        assert other.get("/v1/items/shirt%2F1%23a/image").content == photo.read_bytes()
+        hits = other.get("/v1/items/shirt%2F1%23a/similar", params={"k": 10}).json()["results"]
+        assert {h["item_id"] for h in hits} == {"b", "c"}  # k beyond the catalogue: all there is
+        assert hits[0]["image_url"] in {"/v1/items/b/image", "/v1/items/c/image"}
+    with pytest.raises(CatalogueIndexError, match="someone-else"):
+        create_app(index_dir=tmp_path / "index", embedder_dir=service_models.embedder)
+
+
+def test_serve_command_refuses_to_start_without_models(tmp_path: Path) -> None:
+    runner = CliRunner()
+    nothing = runner.invoke(cli_app, ["serve"])
+    assert nothing.exit_code != 0 and "at least one of --tagger" in str(nothing.exception)
+    missing = runner.invoke(cli_app, ["serve", "--tagger", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "model directory not found" in str(missing.exception)

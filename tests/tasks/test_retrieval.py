@@ -1,0 +1,283 @@
+"""Retrieval task: ranking and scores on known cases, triplet training, embedder persistence, catalogue indexes with
+model-mismatch detection and bad-input errors, and a small end-to-end run on real shared images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rich.console import Console
+
+from fashionlens.config import load_config
+from fashionlens.data.readers import read_fashion_product_images
+from fashionlens.data.records import Manifest
+from fashionlens.data.street_view import StreetViewSimulator
+from fashionlens.engine import TrainConfig
+from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ImageError, ModelError
+from fashionlens.index import CatalogueIndex
+from fashionlens.models.embedding import EmbeddingHead
+from fashionlens.tasks.common import BackboneConfig, default_cache_dir
+from fashionlens.tasks.retrieval import (
+    Embedder,
+    RetrievalConfig,
+    build_catalogue_index,
+    catalogue_metadata,
+    evaluate_similar_items,
+    evaluate_street_to_shop,
+    open_index,
+    rank_gallery,
+    score_ranking,
+    search_images,
+    similar_items,
+    train_embedder,
+)
+
+QUIET = Console(quiet=True)
+
+
+def _embedder(in_features: int = 16, dim: int | None = 8, seed: int = 0, normalize: bool = True) -> Embedder:
+    """An embedder on synthetic features (no backbone is ever built)."""
+    torch.manual_seed(seed)
+    config = RetrievalConfig(dim=dim, hidden=None, normalize=normalize)
+    return Embedder(config, EmbeddingHead(in_features, dim, None, normalize), weights_id="synthetic")
+
+
+def _synthetic_street_to_shop(n_items: int = 200, signal: int = 8, nuisance: int = 16,
+                              seed: int = 0) -> tuple[Manifest, np.ndarray]:
+    """Shop and street 'features' of each item: a shared identity part next to larger per-photo nuisance."""
+    rng = np.random.default_rng(seed)
+    identity = rng.normal(size=(n_items, signal))
+    shop = np.hstack([identity, 2.0 * rng.normal(size=(n_items, nuisance))])
+    street = np.hstack([identity + 0.1 * rng.normal(size=identity.shape), 2.0 * rng.normal(size=(n_items, nuisance))])
+    split = np.array(["train", "train", "train", "val", "test"] * (n_items // 5))
+    frame = pd.DataFrame({
+        "path": [f"/synthetic/{d}/{i}.jpg" for d in ("shop", "street") for i in range(n_items)],
+        "item_id": [str(i) for i in range(n_items)] * 2, "domain": ["shop"] * n_items + ["street"] * n_items,
+        "split": np.concatenate([split, split]), "class:articleType": [f"type{i % 4}" for i in range(n_items)] * 2,
+    })
+    return Manifest(frame, name="synthetic"), np.vstack([shop, street]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------- scores
+def test_scores_of_a_known_street_to_shop_ranking() -> None:
+    ranked = np.array([[3, 0, 1], [1, 2, 0], [0, 1, 2], [0, 1, 2]])
+    scores = score_ranking(["a", "b", "c", ""], ["a", "b", "b", "x"], ranked, ks=[1, 2])
+    # query "c" has no relevant gallery item and "" is unlabelled: both are left out
+    assert scores["queries"] == 2
+    assert scores["recall@1"] == pytest.approx(0.5)  # hit rate: a at rank 2, b at rank 1
+    assert scores["recall@2"] == pytest.approx(1.0)
+    assert scores["precision@2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert scores["mAP"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_scores_excluding_the_query_itself() -> None:
+    ranked = np.array([[1, 2], [2, 0], [0, 1]])  # lists already without the query
+    scores = score_ranking(["a", "a", "b"], ["a", "a", "b"], ranked, ks=[1], exclude_self=True)
+    assert scores["queries"] == 2  # "b" has no other "b"
+    assert scores["recall@1"] == pytest.approx(0.5)
+    assert scores["mAP"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_recall_is_hit_rate_not_fraction_of_relevant_items_found() -> None:
+    scores = score_ranking(["a"], ["a", "a", "a", "a"], np.array([[0, -1, -1, -1]]), ks=[1])
+    assert scores["recall@1"] == 1.0  # one of four relevant items found still counts as a hit
+
+
+def test_rank_gallery_orders_by_similarity_and_can_exclude_the_query() -> None:
+    gallery = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    assert rank_gallery(gallery[:1], gallery, "ip", 3).tolist() == [[0, 1, 2]]
+    assert rank_gallery(gallery, gallery, "ip", 2, exclude_self=True).tolist() == [[1, 2], [0, 2], [1, 0]]
+    assert rank_gallery(gallery[:1], gallery[:2], "l2", 4).tolist() == [[0, 1, -1, -1]]  # padded past the gallery
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("miner", [None, "semihard"])
+@pytest.mark.usefixtures("one_torch_thread")
+def test_triplet_training_learns_to_ignore_photo_nuisance(miner: str | None) -> None:
+    manifest, features = _synthetic_street_to_shop()
+    config = RetrievalConfig(dim=8, hidden=None, margin=0.2, miner=miner,
+                             train=TrainConfig(epochs=15, batch_size=16, lr=1e-2, monitor="val_map", mode="max",
+                                               early_stop_patience=None, scheduler="none"))
+    embedder = train_embedder(manifest, config, features=features, console=QUIET, show_progress=False)
+    val = np.flatnonzero(manifest.frame["split"] == "val")
+    shop, street = val[val < 200], val[val >= 200]
+    raw = rank_gallery(features[street], features[shop], "ip", 10)
+    untrained = score_ranking(manifest.frame["item_id"][street], manifest.frame["item_id"][shop], raw, [1, 10])
+    assert embedder.metrics["val_map"] > untrained["mAP"] + 0.3
+    assert embedder.metrics["val_recall@1"] > untrained["recall@1"] + 0.3
+
+
+def test_training_needs_train_and_val_rows_with_the_identity() -> None:
+    manifest, features = _synthetic_street_to_shop()
+    manifest.frame["split"] = "train"
+    with pytest.raises(DataError, match="split 'val'"):
+        train_embedder(manifest, RetrievalConfig(), features=features, console=QUIET, show_progress=False)
+    with pytest.raises(DataError, match="unknown field 'style'"):
+        train_embedder(manifest, RetrievalConfig(identity="style"), features=features, console=QUIET)
+    manifest, features = _synthetic_street_to_shop()
+    manifest.frame.loc[(manifest.frame["split"] == "val") & (manifest.frame["domain"] == "shop"), "split"] = "test"
+    with pytest.raises(DataError, match=r"no val row .* has a match"):
+        train_embedder(manifest, RetrievalConfig(), features=features, console=QUIET, show_progress=False)
+
+
+def test_example_config_loads() -> None:
+    config = load_config(RetrievalConfig, Path(__file__).resolve().parents[2] / "configs" / "retrieval_triplet.yaml")
+    assert config.identity == "item_id" and config.easy_fraction == 0.2 and config.negatives_per_pair == 4
+    assert config.train.optimizer == "sgd" and config.train.momentum == 0.9 and config.train.scheduler == "step"
+
+
+@pytest.mark.parametrize("bad", [{"mode": "siamese"}, {"miner": "random"}, {"margin": 0.0}, {"dim": 0}])
+def test_invalid_configs_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        RetrievalConfig(**bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------------- embedder
+def test_embedder_round_trips_with_its_model_id(tmp_path: Path) -> None:
+    embedder = _embedder()
+    features = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    embedder.save(tmp_path / "model")
+    loaded = Embedder.load(tmp_path / "model")
+    assert loaded.model_id == embedder.model_id and loaded.dim == 8 and loaded.metric == "ip"
+    assert np.allclose(loaded.embed_features(features), embedder.embed_features(features))
+    assert _embedder(seed=1).model_id != embedder.model_id
+    assert _embedder(normalize=False).metric == "l2"
+
+
+def test_a_tampered_embedder_directory_is_detected(tmp_path: Path) -> None:
+    import json
+
+    _embedder().save(tmp_path / "model")
+    document = tmp_path / "model" / "embedder.json"
+    content = json.loads(document.read_text())
+    content["model_id"] = "something|else"
+    document.write_text(json.dumps(content))
+    with pytest.raises(ModelError, match="was modified"):
+        Embedder.load(tmp_path / "model")
+    with pytest.raises(ModelError, match="not found"):
+        Embedder.load(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------------------- catalogue
+def test_catalogue_keys_are_unique_and_fields_are_bare_names() -> None:
+    manifest = Manifest(pd.DataFrame({"path": ["/a/x1.jpg", "/a/x2.jpg", "/a/y.jpg", "/a/loose.jpg"],
+                                      "item_id": ["x", "x", "y", ""], "class:articleType": ["Tops", "Tops", "Bags", ""],
+                                      "meta:year": ["2011", "2012", "2013", ""]}))
+    metadata = catalogue_metadata(manifest)
+    assert metadata["item_id"].tolist() == ["x#0", "x#1", "y", "loose"]
+    assert metadata["product_id"].tolist() == ["x", "x", "y", "loose"]
+    assert metadata["articleType"].tolist()[:3] == ["Tops", "Tops", "Bags"] and "year" in metadata
+
+
+@pytest.fixture
+def saved_index(tmp_path: Path) -> tuple[Path, Embedder, Manifest]:
+    manifest = Manifest(pd.DataFrame({"path": [f"/c/{i}.jpg" for i in range(6)], "item_id": list("abcdef"),
+                                      "class:articleType": ["Tops", "Tops", "Bags", "Bags", "Tops", "Shoes"]}))
+    embedder = _embedder()
+    features = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    index = CatalogueIndex.build(embedder.embed_features(features), catalogue_metadata(manifest), embedder.model_id,
+                                 embedder.metric)
+    index.save(tmp_path / "index")
+    return tmp_path / "index", embedder, manifest
+
+
+def test_index_from_another_model_or_dimension_is_refused(saved_index: tuple[Path, Embedder, Manifest]) -> None:
+    directory, embedder, _ = saved_index
+    assert len(open_index(directory, embedder)) == 6
+    with pytest.raises(CatalogueIndexError, match="built with embedding model"):
+        open_index(directory, _embedder(seed=5))
+    with pytest.raises(CatalogueIndexError, match="built with embedding model"):
+        open_index(directory, _embedder(dim=4))
+
+
+def test_similar_items_exclude_the_item_and_honour_filters(saved_index: tuple[Path, Embedder, Manifest]) -> None:
+    index = open_index(saved_index[0])
+    hits = similar_items(index, "a", k=5)
+    assert len(hits) == 5 and "a" not in {h.item_id for h in hits}
+    tops = similar_items(index, "a", k=3, filters={"articleType": "Tops"})
+    assert {h.item_id for h in tops} == {"b", "e"}  # only two other tops exist
+    with pytest.raises(CatalogueIndexError, match="unknown filter field 'colour'"):
+        similar_items(index, "a", k=3, filters={"colour": "red"})
+    with pytest.raises(CatalogueIndexError, match="k=6 is larger than the 5 other items"):
+        similar_items(index, "a", k=6)
+    with pytest.raises(CatalogueIndexError, match="'zzz' is not in the catalogue"):
+        similar_items(index, "zzz")
+
+
+def test_image_search_rejects_bad_photos_large_k_and_foreign_models(
+        saved_index: tuple[Path, Embedder, Manifest], tmp_path: Path) -> None:
+    directory, embedder, _ = saved_index
+    index = open_index(directory, embedder)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        search_images(index, embedder, [broken], k=3)
+    with pytest.raises(CatalogueIndexError, match="k=7 is larger than the 6 items"):
+        search_images(index, embedder, [broken], k=7)
+    with pytest.raises(CatalogueIndexError, match="search it with the model that built it"):
+        search_images(index, _embedder(seed=9), [broken], k=3)
+
+
+def test_removing_an_unknown_id_changes_nothing(saved_index: tuple[Path, Embedder, Manifest]) -> None:
+    directory = saved_index[0]
+    index = open_index(directory)
+    with pytest.raises(CatalogueIndexError, match="'nope'"):
+        index.remove(["b", "nope"])
+    assert len(index) == 6 and len(open_index(directory)) == 6
+
+
+# ---------------------------------------------------------------------------------------------------------- real data
+def _small_real_catalogue(root: Path) -> Manifest:
+    """Nine products of each of four article types: five train, two val, two test each."""
+    products = read_fashion_product_images(root / "fashion-product-images")
+    types = products.class_column("articleType")
+    chosen = np.concatenate([np.flatnonzero(types == t)[:9] for t in ("Tshirts", "Casual Shoes", "Watches", "Jeans")])
+    subset = products.subset(np.isin(np.arange(len(products)), chosen))
+    subset.frame["split"] = subset.frame.groupby("class:articleType").cumcount().map(
+        lambda i: "train" if i < 5 else "val" if i < 7 else "test")
+    return Manifest(subset.frame, name="small-catalogue")
+
+
+def test_end_to_end_on_real_images(shared_data: Path, tmp_path: Path) -> None:
+    shop = _small_real_catalogue(shared_data)
+    simulator = StreetViewSimulator.from_folder(shared_data / "clothing-attributes" / "images", seed=0)
+    street = simulator.simulate_manifest(shop, default_cache_dir() / "street_sim")
+    both = Manifest(pd.concat([shop.frame, street.frame], ignore_index=True), name=street.name)
+    config = RetrievalConfig(dim=32, hidden=64, categories=["articleType"],
+                             train=TrainConfig(epochs=2, batch_size=8, monitor="val_map", mode="max"))
+    embedder = train_embedder(both, config, tmp_path / "embedder", console=QUIET, show_progress=False)
+    assert (tmp_path / "embedder" / "model.pt").is_file() and embedder.metrics["epochs_run"] == 2
+
+    street_scores = evaluate_street_to_shop(embedder, both, "test", ks=(1, 5), grid_path=tmp_path / "street.png")
+    assert street_scores["simulated"] == 1.0 and street_scores["queries"] == 8
+    assert 0.0 <= street_scores["recall@1"] <= street_scores["recall@5"] <= 1.0
+    assert (tmp_path / "street.png").stat().st_size > 10_000
+
+    baseline = Embedder.untrained()
+    similar = evaluate_similar_items(baseline, shop, "test", k=1, grid_path=tmp_path / "similar.png")
+    assert similar["queries"] == 8 and similar["precision@1"] >= 0.5  # ImageNet features tell shoes from watches
+
+    index = build_catalogue_index(Embedder.load(tmp_path / "embedder"), shop, tmp_path / "index")
+    query = street.frame["path"].iloc[0]
+    hits = search_images(open_index(tmp_path / "index", embedder), embedder, [query], k=5)[0]
+    assert len(hits) == 5 and hits[0].metadata["path"] in set(shop.frame["path"])
+    assert CatalogueIndex.load(tmp_path / "index").model_id == embedder.model_id == index.model_id
+
+
+def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
+    shop = _small_real_catalogue(shared_data)
+    config = RetrievalConfig(
+        backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0), mode="finetune",
+        finetune_freeze=1, identity="articleType", categories=["masterCategory"], dim=8, hidden=None, max_pairs=4,
+        train=TrainConfig(epochs=1, batch_size=2, monitor="val_map", mode="max"))
+    embedder = train_embedder(shop, config, tmp_path / "embedder", console=QUIET, show_progress=False)
+    assert embedder.weights_id.startswith("weights-")  # fingerprint of the fine-tuned backbone
+    loaded = Embedder.load(tmp_path / "embedder")
+    assert loaded.model_id == embedder.model_id
+    some = shop.subset(np.arange(len(shop)) < 3)
+    assert np.allclose(loaded.embed(some), embedder.embed(some), atol=1e-5)

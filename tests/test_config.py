@@ -1,0 +1,120 @@
+"""Typed configuration: nested defaults survive partial YAML, unknown keys and bad files are named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fashionlens.config import from_dict, load_config, to_dict
+from fashionlens.engine import TrainConfig
+from fashionlens.errors import ConfigError
+from fashionlens.tasks.tagging import TaggingConfig
+
+
+@dataclass
+class Inner:
+    size: int = 4
+    names: tuple[str, ...] = ("a",)
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=lambda: Inner(size=7))
+    rate: float = 0.5
+
+
+def test_nested_defaults_are_kept_when_only_some_nested_keys_are_given() -> None:
+    config = from_dict(TaggingConfig, {"train": {"epochs": 3}})
+    assert config.train.epochs == 3
+    # The tagging task's own train defaults (not TrainConfig's) must survive.
+    assert config.train.monitor == "val_map"
+    assert config.train.mode == "max"
+    assert config.train.batch_size == 128
+    assert config.backbone.name == TaggingConfig().backbone.name
+
+
+def test_nested_factory_defaults_and_list_to_tuple() -> None:
+    config = from_dict(Outer, {"inner": {"names": ["x", "y"]}})
+    assert config.inner == Inner(size=7, names=("x", "y"))
+    assert config.rate == 0.5
+
+
+@pytest.mark.parametrize(("data", "culprit"), [
+    ({"epochz": 3}, "epochz"),
+    ({"train": {"epochs": 3, "learning_rate": 0.1}}, "learning_rate"),
+])
+def test_unknown_key_is_named(data: dict[str, object], culprit: str) -> None:
+    with pytest.raises(ConfigError, match=culprit) as raised:
+        from_dict(TaggingConfig, data)
+    assert "\n" not in str(raised.value)
+
+
+def test_nested_unknown_key_names_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"config\.train"):
+        from_dict(TaggingConfig, {"train": {"epoch": 3}})
+
+
+def test_invalid_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="optimizer"):
+        from_dict(TrainConfig, {"optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="epochs"):
+        from_dict(TaggingConfig, {"train": {"epochs": 0}})
+
+
+def test_wrong_kind_of_value_names_the_key() -> None:
+    # from_dict's contract: "a value of the wrong kind" is a ConfigError naming the key path.
+    with pytest.raises(ConfigError, match="batch_size"):
+        from_dict(TrainConfig, {"batch_size": "big"})
+
+
+def test_yaml_file_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "tagging.yaml"
+    path.write_text("hidden: 256\nloss: bce\ntrain:\n  epochs: 5\n  lr: 0.01\nbackbone:\n  name: resnet18\n")
+    config = load_config(TaggingConfig, path, overrides={"train.epochs": 2, "backbone.freeze": 1, "dropout": None})
+    assert (config.hidden, config.loss, config.dropout) == (256, "bce", 0.5)  # None override = not given
+    assert (config.train.epochs, config.train.lr, config.train.monitor) == (2, 0.01, "val_map")
+    assert (config.backbone.name, config.backbone.freeze) == ("resnet18", 1)
+    assert to_dict(config)["train"]["epochs"] == 2
+
+
+def test_defaults_without_a_file_and_dotted_override_into_empty_section() -> None:
+    config = load_config(TaggingConfig, None, overrides={"train.seed": 7})
+    assert config.train.seed == 7
+    assert config.train.monitor == "val_map"
+
+
+def test_yaml_exponent_notation_is_a_number(tmp_path: Path) -> None:
+    # PyYAML reads "1e-3" (no dot) as a string; a learning rate written the usual way must still work.
+    path = tmp_path / "train.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 1e-4\n")
+    config = load_config(TrainConfig, path)
+    assert config.lr == pytest.approx(1e-3)
+    assert config.weight_decay == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("train: [unclosed\n", "cannot parse YAML"),
+    ("- just\n- a list\n", "mapping"),
+])
+def test_bad_yaml_is_a_config_error_naming_the_file(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as raised:
+        load_config(TaggingConfig, path)
+    assert "broken.yaml" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
+        load_config(TaggingConfig, tmp_path / "nope.yaml")
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match="epocs") as raised:
+        load_config(TaggingConfig, path)
+    assert "typo.yaml" in str(raised.value)

@@ -1,0 +1,276 @@
+"""The shared training loop: it learns, keeps the best epoch, stops early, and resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fashionlens.engine import EvaluateFn, TrainConfig, Trainer
+from fashionlens.errors import ConfigError, ModelError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class Interrupted(Exception):
+    """Stands in for a crash (or Ctrl-C) in the middle of a job."""
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def config(**changes: Any) -> TrainConfig:
+    settings: dict[str, Any] = {"epochs": 4, "batch_size": 8, "lr": 0.05, "scheduler": "none", "device": "cpu",
+                                "early_stop_patience": None, "monitor": "train_loss", "seed": 3}
+    return TrainConfig(**{**settings, **changes})
+
+
+def regression_data(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic inputs with a linear target (no RNG involved)."""
+    x = torch.linspace(-1, 1, n * 4).reshape(n, 4).roll(shifts=7)
+    y = x @ torch.tensor([[1.5], [-2.0], [0.5], [1.0]]) + 0.3
+    return x, y
+
+
+def classification_data(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = regression_data(n)
+    return x, (y[:, 0] > y.median()).long() + (y[:, 0] > y.quantile(0.8)).long()
+
+
+def mse(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    x, y = batch
+    return F.mse_loss(model(x.to(device)), y.to(device))
+
+
+def cross_entropy(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x.to(device)), y.to(device))
+
+
+def loader(data: tuple[torch.Tensor, torch.Tensor]) -> DataLoader[tuple[torch.Tensor, ...]]:
+    return DataLoader(TensorDataset(*data), batch_size=8, shuffle=False)
+
+
+def mlp(outputs: int = 1, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, outputs))
+
+
+def scripted(values: Sequence[float], name: str = "val_score", snapshots: list[dict[str, torch.Tensor]] | None = None,
+             ) -> EvaluateFn:
+    """An evaluate callback returning ``values`` one epoch after another (recording the weights it saw)."""
+    remaining: Iterator[float] = iter(values)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        if snapshots is not None:
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {name: next(remaining)}
+
+    return evaluate
+
+
+def interrupt_after(epochs: int, evaluate: EvaluateFn) -> EvaluateFn:
+    """``evaluate`` for ``epochs`` epochs, then a crash during the next epoch's validation."""
+    calls = itertools.count()
+
+    def wrapped(model: nn.Module) -> dict[str, float]:
+        if next(calls) >= epochs:
+            raise Interrupted
+        return evaluate(model)
+
+    return wrapped
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    for (name, left), right in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(left, right, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(("task", "outputs", "data"), [
+    (mse, 1, regression_data), (cross_entropy, 3, classification_data)], ids=["regression", "classification"])
+def test_tiny_model_learns(task: Callable[..., torch.Tensor], outputs: int,
+                           data: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    model = mlp(outputs)
+    result = Trainer(model, config(epochs=12, optimizer="adam", lr=0.02), task, None, console=quiet(),
+                     show_progress=False).fit(loader(data()))
+    losses = [row["train_loss"] for row in result.history]
+    assert len(losses) == 12
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.best_epoch == 1 + min(range(12), key=losses.__getitem__)
+    assert result.best_value == pytest.approx(min(losses))
+
+
+def test_best_epoch_weights_are_restored() -> None:
+    snapshots: list[dict[str, torch.Tensor]] = []
+    model = mlp()
+    evaluate = scripted([3.0, 1.0, 2.0, 4.0], snapshots=snapshots)
+    result = Trainer(model, config(monitor="val_score"), mse, evaluate, console=quiet(),
+                     show_progress=False).fit(loader(regression_data()))
+    assert (result.best_epoch, result.best_value) == (2, 1.0)
+    assert len(result.history) == 4
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][name])
+    assert not torch.equal(snapshots[1]["0.weight"], snapshots[3]["0.weight"])  # training did move on
+
+
+def test_mode_max_and_nan_metric_never_best() -> None:
+    result = Trainer(mlp(), config(monitor="val_map", mode="max"), mse, scripted([0.2, float("nan"), 0.5, 0.4],
+                     name="val_map"), console=quiet(), show_progress=False).fit(loader(regression_data()))
+    assert (result.best_epoch, result.best_value) == (3, 0.5)
+
+
+def test_early_stopping() -> None:
+    result = Trainer(mlp(), config(epochs=10, monitor="val_score", early_stop_patience=3), mse,
+                     scripted([1.0, 1.5, 1.2, 0.5, 0.9, 0.8, 0.7, 0.1]), console=quiet(),
+                     show_progress=False).fit(loader(regression_data()))
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4, 5, 6, 7]  # the count restarts at epoch 4
+    assert result.best_epoch == 4
+
+
+def validation_loss(data: tuple[torch.Tensor, torch.Tensor]) -> EvaluateFn:
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"val_loss": float(F.mse_loss(model(data[0]), data[1]))}
+    return evaluate
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "step", "cosine"])
+def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, scheduler: str) -> None:
+    train, val = loader(regression_data()), validation_loss(regression_data(16))
+    settings = config(monitor="val_loss", scheduler=scheduler, step_size=3, gamma=0.5, plateau_patience=0)
+    reference_model = mlp()
+    reference = Trainer(reference_model, settings, mse, val, console=quiet(), show_progress=False).fit(train)
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        Trainer(mlp(), settings, mse, interrupt_after(2, val), run_dir=run_dir, console=quiet(),
+                show_progress=False).fit(train)
+    assert len(json.loads((run_dir / "history.json").read_text())) == 2
+
+    resumed_model = mlp(seed=99)  # different initial weights: everything must come from the checkpoint
+    resumed = Trainer(resumed_model, settings, mse, val, run_dir=run_dir, console=quiet(),
+                      show_progress=False).fit(train)
+    assert resumed.resumed_from == 2
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in reference.history]
+    assert [row["lr"] for row in resumed.history] == [row["lr"] for row in reference.history]
+    assert resumed.best_epoch == reference.best_epoch
+    assert_same_weights(resumed_model, reference_model)
+
+
+def test_resume_keeps_the_early_stopping_count(tmp_path: Path) -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # never improves after epoch 1: patience 2 stops after epoch 3
+    settings = config(epochs=6, monitor="val_score", early_stop_patience=2)
+    train = loader(regression_data())
+    uninterrupted = Trainer(mlp(), settings, mse, scripted(values), console=quiet(), show_progress=False).fit(train)
+    assert len(uninterrupted.history) == 3
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        Trainer(mlp(), settings, mse, interrupt_after(2, scripted(values)), run_dir=run_dir, console=quiet(),
+                show_progress=False).fit(train)
+    resumed = Trainer(mlp(), settings, mse, scripted(values[2:]), run_dir=run_dir, console=quiet(),
+                      show_progress=False).fit(train)
+    assert len(resumed.history) == 3
+
+
+def no_more_epochs(model: nn.Module) -> dict[str, float]:
+    raise AssertionError("a finished job ran another epoch")
+
+
+@pytest.mark.parametrize(("patience", "values"), [(None, [3.0, 1.0, 2.0]), (1, [3.0, 1.0, 2.0, 0.5])],
+                         ids=["completed", "early-stopped"])
+def test_rerunning_a_finished_job_trains_nothing(tmp_path: Path, patience: int | None, values: list[float]) -> None:
+    train = loader(regression_data())
+    settings = config(epochs=len(values), monitor="val_score", early_stop_patience=patience)
+    first_model = mlp()
+    first = Trainer(first_model, settings, mse, scripted(values), run_dir=tmp_path, console=quiet(),
+                    show_progress=False).fit(train)
+    assert len(first.history) == 3
+    again_model = mlp(seed=5)
+    again = Trainer(again_model, settings, mse, no_more_epochs, run_dir=tmp_path, console=quiet(),
+                    show_progress=False).fit(train)
+    assert again.history == first.history
+    assert again.best_epoch == 2
+    assert_same_weights(again_model, first_model)
+
+
+def test_run_dir_holds_complete_files_only(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    Trainer(mlp(), config(epochs=3), mse, None, run_dir=run_dir, console=quiet(), show_progress=False).fit(
+        loader(regression_data()))
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "history.json", "last.pt"]
+    state = torch.load(run_dir / "last.pt", weights_only=False)
+    assert state["epoch"] == 2
+    assert len(state["result"]["history"]) == 3
+    assert set(torch.load(run_dir / "best.pt")) == set(mlp().state_dict())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "other-model"])
+def test_unusable_checkpoint_is_a_model_error(tmp_path: Path, damage: str) -> None:
+    run_dir = tmp_path / "run"
+    Trainer(mlp(), config(epochs=1), mse, None, run_dir=run_dir, console=quiet(), show_progress=False).fit(
+        loader(regression_data()))
+    last = run_dir / "last.pt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif damage == "text":
+        last.write_text("not a checkpoint")
+    model = mlp() if damage != "other-model" else nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    trainer = Trainer(model, config(epochs=2), mse, None, run_dir=run_dir, console=quiet(), show_progress=False)
+    with pytest.raises(ModelError, match=r"last\.pt") as raised:
+        trainer.fit(loader(regression_data()))
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+@pytest.mark.parametrize(("scheduler", "second_lr"), [("none", 0.1), ("step", 0.05), ("cosine", 0.05),
+                                                      ("plateau", 0.1)])
+def test_optimizers_and_schedules(optimizer: str, scheduler: str, second_lr: float) -> None:
+    settings = config(epochs=2, lr=0.1, optimizer=optimizer, scheduler=scheduler, step_size=1, gamma=0.5,
+                      grad_clip=1.0)
+    result = Trainer(mlp(), settings, mse, None, console=quiet(), show_progress=False).fit(loader(regression_data()))
+    assert [row["lr"] for row in result.history] == pytest.approx([0.1, second_lr])
+
+
+def test_missing_monitor_is_a_config_error() -> None:
+    trainer = Trainer(mlp(), config(monitor="val_acc"), mse, scripted([0.5], name="val_map"), console=quiet(),
+                      show_progress=False)
+    with pytest.raises(ConfigError, match="val_acc") as raised:
+        trainer.fit(loader(regression_data()))
+    assert "val_map" in str(raised.value)
+
+
+@pytest.mark.parametrize(("changes", "culprit"), [
+    ({"epochs": 0}, "epochs"), ({"lr": 0.0}, "lr"), ({"lr": -1e-3}, "lr"), ({"optimizer": "rmsprop"}, "rmsprop"),
+    ({"scheduler": "cyclic"}, "cyclic"), ({"mode": "up"}, "mode"),
+])
+def test_bad_config_values(changes: dict[str, Any], culprit: str) -> None:
+    with pytest.raises(ConfigError, match=culprit):
+        config(**changes)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_divergence_is_a_model_error(bad: float) -> None:
+    def diverging(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+        return mse(model, batch, device) * bad
+
+    with pytest.raises(ModelError, match="diverged at epoch 1"):
+        Trainer(mlp(), config(), diverging, None, console=quiet(), show_progress=False).fit(loader(regression_data()))
+
+
+def test_frozen_model_is_a_model_error() -> None:
+    model = mlp()
+    model.requires_grad_(False)
+    with pytest.raises(ModelError, match="trainable"):
+        Trainer(model, config(), mse, None, console=quiet(), show_progress=False)
