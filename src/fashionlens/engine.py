@@ -4,6 +4,11 @@ A task supplies a model, a loss function ``loss_fn(model, batch) -> loss`` and a
 callback; :class:`Trainer` does the rest: optimiser and LR schedule, seeded runs, CUDA + AMP when present,
 per-epoch validation with a monitored metric, best-checkpoint selection, early stopping, a live rich progress
 bar, and resumable checkpoints written atomically (an interrupted run picks up at the next epoch).
+
+Under ``torchrun`` the same loop trains data-parallel (see :mod:`fashionlens.distributed`): the model is wrapped in
+``DistributedDataParallel``, each epoch is sharded over the processes, rank 0 evaluates and its metrics drive every
+process's decisions (best epoch, LR plateau, early stop), and only rank 0 writes checkpoints. Checkpoints hold the
+unwrapped weights, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
+from fashionlens import distributed
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.io import save_torch, write_json
 from fashionlens.runtime import resolve_device, seed_everything
@@ -127,14 +135,21 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, loss_fn: LossFn, evaluate: EvaluateFn | None,
                  run_dir: str | Path | None = None, console: Console | None = None, show_progress: bool = True):
+        distributed.init_distributed()
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        self.is_main = distributed.is_main_process()
+        self.training_model: torch.nn.Module = self.model
+        if distributed.world_size() > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.training_model = DistributedDataParallel(self.model, device_ids=device_ids)
         self.loss_fn = loss_fn
         self.evaluate = evaluate
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.console = console or Console(stderr=True)
-        self.show_progress = show_progress
+        self.run_dir = Path(run_dir) if run_dir and self.is_main else None
+        self.resume_dir = Path(run_dir) if run_dir else None
+        self.console = console if console is not None and self.is_main else Console(stderr=True, quiet=not self.is_main)
+        self.show_progress = show_progress and self.is_main
         seed_everything(config.seed)
         self.optimizer = build_optimizer(self.model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config)
@@ -153,9 +168,9 @@ class Trainer:
 
     def _resume(self, result: TrainResult) -> int:
         """Load ``last.pt`` when present; returns the first epoch still to run."""
-        if self.run_dir is None or not (self.run_dir / "last.pt").is_file():
+        if self.resume_dir is None or not (self.resume_dir / "last.pt").is_file():
             return 0
-        path = self.run_dir / "last.pt"
+        path = self.resume_dir / "last.pt"
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
             self.model.load_state_dict(state["model"])
@@ -189,14 +204,17 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_epoch(self, loader: Iterable[Any], progress: Progress, epoch: int) -> float:
-        """One pass over ``loader``; returns the mean loss."""
+        """One pass over ``loader``; returns the mean loss (over all processes)."""
         self.model.train()
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
         total, count = 0.0, 0
         length = len(loader) if isinstance(loader, Sized) else None
         task = progress.add_task(f"epoch {epoch + 1}/{self.config.epochs}", total=length, info="")
         for batch in loader:
             with self._autocast():
-                loss = self.loss_fn(self.model, batch, self.device)
+                loss = self.loss_fn(self.training_model, batch, self.device)
             if not torch.isfinite(loss):
                 raise ModelError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()} "
                                  f"(lower the learning rate, currently {self.config.lr})")
@@ -211,13 +229,28 @@ class Trainer:
             count += 1
             progress.update(task, advance=1, info=f"loss {total / count:.4f}")
         progress.remove_task(task)
-        return total / max(count, 1)
+        return distributed.mean_over_processes(total / max(count, 1))
+
+    def _validate(self) -> dict[str, float]:
+        """Rank 0's validation metrics, shared with every process so that all take the same decisions."""
+        metrics: dict[str, float] = {}
+        if self.evaluate is not None and self.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.evaluate(self.model)
+        return distributed.broadcast_from_main(metrics)
 
     def fit(self, train_loader: Iterable[Any]) -> TrainResult:
         """Train for ``config.epochs`` (or until early stopping), resuming when a checkpoint exists.
 
-        The model is left holding the weights of the best epoch.
+        A plain shuffled/sequential ``DataLoader`` is re-read through
+        :func:`~fashionlens.distributed.shard_loader` (its ``batch_size`` is the global batch); other iterables
+        are used as they are (single process only). The model is left holding the weights of the best epoch.
         """
+        if isinstance(train_loader, DataLoader):
+            train_loader = distributed.shard_loader(train_loader, seed=self.config.seed)
+        elif distributed.world_size() > 1:
+            raise ConfigError("distributed training needs a torch DataLoader to shard")
         result = TrainResult()
         first_epoch = self._resume(result)
         start = time.perf_counter()
@@ -232,10 +265,7 @@ class Trainer:
                 train_loss = self.train_epoch(train_loader, progress, epoch)
                 metrics = {"epoch": float(epoch + 1), "train_loss": train_loss,
                            "lr": float(self.optimizer.param_groups[0]["lr"])}
-                if self.evaluate is not None:
-                    self.model.eval()
-                    with torch.no_grad():
-                        metrics.update(self.evaluate(self.model))
+                metrics.update(self._validate())
                 if self.config.monitor not in metrics:
                     raise ConfigError(f"monitored metric '{self.config.monitor}' is not among the validation "
                                       f"metrics {sorted(metrics)}")

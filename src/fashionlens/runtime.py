@@ -10,9 +10,14 @@ import torch
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """``"auto"``/``None`` picks CUDA when present, else CPU; otherwise the named device."""
+    """``"auto"``/``None`` picks CUDA when present, else CPU; otherwise the named device.
+
+    A bare ``cuda`` means this process's GPU: ``cuda:$LOCAL_RANK`` under torchrun.
+    """
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(device)
 
 

@@ -9,8 +9,9 @@ import sys
 
 import typer
 
+from fashionlens import distributed
 from fashionlens.cli import hierarchy, search
-from fashionlens.cli.common import err_console
+from fashionlens.cli.common import console, err_console
 from fashionlens.cli.data import app as data_app
 from fashionlens.cli.serve import serve
 from fashionlens.cli.tag import app as tag_app
@@ -42,8 +43,13 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point with one-line errors for bad input."""
+    """Console-script entry point with one-line errors for bad input.
+
+    Under ``torchrun`` the process joins the process group first, and only rank 0 prints.
+    """
     try:
+        if distributed.init_distributed() and not distributed.is_main_process():
+            console.quiet = err_console.quiet = True
         app()
     except FashionlensError as error:
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens.data.records import Manifest
+from fashionlens.distributed import is_main_process, main_process_first
 from fashionlens.errors import DataError, ModelError
 from fashionlens.features import extract_features
 from fashionlens.io import atomic_dir, save_torch, write_json
@@ -60,9 +62,10 @@ def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | 
         DataError: Some images could not be decoded (the first few are named).
     """
     backbone = backbone if backbone is not None else build_backbone(config, freeze="all")
-    result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
-                              batch_size=config.batch_size, num_workers=config.num_workers, device=device,
-                              skip_bad_images=True, show_progress=show_progress)
+    with main_process_first():  # under torchrun, rank 0 fills the cache and the others read it
+        result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
+                                  batch_size=config.batch_size, num_workers=config.num_workers, device=device,
+                                  skip_bad_images=True, show_progress=show_progress and is_main_process())
     if result.failed:
         shown = ", ".join(result.failed[:3])
         raise DataError(f"{len(result.failed)} image(s) could not be read, e.g. {shown} "
@@ -97,8 +100,13 @@ def tensor_loader(arrays: Iterable[np.ndarray | torch.Tensor], batch_size: int, 
 
 def save_model_dir(path: str | Path, state: Mapping[str, Any], json_files: Mapping[str, Any],
                    extra: Mapping[str, str | bytes] | None = None) -> Path:
-    """Write a model directory atomically: ``model.pt`` from ``state`` plus ``<name>.json`` files."""
+    """Write a model directory atomically: ``model.pt`` from ``state`` plus ``<name>.json`` files.
+
+    Under torchrun only rank 0 writes (every process trained the same weights).
+    """
     path = Path(path)
+    if not is_main_process():
+        return path
     with atomic_dir(path) as tmp:
         save_torch(tmp / "model.pt", dict(state))
         for name, content in json_files.items():
@@ -136,6 +144,6 @@ def read_model_dir(path: str | Path, required_json: Iterable[str]) -> tuple[dict
         raise ModelError(f"model directory {path} is missing model.pt")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
         raise ModelError(f"cannot load {weights}: {str(error).splitlines()[0]}") from error
     return state, documents

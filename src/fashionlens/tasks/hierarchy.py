@@ -501,7 +501,9 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
     objective = HierarchyObjective(taxonomy, encoded.targets)
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
     device = resolve_device(config.train.device)
-    seed_everything(config.train.seed)
+    if config.mode != "finetune" and features is None:
+        features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+    seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     if config.mode == "finetune":
         head, backbone, result = _train_finetune(manifest, config, taxonomy, objective, train_rows, val_rows,
                                                  run_dir, console, show_progress)
@@ -509,8 +511,7 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
         val_predictions = classifier.predict(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
                                              show_progress=show_progress)
     else:
-        if features is None:
-            features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+        assert features is not None
         if len(features) != len(manifest):
             raise DataError(f"{len(features)} feature rows for {len(manifest)} manifest rows")
         model = build_head(config, taxonomy, features.shape[1])

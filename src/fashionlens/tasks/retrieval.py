@@ -51,7 +51,7 @@ from fashionlens.metrics import relevance_matrix, retrieval_metrics
 from fashionlens.models.backbones import Backbone
 from fashionlens.models.embedding import EmbeddingHead, EmbeddingNet
 from fashionlens.reports.retrieval_grid import save_results_grid
-from fashionlens.runtime import default_workers, resolve_device
+from fashionlens.runtime import default_workers, resolve_device, seed_everything
 from fashionlens.tasks.common import (
     BackboneConfig,
     build_backbone,
@@ -443,6 +443,7 @@ def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.nd
     def embed_val(model: nn.Module) -> np.ndarray:
         return np.asarray(model(val_inputs).float().cpu().numpy())
 
+    seed_everything(config.train.seed)  # the head's initial weights repeat, whether or not features were cached
     head = EmbeddingHead(features.shape[1], config.dim, config.hidden, config.normalize)
     return _Setup(head, _FeatureBatches(features), 0, embed_val, network.weights_id)
 
@@ -450,6 +451,7 @@ def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.nd
 def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.ndarray,
                     device: torch.device) -> _Setup:
     """``finetune`` mode: backbone (first stages frozen) and head on augmented images; val re-embedded each epoch."""
+    seed_everything(config.train.seed)
     network = build_backbone(config.backbone, freeze=config.finetune_freeze)
     model = EmbeddingNet(network, EmbeddingHead(network.num_features, config.dim, config.hidden, config.normalize))
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers

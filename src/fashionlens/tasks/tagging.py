@@ -30,11 +30,12 @@ from fashionlens.config import from_dict, to_dict
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
+from fashionlens.distributed import is_main_process
 from fashionlens.engine import TrainConfig, Trainer
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.losses import label_weights, masked_bce, masked_cross_entropy
 from fashionlens.models.heads import TaggingHead
-from fashionlens.runtime import default_workers, resolve_device
+from fashionlens.runtime import default_workers, resolve_device, seed_everything
 from fashionlens.tasks.common import (
     BackboneConfig,
     build_backbone,
@@ -354,12 +355,14 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
     objective = TaggingObjective(labels, tag_targets, head_targets, config.loss, config.positive_weight, train_rows)
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
     backbone = None
+    if config.mode != "finetune" and features is None:
+        features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+    seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     if config.mode == "finetune":
         head, backbone = _train_finetune(manifest, config, labels, objective, train_rows, val_rows, run_dir,
                                          console, show_progress)
     else:
-        if features is None:
-            features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+        assert features is not None
         train_fn = _train_per_label if config.mode == "per_label" else _train_joint
         head = train_fn(features, config, labels, objective, train_rows, val_rows, run_dir, console, show_progress)
     tagger = Tagger(config, labels, head, np.full(len(labels.tags), 0.5, dtype=np.float32), backbone=backbone)
@@ -372,7 +375,7 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
         tuned = metrics.macro_fbeta(tag_targets[val_rows], tagger.decide(val_predictions), beta=config.beta)
         summary[f"val_macro_f{config.beta:g}@tuned"] = tuned
     tagger.metrics = summary
-    if out_dir:
+    if out_dir and is_main_process():
         tagger.save(out_dir)
         console.print(f"saved tagger to {out_dir}")
     return tagger
