@@ -100,6 +100,9 @@ def test_train_save_load_predict_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(before.tags, after.tags, rtol=1e-5)
     np.testing.assert_allclose(before.heads["shape"], after.heads["shape"], rtol=1e-5)
     np.testing.assert_array_equal(loaded.thresholds, tagger.thresholds)
+    assert loaded.metrics == pytest.approx(tagger.metrics) and "val_map" in loaded.metrics
+    (tmp_path / "model" / "metrics.json").unlink()  # optional: older or hand-made directories still load
+    assert Tagger.load(tmp_path / "model").metrics == {}
     test = manifest.split_subset("test")
     test_rows = np.flatnonzero(manifest.frame["split"] == "test")
     evaluation = evaluate_predictions(loaded.labels, loaded.thresholds, loaded.predict_features(features[test_rows]),
@@ -108,7 +111,7 @@ def test_train_save_load_predict_round_trip(tmp_path: Path) -> None:
     assert evaluation.summary["mAP"] > 0.5
 
 
-@pytest.mark.parametrize("damage", ["missing_thresholds", "short_thresholds", "missing_weights"])
+@pytest.mark.parametrize("damage", ["missing_thresholds", "short_thresholds", "missing_weights", "junk_weights"])
 def test_damaged_model_directory_gives_one_line_error(tmp_path: Path, damage: str) -> None:
     manifest, features = synthetic(n=200)
     train_tagger(manifest, quick_config(heads=[]), tmp_path / "m", console=QUIET, show_progress=False,
@@ -117,6 +120,8 @@ def test_damaged_model_directory_gives_one_line_error(tmp_path: Path, damage: st
         (tmp_path / "m" / "thresholds.json").unlink()
     elif damage == "short_thresholds":
         (tmp_path / "m" / "thresholds.json").write_text(json.dumps({"rare": 0.3}))
+    elif damage == "junk_weights":
+        (tmp_path / "m" / "model.pt").write_bytes(b"this is not a torch file")
     else:
         (tmp_path / "m" / "model.pt").unlink()
     with pytest.raises(ModelError) as error:

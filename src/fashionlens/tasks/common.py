@@ -121,8 +121,9 @@ def save_model_dir(path: str | Path, state: Mapping[str, Any], json_files: Mappi
     return path
 
 
-def read_model_dir(path: str | Path, required_json: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load ``model.pt`` and the named JSON files of a model directory.
+def read_model_dir(path: str | Path, required_json: Iterable[str],
+                   optional_json: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load ``model.pt`` and the named JSON files of a model directory (``optional_json`` ones when present).
 
     Raises:
         ModelError: The directory or one of its files is missing or unreadable (the file is named).
@@ -131,8 +132,11 @@ def read_model_dir(path: str | Path, required_json: Iterable[str]) -> tuple[dict
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
     documents: dict[str, Any] = {}
-    for name in required_json:
+    optional = set(optional_json)
+    for name in [*required_json, *optional]:
         file = path / f"{name}.json"
+        if name in optional and not file.is_file():
+            continue
         if not file.is_file():
             raise ModelError(f"model directory {path} is missing {file.name}")
         try:

@@ -278,7 +278,7 @@ class Tagger:
     @classmethod
     def load(cls, path: str | Path) -> Tagger:
         """Load a model directory written by :meth:`save` (no training config needed)."""
-        state, docs = read_model_dir(path, ["config", "labels", "thresholds"])
+        state, docs = read_model_dir(path, ["config", "labels", "thresholds"], optional_json=["metrics"])
         try:
             config = from_dict(TaggingConfig, docs["config"], where=f"{path}/config.json")
         except ConfigError as error:
