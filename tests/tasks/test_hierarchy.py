@@ -136,3 +136,22 @@ def test_training_survives_a_last_batch_of_one_row() -> None:
     classifier = train_hierarchy(Manifest(frame), config, features=features, console=Console(quiet=True),
                                  show_progress=False)
     assert classifier.metrics["epochs_run"] == 2
+
+
+def test_finetune_mode_trains_the_backbone_and_reloads(small_real: tuple[Manifest, np.ndarray], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
+    manifest, _ = small_real
+    manifest = manifest.subset(np.arange(len(manifest)) % 4 == 0)  # 60 images
+    config = from_dict(HierarchyConfig, {
+        "mode": "finetune", "finetune_freeze": 1, "hidden": 16,
+        "backbone": {"name": "test_efficientnet", "pretrained": False, "num_workers": 0, "batch_size": 16},
+        "train": {"epochs": 1, "batch_size": 8, "early_stop_patience": None}})
+    classifier = train_hierarchy(manifest, config, tmp_path / "model", console=Console(quiet=True),
+                                 show_progress=False)
+    loaded = HierarchyClassifier.load(tmp_path / "model")
+    some = manifest.subset(np.arange(len(manifest)) < 3)
+    before = classifier.predict(some, show_progress=False)
+    after = loaded.predict(some, show_progress=False)
+    for one, other in zip(before.probabilities, after.probabilities, strict=True):
+        np.testing.assert_allclose(one, other, atol=1e-5)

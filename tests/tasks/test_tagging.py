@@ -218,3 +218,26 @@ def test_real_images_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert predictions.tags.shape == (4, 3)
     assert np.all((predictions.tags >= 0) & (predictions.tags <= 1))
     assert tagger.metrics["val_map"] == pytest.approx(tagger.metrics["val_map"])  # finite
+
+
+def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fashionlens.data.readers import read_clothing_attributes
+    from fashionlens.data.splits import split_manifest
+    from fashionlens.tasks.common import BackboneConfig
+
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
+    manifest = read_clothing_attributes(shared_data / "clothing-attributes")
+    manifest = split_manifest(manifest.subset(np.arange(len(manifest)) < 48), seed=0)
+    config = TaggingConfig(mode="finetune", finetune_freeze=1, hidden=16, tags=["gender", "black"],
+                           heads=["sleevelength"],
+                           backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0,
+                                                   batch_size=16),
+                           train=TrainConfig(epochs=1, batch_size=8, monitor="val_loss", early_stop_patience=None))
+    tagger = train_tagger(manifest, config, tmp_path / "tagger", console=QUIET, show_progress=False)
+    assert tagger.backbone is not None
+    loaded = Tagger.load(tmp_path / "tagger")
+    some = manifest.subset(np.arange(len(manifest)) < 3)
+    before, after = tagger.predict(some, show_progress=False), loaded.predict(some, show_progress=False)
+    np.testing.assert_allclose(before.tags, after.tags, atol=1e-5)
+    np.testing.assert_allclose(before.heads["sleevelength"], after.heads["sleevelength"], atol=1e-5)

@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens import metrics
 from fashionlens.config import from_dict, to_dict
-from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.readers.fashion_product import HIERARCHY
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
@@ -45,6 +44,7 @@ from fashionlens.tasks.common import (
     BackboneConfig,
     build_backbone,
     frozen_features,
+    image_row_loader,
     manifest_of_paths,
     read_model_dir,
     save_model_dir,
@@ -453,20 +453,6 @@ def _scored_rows(manifest: Manifest, targets: np.ndarray, split: str) -> np.ndar
     return rows
 
 
-def _image_loader(manifest: Manifest, rows: np.ndarray, transform: Any, batch_size: int, shuffle: bool,
-                  workers: int, seed: int) -> DataLoader[Any]:
-    """``(images, manifest_rows)`` batches over the images of ``rows``."""
-    dataset = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), rows)), transform)
-    global_rows = torch.as_tensor(np.sort(rows))
-
-    def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        images, local = collate_skipping(batch)
-        return images, global_rows[local]
-
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), drop_last=shuffle and len(rows) > batch_size)
-
-
 def _feature_train_loader(features: np.ndarray, rows: np.ndarray, config: TrainConfig) -> DataLoader[Any]:
     """Shuffled ``(features, rows)`` batches; a last batch of one row is dropped, as batch norm cannot train on it."""
     dataset = TensorDataset(torch.as_tensor(features[rows]), torch.as_tensor(rows))
@@ -550,10 +536,10 @@ def _train_finetune(manifest: Manifest, config: HierarchyConfig, taxonomy: Taxon
     backbone = build_backbone(config.backbone, freeze=config.finetune_freeze)
     net = HierarchyNet(backbone, build_head(config, taxonomy, backbone.num_features))
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
-    train_loader = _image_loader(manifest, train_rows, train_transform(backbone.preprocess), config.train.batch_size,
-                                 True, workers, config.train.seed)
-    val_loader = _image_loader(manifest, val_rows, eval_transform(backbone.preprocess), config.backbone.batch_size,
-                               False, workers, config.train.seed)
+    train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
+                                    config.train.batch_size, True, workers, config.train.seed)
+    val_loader = image_row_loader(manifest, val_rows, eval_transform(backbone.preprocess), config.backbone.batch_size,
+                                  False, workers, config.train.seed)
     evaluate = objective.evaluator(val_loader, len(manifest), val_rows, resolve_device(config.train.device))
     trainer = Trainer(net, config.train, objective.loss, evaluate, run_dir=run_dir, console=console,
                       show_progress=show_progress)

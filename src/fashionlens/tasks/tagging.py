@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 
 from fashionlens import metrics
 from fashionlens.config import from_dict, to_dict
-from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
 from fashionlens.distributed import is_main_process
@@ -40,6 +39,7 @@ from fashionlens.tasks.common import (
     BackboneConfig,
     build_backbone,
     frozen_features,
+    image_row_loader,
     manifest_of_paths,
     read_model_dir,
     save_model_dir,
@@ -472,23 +472,10 @@ def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpac
     head = _build_head(config, labels, backbone.num_features)
     net = TaggingNet(backbone, head)
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
-    train_set = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), train_rows)),
-                                     train_transform(backbone.preprocess))
-    val_set = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
-                                   eval_transform(backbone.preprocess))
-    train_set_rows, val_set_rows = torch.as_tensor(train_rows), torch.as_tensor(val_rows)
-
-    def remap(rows_of_subset: torch.Tensor) -> Callable[[Any], tuple[torch.Tensor, torch.Tensor]]:
-        def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            images, local = collate_skipping(batch)
-            return images, rows_of_subset[local]
-        return collate
-
-    generator = torch.Generator().manual_seed(config.train.seed)
-    train_loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=True, num_workers=workers,
-                              collate_fn=remap(train_set_rows), generator=generator, drop_last=len(train_rows) > 64)
-    val_loader = DataLoader(val_set, batch_size=config.backbone.batch_size, num_workers=workers,
-                            collate_fn=remap(val_set_rows))
+    train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
+                                    config.train.batch_size, True, workers, config.train.seed)
+    val_loader = image_row_loader(manifest, val_rows, eval_transform(backbone.preprocess), config.backbone.batch_size,
+                                  False, workers, config.train.seed)
     device = resolve_device(config.train.device)
 
     evaluate = _evaluator(objective, val_loader, len(manifest), val_rows, labels, config.beta, device)
