@@ -10,7 +10,7 @@ import sys
 import typer
 
 from fashionlens import distributed
-from fashionlens.cli import hierarchy, search
+from fashionlens.cli import export, hierarchy, search
 from fashionlens.cli.common import console, err_console
 from fashionlens.cli.data import app as data_app
 from fashionlens.cli.serve import serve
@@ -22,6 +22,7 @@ app = typer.Typer(help="fashionlens: tag fashion photos, classify them into a ca
 app.add_typer(data_app, name="data")
 app.add_typer(tag_app, name="tag")
 app.add_typer(hierarchy.app, name="hierarchy")
+app.add_typer(export.app, name="export")
 app.command("serve")(serve)
 app.add_typer(search.embed_app, name="embed")
 app.add_typer(search.index_app, name="index")

@@ -19,11 +19,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PreprocessLike(Protocol):
-    """What a transform needs to know about a backbone's expected input."""
+    """What a transform needs to know about a backbone's expected input (read-only, so frozen settings fit)."""
 
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def mean(self) -> tuple[float, float, float]: ...
+
+    @property
+    def std(self) -> tuple[float, float, float]: ...
 
 
 @dataclass(frozen=True)

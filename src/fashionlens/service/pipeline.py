@@ -168,8 +168,7 @@ class Pipeline:
 
     def _register(self, module: nn.Module, owner: str) -> BackboneKey:
         backbone = _as_backbone(module, owner)
-        preprocess: Any = backbone.preprocess  # a frozen Preprocess; PreprocessLike declares settable fields
-        transform = eval_transform(preprocess)
+        transform = eval_transform(backbone.preprocess)
         key = BackboneKey(backbone.name, backbone.weights_id, describe(transform))
         if key not in self._backbones:
             self._backbones[key] = backbone.eval()

@@ -1,0 +1,444 @@
+"""ONNX export of taggers and embedders, and a small onnxruntime runner for the exported files.
+
+A saved model directory holds only what training produced: a feature-mode tagger keeps its head and the *name* of
+the frozen backbone, not the backbone's weights. :func:`export_onnx` joins the two into one graph, images in,
+probabilities (or embeddings) out, with a dynamic batch axis, so the file can be served by onnxruntime alone.
+
+Everything a server needs besides the graph is recorded in the ONNX ``metadata_props`` (JSON-encoded values):
+
+* ``kind`` (``tagger`` / ``embedder``), ``fashionlens_version``, ``source_model``, ``backbone``, ``weights_id``;
+* ``preprocessing``: the input size, mean and std of the backbone's :class:`~fashionlens.models.backbones.Preprocess`
+  and the resize / crop that fashionlens' own :func:`~fashionlens.data.transforms.eval_transform` applies to them
+  (read off the transform object, so the record cannot drift from what the PyTorch model was fed);
+* ``input_name``, ``outputs`` (names in graph order), ``labels`` (tags and each head's classes) and ``thresholds``
+  (taggers), or ``model_id``, ``metric``, ``normalize`` and ``dim`` (embedders; a catalogue index built by the
+  PyTorch embedder records the same ``model_id``).
+
+:class:`OnnxModel` reads that metadata back and prepares PIL images with the recorded preprocessing through the
+project's transforms; :func:`verify_export` compares it, end to end on image files, with the PyTorch model's own
+prediction path, so a difference in either the graph or the preprocessing shows up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from fashionlens import __version__
+from fashionlens.data.dataset import ManifestImageDataset
+from fashionlens.data.images import load_image
+from fashionlens.data.transforms import describe, eval_transform
+from fashionlens.errors import ModelError
+from fashionlens.io import atomic_path
+from fashionlens.models.backbones import Backbone, Preprocess
+
+if TYPE_CHECKING:
+    from fashionlens.tasks.retrieval import Embedder
+    from fashionlens.tasks.tagging import Tagger
+
+KINDS = ("tagger", "embedder")
+OPSET = 17
+INPUT_NAME = "images"
+TAGS_OUTPUT = "tags"
+EMBEDDINGS_OUTPUT = "embeddings"
+CLASS_OUTPUT_PREFIX = "class:"
+DEFAULT_ATOL = 1e-4
+"""Largest absolute difference from PyTorch that :func:`export_onnx` accepts when verifying: float32 kernels of the
+two runtimes sum in different orders, which moves probabilities and unit-length embeddings by about 1e-6."""
+
+MAX_SIDE: int | None = inspect.signature(ManifestImageDataset).parameters["max_side"].default
+"""Long side that images are shrunk to right after decoding, as the PyTorch pipeline's dataset does."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: The ``.onnx`` file.
+        kind: ``tagger`` or ``embedder``.
+        outputs: Output names, in graph order.
+        max_abs_diff: Largest difference from PyTorch on the verification images (``None``: not verified).
+        images_verified: How many images were compared.
+    """
+
+    path: Path
+    kind: str
+    outputs: list[str]
+    max_abs_diff: float | None = None
+    images_verified: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------- kinds
+def model_kind(model_dir: str | Path) -> str:
+    """Which exportable model a directory holds, from its files: ``tagger`` or ``embedder``.
+
+    Raises:
+        ModelError: Not a directory, a tagger ensemble, or neither kind (the directory is named).
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    if (path / "ensemble.json").is_file():
+        raise ModelError(f"{path} is a tagger ensemble, which has no single network to export; export its members")
+    if (path / "embedder.json").is_file():
+        return "embedder"
+    if (path / "thresholds.json").is_file() and (path / "labels.json").is_file():
+        return "tagger"
+    raise ModelError(f"{path} is not a tagger (labels.json + thresholds.json) or embedder (embedder.json) model "
+                     f"directory; only those can be exported to ONNX")
+
+
+# ---------------------------------------------------------------------------------------------------------- graphs
+class TaggerGraph(nn.Module):
+    """Backbone + tagging head with the output activations: images → tag sigmoids, then each head's softmax.
+
+    Returns a tuple rather than a dict because ONNX outputs are positional; :attr:`output_names` names them.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, tags: bool, heads: Sequence[str]):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.has_tags = tags
+        self.head_names = list(heads)
+        self.output_names = ([TAGS_OUTPUT] if tags else []) + [CLASS_OUTPUT_PREFIX + h for h in self.head_names]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Probabilities per output of :attr:`output_names`."""
+        logits = self.head(self.backbone(images))
+        outputs = [torch.sigmoid(logits[TAGS_OUTPUT])] if self.has_tags else []
+        outputs += [torch.softmax(logits[name], dim=1) for name in self.head_names]
+        return tuple(outputs)
+
+
+class EmbedderGraph(nn.Module):
+    """Backbone + embedding head (its L2 normalisation included): images → embeddings."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.output_names = [EMBEDDINGS_OUTPUT]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, dim)``."""
+        embeddings: torch.Tensor = self.head(self.backbone(images))
+        return embeddings
+
+
+def preprocessing_record(preprocess: Preprocess) -> dict[str, Any]:
+    """How images must be prepared for a backbone, as fashionlens' evaluation transform really prepares them.
+
+    Input size, mean and std come from the backbone's :class:`Preprocess`; resize and crop are read off the
+    :func:`eval_transform` built from it, because fashionlens resizes whole images without timm's centre crop.
+    timm's own settings are kept under ``pretrained_*`` for reference only.
+    """
+    transform = eval_transform(preprocess)
+    resize = next(step for step in transform.transforms if isinstance(step, v2.Resize))
+    crops = [type(step).__name__ for step in transform.transforms if "Crop" in type(step).__name__]
+    return {
+        "input_size": preprocess.input_size,
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "interpolation": resize.interpolation.value,
+        "antialias": bool(resize.antialias),
+        "resize": list(resize.size or ()),
+        "crop": ",".join(crops) if crops else "none (whole image resized to the square input)",
+        "max_side": MAX_SIDE,
+        "color": "RGB (EXIF-upright; transparency on white)",
+        "layout": "NCHW float32: pixels / 255, then (x - mean) / std per channel",
+        "pretrained_interpolation": preprocess.interpolation,
+        "pretrained_crop_pct": preprocess.crop_pct,
+        "transform": describe(transform),
+    }
+
+
+def _tagger_export(model_dir: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
+    from fashionlens.tasks.tagging import Tagger
+
+    tagger = Tagger.load(model_dir)
+    backbone: Backbone = tagger.backbone  # type: ignore[assignment]
+    graph = TaggerGraph(backbone, tagger.head, bool(tagger.labels.tags), list(tagger.labels.heads))
+    metadata = {
+        "backbone": tagger.config.backbone.name,
+        "weights_id": getattr(backbone, "weights_id", ""),
+        "labels": {"tags": tagger.labels.tags, "heads": tagger.labels.heads},
+        "thresholds": dict(zip(tagger.labels.tags, map(float, tagger.thresholds), strict=True)),
+        "mode": tagger.config.mode,
+    }
+    return graph, backbone.preprocess, metadata
+
+
+def _embedder_export(model_dir: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
+    from fashionlens.tasks.retrieval import Embedder
+
+    embedder = Embedder.load(model_dir)
+    backbone = embedder.backbone()
+    metadata = {
+        "backbone": embedder.config.backbone.name,
+        "weights_id": embedder.weights_id,
+        "model_id": embedder.model_id,
+        "metric": embedder.metric,
+        "normalize": embedder.config.normalize,
+        "dim": embedder.dim,
+        "mode": embedder.config.mode,
+    }
+    return EmbedderGraph(backbone, embedder.head), backbone.preprocess, metadata
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+def export_onnx(model_dir: str | Path, out: str | Path, verify_images: Sequence[str | Path] = (),
+                atol: float = DEFAULT_ATOL, opset: int = OPSET, dynamo: bool | None = None) -> ExportResult:
+    """Export a tagger or embedder directory to one ``.onnx`` file with a dynamic batch axis.
+
+    The file is written atomically, and when ``verify_images`` are given it is checked against PyTorch *before* it
+    replaces ``out``, so a failed or inaccurate export never destroys a good file.
+
+    Args:
+        model_dir: A directory saved by :meth:`Tagger.save` or :meth:`Embedder.save`.
+        out: The ``.onnx`` file to write.
+        verify_images: Real image files to compare onnxruntime with PyTorch on (none: no check).
+        atol: Largest accepted absolute difference.
+        opset: ONNX opset (17 or later).
+        dynamo: ``False``: TorchScript exporter; ``True``: torch.export-based one; ``None``: the TorchScript one,
+            falling back to torch.export where it is unavailable (it is simpler for timm's EfficientNets).
+
+    Raises:
+        ModelError: Not an exportable model directory, an export failure, or outputs further than ``atol`` from
+            PyTorch's.
+        ImageError: A verification image cannot be read.
+    """
+    model_dir = Path(model_dir)
+    kind = model_kind(model_dir)
+    graph, preprocess, extra = (_tagger_export if kind == "tagger" else _embedder_export)(model_dir)
+    graph.eval()
+    output_names: list[str] = list(graph.output_names)  # type: ignore[arg-type]
+    metadata = {"kind": kind, "fashionlens_version": __version__, "source_model": str(model_dir.resolve()),
+                "preprocessing": preprocessing_record(preprocess), "input_name": INPUT_NAME,
+                "outputs": output_names, **extra}
+    size = preprocess.input_size
+    data = _to_onnx(graph, torch.zeros(2, 3, size, size), output_names, opset, dynamo)
+    model = onnx.load_from_string(data)
+    model.producer_name, model.producer_version = "fashionlens", __version__
+    model.doc_string = f"fashionlens {kind} exported from {model_dir.name}"
+    onnx.helper.set_model_props(model, {key: json.dumps(value) for key, value in metadata.items()})
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        raise ModelError(f"ONNX export of {model_dir} is invalid: {str(error).splitlines()[0]}") from error
+    result = ExportResult(Path(out), kind, output_names)
+    with atomic_path(out) as tmp:
+        onnx.save(model, tmp)
+        if verify_images:
+            diff = verify_export(model_dir, tmp, verify_images)
+            if not diff <= atol:
+                raise ModelError(f"ONNX export of {model_dir} differs from PyTorch by {diff:.3g} (> atol {atol:g}) "
+                                 f"on {len(verify_images)} image(s); {out} was not written")
+            result = ExportResult(Path(out), kind, output_names, diff, len(verify_images))
+    return result
+
+
+def _to_onnx(graph: nn.Module, example: torch.Tensor, output_names: list[str], opset: int,
+             dynamo: bool | None) -> bytes:
+    """Serialised ONNX of ``graph`` with a dynamic batch axis on the input and every output."""
+    buffer = io.BytesIO()
+    errors: list[str] = []
+    if dynamo is not True:
+        axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]}
+        try:
+            target: Any = buffer  # the TorchScript exporter writes to file objects too, though typed for paths
+            torch.onnx.export(graph, (example,), target, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                              output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
+            return buffer.getvalue()
+        except Exception as error:  # the legacy exporter is deprecated: any failure falls back to torch.export
+            if dynamo is False:
+                raise ModelError(f"ONNX export failed: {type(error).__name__}: {_first_line(error)}") from error
+            errors.append(f"TorchScript exporter: {type(error).__name__}: {_first_line(error)}")
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        # torch.export emits opset 18 natively; asking for less makes it down-convert, which fails on Pad.
+        program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=max(opset, 18), verbose=False,
+                                    input_names=[INPUT_NAME], output_names=output_names,
+                                    dynamic_shapes=({0: batch},), optimize=True)
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        return bytes(program.model_proto.SerializeToString())
+    except Exception as error:  # exporter failures come in many library-specific types
+        errors.append(f"torch.export exporter: {type(error).__name__}: {_first_line(error)}")
+        raise ModelError(f"ONNX export failed ({'; '.join(errors)})") from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+# ---------------------------------------------------------------------------------------------------------- runner
+class OnnxModel:
+    """An exported tagger or embedder served by onnxruntime, with the preprocessing recorded in the file.
+
+    Needs no fashionlens network (only its image decoding and transforms)::
+
+        model = OnnxModel("tagger.onnx")
+        outputs = model.predict(["photo.jpg"])      # {"tags": (1, L), "class:<head>": (1, C)...}
+        model.decide(outputs["tags"])              # boolean tags with the saved per-label thresholds
+
+    Args:
+        path: A ``.onnx`` file written by :func:`export_onnx`.
+        threads: onnxruntime intra-op threads (``None``: its default, one per core).
+
+    Attributes:
+        metadata: The decoded ``metadata_props`` (see the module docstring).
+        kind: ``tagger`` or ``embedder``.
+        output_names: Output names in graph order.
+
+    Raises:
+        ModelError: Missing or unreadable file, no fashionlens metadata, or a recorded preprocessing that this
+            fashionlens' transforms do not reproduce.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"ONNX model not found: {self.path}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own pybind exception types
+            raise ModelError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from error
+        raw = self.session.get_modelmeta().custom_metadata_map
+        if raw.get("kind") is None:
+            raise ModelError(f"{self.path} has no fashionlens metadata ('kind'); export it with "
+                             f"'fashionlens export onnx'")
+        try:
+            self.metadata: dict[str, Any] = {key: json.loads(value) for key, value in raw.items()}
+        except json.JSONDecodeError as error:
+            raise ModelError(f"{self.path} has unreadable fashionlens metadata: {error}") from error
+        self.kind: str = self.metadata["kind"]
+        if self.kind not in KINDS:
+            raise ModelError(f"{self.path} holds a '{self.kind}', not one of {KINDS}")
+        self.output_names: list[str] = list(self.metadata["outputs"])
+        self.input_name: str = self.metadata["input_name"]
+        record = self.metadata["preprocessing"]
+        mean, std = (tuple(float(v) for v in record[key]) for key in ("mean", "std"))
+        self.preprocess = Preprocess(int(record["input_size"]), (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]),
+                                     str(record["pretrained_interpolation"]), float(record["pretrained_crop_pct"]))
+        self.max_side: int | None = record.get("max_side")
+        self.transform = eval_transform(self.preprocess)
+        if describe(self.transform) != record["transform"]:
+            raise ModelError(f"{self.path} was exported with preprocessing '{record['transform']}', which this "
+                             f"fashionlens no longer applies ('{describe(self.transform)}'); re-export the model")
+
+    @property
+    def tags(self) -> list[str]:
+        """Tag names, in the order of the ``tags`` output (taggers; empty for embedders)."""
+        return list(self.metadata.get("labels", {}).get("tags", []))
+
+    @property
+    def heads(self) -> dict[str, list[str]]:
+        """Multi-class head → class names, in the order of its ``class:<head>`` output (taggers)."""
+        return dict(self.metadata.get("labels", {}).get("heads", {}))
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per-tag decision thresholds tuned on validation (taggers)."""
+        saved: Mapping[str, float] = self.metadata.get("thresholds", {})
+        return np.array([saved[tag] for tag in self.tags], dtype=np.float32)
+
+    def decide(self, tag_probabilities: np.ndarray) -> np.ndarray:
+        """Boolean tag decisions with the saved thresholds."""
+        return np.asarray(tag_probabilities >= self.thresholds[None, :])
+
+    def load(self, path: str | Path) -> Image.Image:
+        """Decode an image file as the PyTorch pipeline does (upright RGB, long side shrunk to ``max_side``).
+
+        Raises:
+            ImageError: Missing or undecodable file (named).
+        """
+        return load_image(path, max_side=self.max_side)
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The network input ``(N, 3, size, size)`` float32 of RGB PIL images."""
+        if not images:
+            size = self.preprocess.input_size
+            return np.zeros((0, 3, size, size), dtype=np.float32)
+        return torch.stack([self.transform(image.convert("RGB")) for image in images]).numpy()
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs of the graph on an already preprocessed batch."""
+        values = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return dict(zip(self.output_names, (np.asarray(v) for v in values), strict=True))
+
+    def predict(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Outputs for PIL images or image files, in batches of ``batch_size``."""
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = [image if isinstance(image, Image.Image) else self.load(image)
+                     for image in images[start:start + batch_size]]
+            parts.append(self.run(self.preprocess_images(chunk)))
+        if not parts:
+            return self.run(self.preprocess_images([]))
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
+
+
+# ---------------------------------------------------------------------------------------------------------- verify
+def pytorch_outputs(model_dir: str | Path, images: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """What the PyTorch model in ``model_dir`` predicts for image files, by its own prediction path, under the
+    output names of the exported graph (probabilities for taggers, embeddings for embedders)."""
+    from fashionlens.tasks.retrieval import Embedder
+    from fashionlens.tasks.tagging import Tagger
+
+    kind = model_kind(model_dir)
+    if kind == "embedder":
+        embedder: Embedder = Embedder.load(model_dir)
+        return {EMBEDDINGS_OUTPUT: embedder.embed_paths(images)}
+    tagger: Tagger = Tagger.load(model_dir)
+    from fashionlens.features import extract_features
+    from fashionlens.tasks.common import manifest_of_paths
+
+    # Tagger.predict_paths would go through the shared feature cache; a verification must compute afresh.
+    network: Any = tagger.backbone  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
+    features = extract_features(manifest_of_paths(images), network, cache_dir=None,
+                                batch_size=tagger.config.backbone.batch_size, num_workers=0,
+                                show_progress=False).vectors
+    predictions = tagger.predict_features(features)
+    outputs = {TAGS_OUTPUT: predictions.tags} if tagger.labels.tags else {}
+    return {**outputs, **{CLASS_OUTPUT_PREFIX + head: p for head, p in predictions.heads.items()}}
+
+
+def verify_export(model_dir: str | Path, onnx_path: str | Path, images: Sequence[str | Path]) -> float:
+    """Largest absolute difference between onnxruntime (:class:`OnnxModel`) and PyTorch on real image files.
+
+    Both sides decode and preprocess the files themselves, so the figure covers the recorded preprocessing as well
+    as the graph.
+
+    Raises:
+        ModelError: No images, or the ONNX file does not have the model's outputs (another model's export).
+        ImageError: An image cannot be read.
+    """
+    if not images:
+        raise ModelError(f"verifying {onnx_path} needs at least one image")
+    exported = OnnxModel(onnx_path).predict(list(images))
+    reference = pytorch_outputs(model_dir, images)
+    if sorted(exported) != sorted(reference) or any(exported[k].shape != v.shape for k, v in reference.items()):
+        shapes = {k: v.shape for k, v in exported.items()}, {k: v.shape for k, v in reference.items()}
+        raise ModelError(f"{onnx_path} outputs {shapes[0]} but model {model_dir} gives {shapes[1]}; "
+                         f"it was exported from another model")
+    differences = [np.max(np.abs(exported[k] - v), initial=0.0) for k, v in reference.items()]
+    return float(np.max(differences))  # NaN, if any, propagates and fails every tolerance
