@@ -1,0 +1,144 @@
+"""What a batch-inference job runs: a picklable model spec, and the loaded model as a feature → outputs function.
+
+Batch engines never pickle a model: they pass a :class:`ModelSpec` (task + model directory), and each worker
+(an in-process loop, or a Ray actor on another machine) calls :meth:`ModelSpec.load` once. The loaded
+:class:`BatchModel` is the project's own model (:class:`~fashionlens.tasks.tagging.Tagger` or
+:class:`~fashionlens.tasks.retrieval.Embedder`) seen through one interface: a backbone that turns preprocessed images
+into pooled features, and :meth:`BatchModel.outputs` that turns those features into the columns a shard stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torchvision.transforms import v2
+
+from fashionlens.data.transforms import eval_transform
+from fashionlens.errors import ConfigError
+
+Task = Literal["tag", "embed"]
+TASKS: tuple[Task, ...] = ("tag", "embed")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model a job runs; small and picklable, so it can travel to Ray actors on other machines.
+
+    Attributes:
+        task: ``tag`` (a saved tagger directory) or ``embed`` (a saved embedder directory, or the untrained baseline).
+        path: The model directory; ``None`` only for the untrained ImageNet embedder of ``backbone``.
+        backbone: Backbone of the untrained embedder (ignored when ``path`` is given).
+    """
+
+    task: Task
+    path: str | None = None
+    backbone: str = "efficientnet_lite0"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown batch task '{self.task}'; use one of {TASKS}")
+        if self.task == "tag" and self.path is None:
+            raise ConfigError("a tagging job needs a tagger directory (--model)")
+
+    def load(self) -> BatchModel:
+        """Load the model (once per worker).
+
+        Raises:
+            ModelError: Missing or inconsistent model directory; an ensemble directory (not supported by the
+                batch engines: its members may need different backbones and input sizes).
+        """
+        if self.task == "tag":
+            from fashionlens.errors import ModelError
+            from fashionlens.tasks.tagging import Tagger
+
+            assert self.path is not None
+            if (Path(self.path) / "ensemble.json").is_file():
+                raise ModelError(f"{self.path} is a tagger ensemble; the batch engines run one tagger directory "
+                                 f"(run ensembles with --engine local and no --shards)")
+            return BatchModel(self, Tagger.load(self.path))
+        from fashionlens.tasks.common import BackboneConfig
+        from fashionlens.tasks.retrieval import Embedder
+
+        embedder = (Embedder.load(self.path) if self.path is not None
+                    else Embedder.untrained(BackboneConfig(name=self.backbone)))
+        return BatchModel(self, embedder)
+
+
+class BatchModel:
+    """A loaded tagger or embedder seen as ``images → backbone features → output columns``.
+
+    Output columns (each a 2-D array with one row per image): ``probs`` (tag probabilities), ``decisions`` (tags at
+    the saved thresholds) and ``head:<name>`` (class probabilities of each multi-class head) for taggers;
+    ``embedding`` for embedders.
+    """
+
+    def __init__(self, spec: ModelSpec, model: Any):
+        self.spec = spec
+        self.model = model
+        self.backbone: Any = model.backbone if spec.task == "tag" else model.backbone()
+        self.backbone.eval()
+
+    @property
+    def preprocess(self) -> Any:
+        """The backbone's input preprocessing (input size, mean, std)."""
+        return self.backbone.preprocess
+
+    def outputs(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Output columns from pooled features ``(n, num_features)``; rows of unread images (NaN features) get NaN
+        outputs (and no tag decisions)."""
+        bad = ~np.isfinite(features).all(axis=1)
+        features = np.where(bad[:, None], 0.0, features).astype(np.float32) if bad.any() else features
+        if self.spec.task == "embed":
+            columns = {"embedding": self.model.embed_features(features.astype(np.float32))}
+        else:
+            predictions = self.model.predict_features(features)
+            columns = {"probs": predictions.tags, "decisions": self.model.decide(predictions)}
+            columns.update({f"head:{name}": probs for name, probs in predictions.heads.items()})
+        for values in columns.values():
+            values[bad] = False if values.dtype == bool else np.nan
+        return columns
+
+    def identity(self) -> dict[str, Any]:
+        """What the job record stores about the model: its fingerprint and what the output columns mean."""
+        if self.spec.task == "embed":
+            return {"fingerprint": model_fingerprint(self.spec, self.model.model_id),
+                    "model_id": self.model.model_id, "metric": self.model.metric, "dim": self.model.dim}
+        return {"fingerprint": model_fingerprint(self.spec, None), "tags": list(self.model.labels.tags),
+                "heads": {h: list(c) for h, c in self.model.labels.heads.items()}}
+
+
+def model_fingerprint(spec: ModelSpec, model_id: str | None) -> str:
+    """Hash of every file of the model directory (weights, thresholds, labels...), or the untrained model's id.
+
+    A resumed job must run the very same model as the shards already written, and a re-saved model (new thresholds,
+    retrained head) must not be mixed with shards of the old one.
+    """
+    digest = hashlib.sha1(spec.task.encode())
+    if spec.path is None:
+        digest.update(f"untrained|{model_id}".encode())
+        return digest.hexdigest()[:20]
+    root = Path(spec.path)
+    for file in sorted(p for p in root.iterdir() if p.is_file()):  # not report/ folders written beside the model
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:20]
+
+
+def split_transform(preprocess: Any) -> tuple[v2.Compose, v2.Compose]:
+    """The evaluation transform cut in two: decode side (to a resized uint8 tensor) and model side (float, normalise).
+
+    Decode workers send uint8 images to the model workers, a quarter of the bytes of float32 (this matters between
+    machines); running the same steps in the same order keeps the result identical to the in-process pipeline.
+    """
+    transform = eval_transform(preprocess)
+    steps = list(transform.transforms)
+    cut = next((i for i, step in enumerate(steps) if isinstance(step, v2.ToDtype)), None)
+    if cut is None:
+        raise ConfigError("the evaluation transform has no ToDtype step to split at")
+    return v2.Compose(steps[:cut]), v2.Compose(steps[cut:])
