@@ -20,9 +20,14 @@ SECTIONS = (
     ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
+    ("hierarchy_finetune", "Hierarchical classification, backbone fine-tuned (issue 4)",
+     ["bench_hierarchy_finetune.py"]),
     ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
     ("service", "HTTP service (issue 6)", ["bench_service.py"]),
+    ("distributed", "Data-parallel training with torchrun (issue 7)", ["bench_distributed.py"]),
+    ("batch", "Batch inference engines: local vs Ray (issue 7)", ["bench_batch.py"]),
+    ("export", "ONNX export: onnxruntime vs PyTorch (issue 7)", ["bench_export.py"]),
 )
 
 
