@@ -34,6 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "hierarchy_fashion_products.yaml"
 
 
+def epoch_table(history: list[dict[str, float]]) -> pd.DataFrame:
+    """One row per epoch: integer epoch, learning rate in scientific notation, losses and accuracies to 4 places."""
+    return pd.DataFrame({"epoch": [str(int(h["epoch"])) for h in history],
+                         "lr": [f"{h['lr']:.2e}" for h in history],
+                         **{k: [f"{h[k]:.4f}" for h in history] for k in ("train_loss", "val_top1", "val_top5")}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -89,9 +96,8 @@ def main() -> None:
         f"Targets on val (issue #4): top-1 {val['top1']:.4f} vs ≥ 0.92 ({'met' if val['top1'] >= 0.92 else 'MISSED'});"
         f" top-5 {val['top5']:.4f} vs ≥ 0.99 ({'met' if val['top5'] >= 0.99 else 'MISSED'}).", ""]
     if history:
-        columns = ["epoch", "train_loss", "lr", "val_top1", "val_top5"]
-        table = pd.DataFrame(history)[[c for c in columns if c in history[0]]].round(4)
-        lines += ["Per-epoch validation:", "", markdown.table(table), ""]
+        lines += ["Per-epoch validation (`lr` is the rate the epoch trained with):", "",
+                  markdown.table(epoch_table(history)), ""]
     write_text(args.out, "\n".join(lines))
     console.print("\n".join(lines))
 
