@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fashionlens.cli.common import console, err_console, load_manifest
+from fashionlens.cli.common import console, err_console, load_manifest, prediction_manifest, write_predictions
 
 app = typer.Typer(help="Hierarchical category classification (e.g. masterCategory > subCategory > articleType).",
                   no_args_is_help=True)
@@ -81,25 +81,13 @@ def predict(
     top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
 ) -> None:
     """Classify images into a path through the taxonomy, with per-level probabilities."""
-    from fashionlens.errors import DataError
-    from fashionlens.io import atomic_path
-    from fashionlens.tasks.common import manifest_of_paths
     from fashionlens.tasks.hierarchy import HierarchyClassifier
 
-    if not images and manifest_path is None:
-        raise DataError("give image files or --manifest")
-    if out is not None and out.suffix not in (".csv", ".jsonl"):
-        raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
-    manifest = load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
+    manifest = prediction_manifest(images, manifest_path, out)
     classifier = HierarchyClassifier.load(model)
     table = classifier.predict(manifest).table(manifest.frame["path"].tolist(), top_k=top_k)
     if out is None:
         console.print(table[["path", "category", *[c for c in table.columns if c.startswith("p:")]]]
                       .to_string(index=False))
         return
-    with atomic_path(out) as tmp:
-        if out.suffix == ".jsonl":
-            table.to_json(tmp, orient="records", lines=True)
-        else:
-            table.to_csv(tmp, index=False)
-    console.print(f"wrote {len(table)} predictions to {out}")
+    write_predictions(table, out)

@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from fashionlens.cli.common import console, err_console, load_manifest, parse_filters
+from fashionlens.cli.common import (
+    ACTORS_OPTION,
+    ENGINE_OPTION,
+    RAY_ADDRESS_OPTION,
+    SHARD_SIZE_OPTION,
+    SHARDS_OPTION,
+    BatchJob,
+    console,
+    err_console,
+    load_manifest,
+    parse_filters,
+)
 
 if TYPE_CHECKING:
     from fashionlens.index import SearchHit
@@ -153,16 +164,11 @@ def index_build(
     split: str | None = typer.Option(None, help="Index only this split."),
     domain: str = typer.Option("shop", help="Index only rows of this domain ('' for all)."),
     kind: str = typer.Option("flat", help="flat | ivf | ivfpq | hnsw."),
-    engine: str = typer.Option("local", "--engine", help="local | ray. With ray (or --shards) the embeddings go "
-                                                         "to resumable parquet shards and the index is built from "
-                                                         "them."),
-    shards: Path | None = typer.Option(None, "--shards", help="Shard folder (default: <out>.shards beside --out); "
-                                                             "a rerun skips the shards already there."),
-    shard_size: int = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resumption)."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to use (or set RAY_ADDRESS); "
-                                                                       "default: a local Ray instance."),
-    actors: int | None = typer.Option(None, "--actors", help="Ray model actors (default: one per GPU, else the "
-                                                             "CPUs less an eighth kept for decoding)."),
+    engine: str = ENGINE_OPTION,
+    shards: Path | None = SHARDS_OPTION,
+    shard_size: int = SHARD_SIZE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    actors: int | None = ACTORS_OPTION,
 ) -> None:
     """Embed a catalogue and write its index."""
     from fashionlens.tasks.retrieval import build_catalogue_index
@@ -172,18 +178,15 @@ def index_build(
     if split:
         keep &= manifest.frame["split"] == split
     catalogue = manifest.subset(keep)
-    if engine == "local" and shards is None:
-        index = build_catalogue_index(_embedder(model, backbone), catalogue, out, kind=kind, show_progress=True)
-    else:
-        from fashionlens.inference import ModelSpec, catalogue_index_from_shards, make_engine, run_job, shard_folder
+    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    if job.sharded:
+        from fashionlens.inference import ModelSpec, catalogue_index_from_shards
 
-        runner = make_engine(engine, ray_address=ray_address, actors=actors)
-        folder = shard_folder(shards, out)
         spec = ModelSpec("embed", str(model) if model is not None else None, backbone)
-        result = run_job(catalogue, spec, folder, runner, shard_size=shard_size)
-        err_console.print(f"{len(result.computed)} of {result.plan.n_shards} shard(s) computed in "
-                          f"{result.seconds:.1f} s ({engine}) -> {folder}")
+        folder = job.run(catalogue, spec, out)
         index = catalogue_index_from_shards(folder, _embedder(model, backbone), catalogue, out, kind=kind)
+    else:
+        index = build_catalogue_index(_embedder(model, backbone), catalogue, out, kind=kind, show_progress=True)
     console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
 
 

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import typer
 
-from fashionlens.cli.common import console, err_console, load_manifest
+from fashionlens.cli.common import (
+    ACTORS_OPTION,
+    ENGINE_OPTION,
+    RAY_ADDRESS_OPTION,
+    SHARD_SIZE_OPTION,
+    SHARDS_OPTION,
+    BatchJob,
+    console,
+    err_console,
+    load_manifest,
+    prediction_manifest,
+    write_predictions,
+)
 
 app = typer.Typer(help="Multi-label style / attribute tagging.", no_args_is_help=True)
 
@@ -82,51 +94,32 @@ def predict(
     model: Path = typer.Option(..., "--model", help="Tagger or ensemble directory."),
     manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
-    engine: str = typer.Option("local", "--engine", help="local | ray. With ray (or --shards) the job runs into "
-                                                         "resumable parquet shards; the output is made from them."),
-    shards: Path | None = typer.Option(None, "--shards", help="Shard folder (default: <out stem>.shards beside "
-                                                             "--out); a rerun skips the shards already there."),
-    shard_size: int = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resumption)."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to use (or set RAY_ADDRESS); "
-                                                                       "default: a local Ray instance."),
-    actors: int | None = typer.Option(None, "--actors", help="Ray model actors (default: one per GPU, else the "
-                                                             "CPUs less an eighth kept for decoding)."),
+    engine: str = ENGINE_OPTION,
+    shards: Path | None = SHARDS_OPTION,
+    shard_size: int = SHARD_SIZE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    actors: int | None = ACTORS_OPTION,
 ) -> None:
     """Tag images: probabilities and thresholded decisions per label."""
-    from fashionlens.errors import DataError
-    from fashionlens.io import atomic_path
-    from fashionlens.tasks.common import manifest_of_paths
     from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
 
-    if not images and manifest_path is None:
-        raise DataError("give image files or --manifest")
-    if out is not None and out.suffix not in (".csv", ".jsonl"):
-        raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
-    manifest = load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
-    if engine == "local" and shards is None:
-        tagger = load_tagger(model)
-        predictions = tagger.predict(manifest)
-    else:
-        from fashionlens.inference import ModelSpec, make_engine, predictions_from_shards, run_job, shard_folder
+    manifest = prediction_manifest(images, manifest_path, out)
+    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    if job.sharded:
+        from fashionlens.inference import ModelSpec, predictions_from_shards
 
-        runner = make_engine(engine, ray_address=ray_address, actors=actors)
-        folder = shard_folder(shards, out)
-        result = run_job(manifest, ModelSpec("tag", str(model)), folder, runner, shard_size=shard_size)
-        err_console.print(f"{len(result.computed)} of {result.plan.n_shards} shard(s) computed in "
-                          f"{result.seconds:.1f} s ({engine}) -> {folder}")
+        folder = job.run(manifest, ModelSpec("tag", str(model)), out)
         tagger = load_tagger(model)
         predictions = predictions_from_shards(folder)
+    else:
+        tagger = load_tagger(model)
+        predictions = tagger.predict(manifest)
     table = predictions_table(manifest.frame["path"].tolist(), tagger, predictions)
     if out is None:
         console.print(table[["path", "tags", *[c for c in table.columns if c.startswith("class:")]]]
                       .to_string(index=False))
         return
-    with atomic_path(out) as tmp:
-        if out.suffix == ".jsonl":
-            table.to_json(tmp, orient="records", lines=True)
-        else:
-            table.to_csv(tmp, index=False)
-    console.print(f"wrote {len(table)} predictions to {out}")
+    write_predictions(table, out)
 
 
 @app.command("ensemble")
