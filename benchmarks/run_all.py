@@ -31,6 +31,22 @@ SECTIONS = (
 )
 
 
+def _nested(section: str) -> str:
+    """A result file's markdown with its headings moved so the shallowest is ``###``: they nest under the title."""
+    lines, fenced, headings = section.splitlines(), False, []
+    for number, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            headings.append(number)
+    if not headings:
+        return section
+    shift = 3 - min(len(lines[n]) - len(lines[n].lstrip("#")) for n in headings)
+    for number in headings:
+        lines[number] = "#" * shift + lines[number] if shift >= 0 else lines[number][-shift:]
+    return "\n".join(lines)
+
+
 def collect(out: Path) -> None:
     """Write ``out`` from the sections present in ``benchmarks/results``."""
     parts = ["# Benchmarks", "",
@@ -39,7 +55,7 @@ def collect(out: Path) -> None:
              ""]
     for name, title, _ in SECTIONS:
         result = HERE / "results" / f"{name}.md"
-        parts += [f"## {title}", "", result.read_text(encoding="utf-8").strip() if result.is_file()
+        parts += [f"## {title}", "", _nested(result.read_text(encoding="utf-8").strip()) if result.is_file()
                   else "_not measured yet_", ""]
     out.write_text("\n".join(parts) + "\n", encoding="utf-8")
     print(f"wrote {out}")
