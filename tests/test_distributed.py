@@ -88,11 +88,13 @@ def job(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _train(job: Path, out: str, processes: int, epochs: int) -> dict[str, torch.Tensor]:
+def _train(job: Path, out: str, processes: int, epochs: int,
+           task: tuple[str, ...] = ("tag", "train", "-c", "config.yaml")) -> dict[str, torch.Tensor]:
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                  "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable])
-    command = [*launcher, "-m", "fashionlens", "tag", "train", "-m", str(job / "manifest.parquet"),
-               "-c", str(job / "config.yaml"), "-o", str(job / out), "--epochs", str(epochs)]
+    arguments = [str(job / a) if a.endswith(".yaml") else a for a in task]
+    command = [*launcher, "-m", "fashionlens", *arguments, "-m", str(job / "manifest.parquet"),
+               "-o", str(job / out), "--epochs", str(epochs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHIONLENS_CACHE": str(job / "cache")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -134,3 +136,17 @@ def test_a_two_process_run_resumes_on_one_process(job: Path, single: dict[str, t
     _train(job, "resumed", processes=2, epochs=2)
     assert (job / "resumed.run" / "last.pt").is_file()
     _assert_same_weights(single, _train(job, "resumed", processes=1, epochs=3))
+
+
+@pytest.mark.slow
+def test_the_hierarchy_task_trains_under_two_processes(job: Path) -> None:
+    """HMCN-F's loss reaches the head through the DDP wrapper; rank 0 alone writes the model directory."""
+    from fashionlens.tasks.hierarchy import HierarchyClassifier
+
+    weights = _train(job, "hierarchy", processes=2, epochs=2,
+                     task=("hierarchy", "train", "--levels", "masterCategory,subCategory", "--variant", "hmcn_mtl",
+                           "--min-count", "2", "--device", "cpu"))
+    assert any("weighting" in name for name in weights)  # the learned uncertainty weights were trained and saved
+    classifier = HierarchyClassifier.load(job / "hierarchy")
+    assert classifier.metrics["epochs_run"] == 2 and classifier.metrics["val"]["top1"] > 0.5
+    assert sorted(p.name for p in job.iterdir() if p.name.startswith("hierarchy")) == ["hierarchy", "hierarchy.run"]

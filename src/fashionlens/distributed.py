@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from fashionlens.errors import ConfigError
@@ -110,6 +111,15 @@ def mean_over_processes(value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor.item()) / world_size()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper (the model itself otherwise).
+
+    Loss callbacks receive the wrapper under torchrun; one that needs the network's own methods (e.g. a head's
+    loss) reaches them through this.
+    """
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def shard_loader(loader: DataLoader[Any], seed: int, replicas: int | None = None,

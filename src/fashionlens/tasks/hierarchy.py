@@ -34,6 +34,7 @@ from fashionlens.config import from_dict, to_dict
 from fashionlens.data.readers.fashion_product import HIERARCHY
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
+from fashionlens.distributed import unwrap
 from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.io import write_json, write_text
@@ -162,6 +163,7 @@ class HierarchyNet(nn.Module):
 
 
 def _head_of(model: nn.Module) -> HierarchyHead:
+    model = unwrap(model)
     head = model.head if isinstance(model, HierarchyNet) else model
     if not isinstance(head, HierarchyHead):
         raise ModelError(f"expected a hierarchy head, got {type(head).__name__}")
