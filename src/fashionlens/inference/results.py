@@ -71,9 +71,8 @@ def catalogue_index_from_shards(directory: str | Path, embedder: Embedder, manif
     Raises:
         DataError: The shards were made by another model or for another manifest.
     """
-    from fashionlens.index import CatalogueIndex
     from fashionlens.inference.shards import manifest_hash
-    from fashionlens.tasks.retrieval import catalogue_metadata
+    from fashionlens.tasks.retrieval import index_catalogue
 
     arrays = _arrays_of(directory, "embed")
     made_by = arrays.record["model"].get("model_id")
@@ -81,8 +80,4 @@ def catalogue_index_from_shards(directory: str | Path, embedder: Embedder, manif
         raise DataError(f"shards in {directory} were made by embedding model {made_by!r}, not {embedder.model_id!r}")
     if arrays.record.get("manifest_hash") != manifest_hash(manifest):
         raise DataError(f"shards in {directory} were made for another manifest than '{manifest.name}'")
-    index = CatalogueIndex.build(arrays.columns["embedding"], catalogue_metadata(manifest), embedder.model_id,
-                                 embedder.metric, kind, **params)
-    if out_dir is not None:
-        index.save(out_dir)
-    return index
+    return index_catalogue(arrays.columns["embedding"], embedder, manifest, out_dir, kind, **params)

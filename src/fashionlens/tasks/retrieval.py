@@ -564,6 +564,16 @@ def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str |
         **params: Index parameters for ``kind``.
     """
     vectors = embedder.embed(manifest, show_progress=show_progress)
+    return index_catalogue(vectors, embedder, manifest, out_dir, kind, **params)
+
+
+def index_catalogue(vectors: np.ndarray, embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
+                    kind: str = "flat", **params: int) -> CatalogueIndex:
+    """Index a catalogue's precomputed ``embedder`` vectors (rows of ``manifest``), saved to ``out_dir`` when given.
+
+    The one place an index gets its metadata and model id, whether the vectors were just computed
+    (:func:`build_catalogue_index`) or read from a batch job's shards.
+    """
     index = CatalogueIndex.build(vectors, catalogue_metadata(manifest), embedder.model_id, embedder.metric, kind,
                                  **params)
     if out_dir is not None:

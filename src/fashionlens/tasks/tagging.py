@@ -29,7 +29,6 @@ from fashionlens import metrics
 from fashionlens.config import from_dict, to_dict
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.distributed import is_main_process
 from fashionlens.engine import TrainConfig, Trainer
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.losses import label_weights, masked_bce, masked_cross_entropy
@@ -375,7 +374,7 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
         tuned = metrics.macro_fbeta(tag_targets[val_rows], tagger.decide(val_predictions), beta=config.beta)
         summary[f"val_macro_f{config.beta:g}@tuned"] = tuned
     tagger.metrics = summary
-    if out_dir and is_main_process():
+    if out_dir:
         tagger.save(out_dir)
         console.print(f"saved tagger to {out_dir}")
     return tagger
