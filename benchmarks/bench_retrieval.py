@@ -21,6 +21,7 @@ Trained rows are the mean ± standard deviation over ``--seeds``.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -156,7 +157,7 @@ def main() -> None:
     variants = (("hard negatives only", 0.0, True), ("hard+easy 1:4 (paper)", 0.2, True),
                 ("hard+easy 1:4, no distance swap", 0.2, False))
     for label, easy, swap in variants:
-        runs, model = trained_runs(pairs, features, lambda seed, e=easy, w=swap: street_config(seed, e, w),
+        runs, model = trained_runs(pairs, features, functools.partial(street_config, easy_fraction=easy, swap=swap),
                                    args.seeds, street_scores, console, label)
         if easy and swap:
             street_scores(model, args.out / "retrieval_street_trained.png")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = (
+SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("features", "Feature extraction throughput (issue 2)", ["bench_features.py"]),
     ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),

@@ -10,6 +10,8 @@ import pytest
 from fashionlens.config import from_dict, load_config, to_dict
 from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError
+from fashionlens.tasks.hierarchy import HierarchyConfig
+from fashionlens.tasks.retrieval import RetrievalConfig
 from fashionlens.tasks.tagging import TaggingConfig
 
 
@@ -118,3 +120,15 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="epocs") as raised:
         load_config(TaggingConfig, path)
     assert "typo.yaml" in str(raised.value)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_CLASSES = {"tagging_": TaggingConfig, "hierarchy_": HierarchyConfig, "retrieval_": RetrievalConfig}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in SHIPPED.glob("*.yaml") if not p.name.endswith("_taxonomy.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads_into_its_dataclass(path: Path) -> None:
+    kind = next(cls for prefix, cls in CONFIG_CLASSES.items() if path.name.startswith(prefix))
+    config = load_config(kind, path)
+    assert to_dict(config) == to_dict(from_dict(kind, to_dict(config)))  # survives a round trip

@@ -106,6 +106,14 @@ def test_cache_is_per_weights(tmp_path: Path) -> None:
     assert extract(manifest, TinyBackbone(weights_id="test-weights-2"), tmp_path / "cache").computed == 5
 
 
+def test_cache_is_per_decoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = manifest_of(write_images(tmp_path / "images"))
+    extract(manifest, TinyBackbone(), tmp_path / "cache")
+    assert extract(manifest, TinyBackbone(), tmp_path / "cache").computed == 0
+    monkeypatch.setattr("fashionlens.features.DECODER_ID", "a-decoder-that-returns-other-pixels")
+    assert extract(manifest, TinyBackbone(), tmp_path / "cache").computed == 5
+
+
 def test_changed_file_is_recomputed(tmp_path: Path) -> None:
     paths = write_images(tmp_path / "images")
     manifest = manifest_of(paths)

@@ -1,8 +1,8 @@
 """Batched feature extraction with a disk cache.
 
 Tasks that train on frozen features (tagging heads, HMCN-F, similar-item search) call :func:`extract_features`.
-Vectors are cached under ``cache_dir`` keyed by (backbone name, weights id, image transform) and, inside that, by
-image file (path, size, modification time, box). Extraction writes a shard every ``shard_size`` images, so an
+Vectors are cached under ``cache_dir`` keyed by (backbone name, weights id, image transform, decoder) and, inside
+that, by image file (path, size, modification time, box). Extraction writes a shard every ``shard_size`` images, so an
 interrupted run resumes where it stopped, and a later run over an overlapping manifest only computes what is new.
 """
 
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.images import DECODER_ID
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
 from fashionlens.errors import DataError
@@ -35,7 +36,9 @@ class FeatureExtractor(Protocol):
     name: str
     weights_id: str
     num_features: int
-    preprocess: PreprocessLike
+
+    @property
+    def preprocess(self) -> PreprocessLike: ...
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -76,10 +79,11 @@ def image_keys(manifest: Manifest) -> list[str]:
 
 
 class FeatureCache:
-    """Vectors of one (backbone, weights, transform) combination, stored as ``.npz`` shards."""
+    """Vectors of one (backbone, weights, transform, decoder) combination, stored as ``.npz`` shards."""
 
     def __init__(self, root: str | Path, backbone_name: str, weights_id: str, transform_text: str):
-        digest = hashlib.sha1(f"{backbone_name}|{weights_id}|{transform_text}".encode()).hexdigest()[:16]
+        key = f"{backbone_name}|{weights_id}|{transform_text}|{DECODER_ID}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         self.directory = Path(root) / f"{backbone_name}-{digest}"
         self._vectors: dict[str, np.ndarray] = {}
         if self.directory.is_dir():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionlens.data.images import MAX_IMAGE_PIXELS, crop_box, decode_image, load_image
+from fashionlens.data.images import MAX_IMAGE_PIXELS, crop_box, decode_image, decode_reduced, load_image
 from fashionlens.errors import ImageError
 
 
@@ -167,3 +167,61 @@ def test_real_high_resolution_photo(shared_data: Path) -> None:
     photo = sorted((shared_data / "fashion-product-images-hires" / "images").glob("*.jpg"))[0]
     image = load_image(photo, max_side=256)
     assert max(image.size) == 256 and image.mode == "RGB"
+
+
+def quadrant_jpeg(path: Path, size: tuple[int, int] = (1600, 1200), orientation: int | None = None) -> Path:
+    """A large JPEG with four flat quadrants (red, green / blue, white) plus a smooth gradient; optionally stored
+    rotated, with an EXIF orientation that turns it back upright."""
+    width, height = size
+    ramp = np.linspace(0, 40, width, dtype=np.float32)[None, :, None]
+    pixels = np.zeros((height, width, 3), dtype=np.float32)
+    pixels[: height // 2, : width // 2] = (220, 20, 20)
+    pixels[: height // 2, width // 2:] = (20, 200, 20)
+    pixels[height // 2:, : width // 2] = (20, 20, 220)
+    pixels[height // 2:, width // 2:] = (215, 215, 215)
+    image = Image.fromarray((pixels + ramp).clip(0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    if orientation == 6:  # stored rotated 90 CCW; viewers rotate it 90 CW back
+        image = image.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = 6
+    image.save(path, format="JPEG", quality=92, exif=exif)
+    return path
+
+
+def full_decode_reference(path: Path, bbox: tuple[float, float, float, float] | None, max_side: int) -> Image.Image:
+    image = crop_box(decode_image(path), bbox)
+    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path) -> None:
+    path = quadrant_jpeg(tmp_path / "big.jpg")
+    decoded = decode_reduced(path, max_side=200)
+    assert decoded.full_size == (1600, 1200)
+    assert decoded.image.size == (200, 150)  # 1/8 scale still leaves the long side at max_side
+    assert decoded.scale == pytest.approx(1 / 8)
+    assert decode_reduced(path, max_side=900).image.size == (1600, 1200)  # halving would undershoot: full decode
+    assert decode_reduced(path).image.size == (1600, 1200)
+
+
+@pytest.mark.parametrize("orientation", [None, 6], ids=["upright", "exif-rotated"])
+@pytest.mark.parametrize("bbox", [None, (850.0, 650.0, 1550.0, 1150.0), (100.0, 50.0, 700.0, 550.0)],
+                         ids=["whole", "white-quadrant", "red-quadrant"])
+def test_reduced_decode_matches_full_decode(tmp_path: Path, orientation: int | None,
+                                            bbox: tuple[float, float, float, float] | None) -> None:
+    path = quadrant_jpeg(tmp_path / "big.jpg", orientation=orientation)
+    reduced = load_image(path, bbox=bbox, max_side=160)
+    reference = full_decode_reference(path, bbox, 160)
+    assert abs(reduced.width - reference.width) <= 1 and abs(reduced.height - reference.height) <= 1
+    size = (min(reduced.width, reference.width), min(reduced.height, reference.height))
+    difference = np.abs(np.asarray(reduced.resize(size), dtype=float) - np.asarray(reference.resize(size), dtype=float))
+    assert difference.mean() < 3.0  # same crop, same content: only resampling noise
+
+
+def test_real_photo_reduced_decode_matches_full_decode(shared_data: Path) -> None:
+    photo = sorted((shared_data / "fashion-product-images-hires" / "images").glob("*.jpg"))[0]
+    decoded = decode_reduced(photo, max_side=256)
+    assert decoded.scale < 1.0 and decoded.full_size == decode_image(photo).size
+    reduced, reference = load_image(photo, max_side=256), full_decode_reference(photo, None, 256)
+    assert reduced.size == reference.size
+    assert np.abs(np.asarray(reduced, dtype=float) - np.asarray(reference, dtype=float)).mean() < 2.0

@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from fashionlens.data.images import decode_image
+from fashionlens.data.images import decode_reduced
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
@@ -225,8 +225,8 @@ class Pipeline:
             ImageError: Empty, truncated, non-image or oversized (decompression bomb) upload, named by ``source``.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
-        image = decode_image(data, source=source)
-        size = image.size
+        decoded = decode_reduced(data, source=source, max_side=DECODE_MAX_SIDE)
+        image, size = decoded.image, decoded.full_size
         if max(image.size) > DECODE_MAX_SIDE:
             image.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.Resampling.BILINEAR)
         keys = {key for task in wanted for key in self._task_keys[task]}
