@@ -4,7 +4,7 @@ Same seeded 70/15/15 split and taxonomy settings as ``bench_hierarchy.py``; the 
 (``hmcn_mtl``), trained in ``finetune`` mode: EfficientNet-Lite0 with its stem and first ``--freeze`` stages frozen,
 augmented images, the epoch chosen on ``val``. The run directory makes it resumable: rerun the same command after an
 interruption and training continues at the next epoch. The frozen-feature model of the same seed is trained in the
-same run for the comparison.
+same run for the comparison; with ``--lp-ft`` the fine-tune starts from its head (linear probe, then fine-tune).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_hierarchy_finetune.py --data ../shared/data --epochs 8
 """
@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--lp-ft", action="store_true",
+                        help="Start the fine-tune from the frozen-feature model's head (config init_head).")
     args = parser.parse_args()
     console = Console(stderr=True)
     manifest = read_fashion_product_images(args.data / "fashion-product-images")
@@ -59,7 +61,8 @@ def main() -> None:
 
     frozen_config = load_config(HierarchyConfig, CONFIG, {"variant": "hmcn_mtl"})
     features = frozen_features(manifest, frozen_config.backbone, show_progress=False)
-    frozen = train_hierarchy(manifest, frozen_config, features=features, console=Console(quiet=True),
+    frozen_dir = args.run_dir.with_name(args.run_dir.name + "-frozen")
+    frozen = train_hierarchy(manifest, frozen_config, frozen_dir, features=features, console=Console(quiet=True),
                              show_progress=False)
     scores = {("frozen features", s): evaluate_hierarchy(frozen, manifest, s, features=features)[0].summary
               for s in ("val", "test")}
@@ -67,7 +70,8 @@ def main() -> None:
     config = load_config(HierarchyConfig, CONFIG, {
         "variant": "hmcn_mtl", "mode": "finetune", "finetune_freeze": args.freeze, "train.epochs": args.epochs,
         "train.lr": args.lr, "train.batch_size": args.batch_size, "train.scheduler": "cosine",
-        "train.early_stop_patience": None, "train.device": args.device, "backbone.num_workers": 1})
+        "train.early_stop_patience": None, "train.device": args.device, "backbone.num_workers": 1,
+        "init_head": str(frozen_dir) if args.lp_ft else None})
     start = time.perf_counter()
     train_hierarchy(manifest, config, args.run_dir, console=console)
     seconds = time.perf_counter() - start
@@ -85,12 +89,15 @@ def main() -> None:
         "# Hierarchical classification, backbone fine-tuned (Fashion Product Images)", "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python "
         f"benchmarks/bench_hierarchy_finetune.py --epochs {args.epochs} --freeze {args.freeze} --lr {args.lr} "
-        f"--batch-size {args.batch_size}`. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
+        f"--batch-size {args.batch_size}{' --lp-ft' if args.lp_ft else ''}`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
         f"{torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s); fine-tuning took "
         f"{seconds / 60:.0f} min in this invocation (a resumed run counts only its own epochs).", "",
         f"HMCN-F + uncertainty MTL, EfficientNet-Lite0 with the stem and first {args.freeze} stages frozen, "
         f"AdamW lr {args.lr} with a cosine schedule over {args.epochs} epochs, global batch {args.batch_size}, "
-        "random-resized-crop + flip augmentation; the epoch with the best val top-1 is kept. Frozen-feature row: "
+        "random-resized-crop + flip augmentation; the epoch with the best val top-1 is kept"
+        + (", starting from the frozen-feature model's trained head (LP-FT)" if args.lp_ft else
+           ", starting from a randomly initialised head") + ". Frozen-feature row: "
         "the same variant and seed on cached features (as in `hierarchy.md`).", "",
         markdown.table(pd.DataFrame(rows)), "",
         f"Targets on val (issue #4): top-1 {val['top1']:.4f} vs ≥ 0.92 ({'met' if val['top1'] >= 0.92 else 'MISSED'});"

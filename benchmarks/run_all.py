@@ -22,6 +22,7 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
     ("hierarchy_finetune", "Hierarchical classification, backbone fine-tuned (issue 4)",
      ["bench_hierarchy_finetune.py"]),
+    ("hierarchy_lpft", "Hierarchical classification, LP-FT: fine-tuned from the probed head (issue 4)", []),
     ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
     ("service", "HTTP service (issue 6)", ["bench_service.py"]),

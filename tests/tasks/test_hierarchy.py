@@ -155,3 +155,33 @@ def test_finetune_mode_trains_the_backbone_and_reloads(small_real: tuple[Manifes
     after = loaded.predict(some, show_progress=False)
     for one, other in zip(before.probabilities, after.probabilities, strict=True):
         np.testing.assert_allclose(one, other, atol=1e-5)
+
+
+def test_finetune_starts_from_a_probed_head(small_real: tuple[Manifest, np.ndarray], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
+    manifest, _ = small_real
+    manifest = manifest.subset(np.arange(len(manifest)) % 6 == 0)  # 40 images
+    backbone = {"name": "test_efficientnet", "pretrained": False, "num_workers": 0, "batch_size": 16}
+    quiet = Console(quiet=True)
+    probe = train_hierarchy(manifest, from_dict(HierarchyConfig, {"hidden": 16, "backbone": backbone,
+                                                                  "train": {"epochs": 2, "batch_size": 8}}),
+                            tmp_path / "probe", console=quiet, show_progress=False)
+    # A vanishing learning rate leaves the fine-tuned head where it started: at the probe's weights, or at random.
+    finetune = {"mode": "finetune", "finetune_freeze": 1, "hidden": 16, "backbone": backbone,
+                "train": {"epochs": 1, "batch_size": 8, "lr": 1e-12, "early_stop_patience": None}}
+    seeded = train_hierarchy(manifest, from_dict(HierarchyConfig, {**finetune, "init_head": str(tmp_path / "probe")}),
+                             console=quiet, show_progress=False)
+    unseeded = train_hierarchy(manifest, from_dict(HierarchyConfig, finetune), console=quiet, show_progress=False)
+    probed = dict(probe.head.named_parameters())
+    for name, parameter in seeded.head.named_parameters():
+        np.testing.assert_allclose(parameter.detach().numpy(), probed[name].detach().numpy(), atol=1e-6)
+    assert not np.allclose(dict(unseeded.head.named_parameters())["stem.0.weight"].detach().numpy(),
+                           probed["stem.0.weight"].detach().numpy(), atol=1e-3)
+
+    with pytest.raises(ModelError, match="features-mode one of"):  # head of another width
+        train_hierarchy(manifest, from_dict(HierarchyConfig, {**finetune, "hidden": 8,
+                                                              "init_head": str(tmp_path / "probe")}),
+                        console=quiet, show_progress=False)
+    with pytest.raises(ConfigError, match="init_head only applies to mode 'finetune'"):
+        from_dict(HierarchyConfig, {"init_head": str(tmp_path / "probe")})

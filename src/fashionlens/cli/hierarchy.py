@@ -25,6 +25,7 @@ def train(
     min_count: int | None = typer.Option(None, help="Classes with fewer training rows are merged or dropped."),
     rare: str | None = typer.Option(None, help="Rare classes: other | drop."),
     mode: str | None = typer.Option(None, help="features | finetune."),
+    init_head: Path | None = typer.Option(None, help="finetune: start from this features-mode model's head (LP-FT)."),
     backbone: str | None = typer.Option(None, help="timm model name (default efficientnet_lite0)."),
     beta: float | None = typer.Option(None, help="Weight of the local last-level prediction in the fusion."),
     epochs: int | None = typer.Option(None, help="Training epochs."),
@@ -39,7 +40,8 @@ def train(
     overrides = {"variant": variant, "taxonomy.file": str(taxonomy) if taxonomy else None,
                  "taxonomy.levels": [v.strip() for v in levels.split(",")] if levels else None,
                  "taxonomy.conflicts": conflicts, "taxonomy.min_count": min_count, "taxonomy.rare": rare,
-                 "mode": mode, "backbone.name": backbone, "beta": beta, "train.epochs": epochs, "train.lr": lr,
+                 "mode": mode, "init_head": str(init_head) if init_head else None, "backbone.name": backbone,
+                 "beta": beta, "train.epochs": epochs, "train.lr": lr,
                  "train.device": device, "train.seed": seed}
     config = load_config(HierarchyConfig, config_path, overrides)
     classifier = train_hierarchy(load_manifest(manifest_path), config, out, console=err_console)

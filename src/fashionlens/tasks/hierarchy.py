@@ -108,9 +108,12 @@ class HierarchyConfig:
     decoding: str = "consistent"
     mode: str = "features"
     finetune_freeze: int = 2
+    init_head: str | None = None
     train: TrainConfig = field(default_factory=_default_hierarchy_train)
 
     def __post_init__(self) -> None:
+        if self.init_head is not None and self.mode != "finetune":
+            raise ConfigError("init_head only applies to mode 'finetune' (it seeds the head that is fine-tuned)")
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown hierarchy variant '{self.variant}'; use one of {VARIANTS}")
         if self.mode not in MODES:
@@ -531,12 +534,38 @@ def _training_summary(classifier: HierarchyClassifier, evaluation: HierarchyEval
     return summary
 
 
+def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) -> HierarchyHead:
+    """The head of ``config.init_head``, checked to fit the model about to be fine-tuned.
+
+    Starting the fine-tune from a head already trained on the frozen features (LP-FT, Kumar et al. 2022) keeps the
+    first epochs' gradients from a random head from distorting the pretrained features.
+
+    Raises:
+        ModelError: The directory is not a frozen-feature hierarchy model of the same backbone, variant and taxonomy.
+    """
+    source = HierarchyClassifier.load(str(config.init_head))
+    wanted = (config.backbone.name, config.variant, config.hidden, in_features)
+    found = (source.config.backbone.name, source.config.variant, source.config.hidden,
+             int(source.head.state_dict()["stem.0.weight"].shape[1]))
+    if source.config.mode == "finetune" or found != wanted:
+        raise ModelError(f"init_head {config.init_head} is a {source.config.mode}-mode model of (backbone, variant, "
+                         f"hidden, features) {found}; fine-tuning needs a features-mode one of {wanted}")
+    if (source.taxonomy.levels, source.taxonomy.classes) != (taxonomy.levels, taxonomy.classes):
+        raise ModelError(f"init_head {config.init_head} was trained on another taxonomy than this manifest's "
+                         f"(retrain it on the same data and taxonomy settings)")
+    return source.head
+
+
 def _train_finetune(manifest: Manifest, config: HierarchyConfig, taxonomy: Taxonomy, objective: HierarchyObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
                     show_progress: bool) -> tuple[HierarchyHead, nn.Module, TrainResult]:
     """Fine-tune backbone + head end to end on images (stem and first ``finetune_freeze`` stages frozen)."""
     backbone = build_backbone(config.backbone, freeze=config.finetune_freeze)
-    net = HierarchyNet(backbone, build_head(config, taxonomy, backbone.num_features))
+    head = build_head(config, taxonomy, backbone.num_features)
+    if config.init_head is not None:
+        head.load_state_dict(_probed_head(config, taxonomy, backbone.num_features).state_dict())
+        console.print(f"fine-tuning from the head of {config.init_head} (linear probe, then fine-tune)")
+    net = HierarchyNet(backbone, head)
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
                                     config.train.batch_size, True, workers, config.train.seed)
