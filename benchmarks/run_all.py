@@ -10,19 +10,23 @@ that produced it and the machine it ran on; this script runs them in turn and st
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# (result file, title, the invocations that write it: a script and its arguments, run from the repository root)
 SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("features", "Feature extraction throughput (issue 2)", ["bench_features.py"]),
-    ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py"]),
+    ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py --finetune-seeds 0 1"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
     ("hierarchy_finetune", "Hierarchical classification, backbone fine-tuned (issue 4)",
-     ["bench_hierarchy_finetune.py"]),
-    ("hierarchy_lpft", "Hierarchical classification, LP-FT: fine-tuned from the probed head (issue 4)", []),
+     ["bench_hierarchy_finetune.py --epochs 8"]),
+    ("hierarchy_lpft", "Hierarchical classification, LP-FT: fine-tuned from the probed head (issue 4)",
+     ["bench_hierarchy_finetune.py --epochs 5 --lr 0.0002 --lp-ft --run-dir runs/hierarchy_lpft/model "
+      "--out benchmarks/results/hierarchy_lpft.md"]),
     ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
     ("service", "HTTP service (issue 6)", ["bench_service.py"]),
@@ -70,8 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.collect_only:
         for _, _, scripts in SECTIONS:
-            for script in scripts:
-                command = [sys.executable, str(HERE / script)]
+            for invocation in scripts:
+                script, *arguments = shlex.split(invocation)
+                command = [sys.executable, str(HERE / script), *arguments]
                 if script != "bench_index.py":
                     command += ["--data", args.data]
                 print("+", " ".join(command), flush=True)

@@ -292,7 +292,7 @@ class HierarchyClassifier:
         head_state = state.get("head", {})
         if "stem.0.weight" not in head_state:
             raise ModelError(f"{path}/model.pt holds no hierarchy head weights")
-        head = build_head(config, taxonomy, int(head_state["stem.0.weight"].shape[1]))
+        head = build_head(config, taxonomy, _head_in_features(head_state))
         try:
             head.load_state_dict(head_state)
         except RuntimeError as error:
@@ -534,6 +534,11 @@ def _training_summary(classifier: HierarchyClassifier, evaluation: HierarchyEval
     return summary
 
 
+def _head_in_features(head_state: Mapping[str, torch.Tensor]) -> int:
+    """Width of the features a saved hierarchy head reads (both head kinds start with a ``stem`` dense block)."""
+    return int(head_state["stem.0.weight"].shape[1])
+
+
 def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) -> HierarchyHead:
     """The head of ``config.init_head``, checked to fit the model about to be fine-tuned.
 
@@ -546,7 +551,7 @@ def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) 
     source = HierarchyClassifier.load(str(config.init_head))
     wanted = (config.backbone.name, config.variant, config.hidden, in_features)
     found = (source.config.backbone.name, source.config.variant, source.config.hidden,
-             int(source.head.state_dict()["stem.0.weight"].shape[1]))
+             _head_in_features(source.head.state_dict()))
     if source.config.mode == "finetune" or found != wanted:
         raise ModelError(f"init_head {config.init_head} is a {source.config.mode}-mode model of (backbone, variant, "
                          f"hidden, features) {found}; fine-tuning needs a features-mode one of {wanted}")
