@@ -11,6 +11,7 @@ import typer
 
 from fashionlens import distributed
 from fashionlens.cli import export, hierarchy, search
+from fashionlens.cli.audit import audit
 from fashionlens.cli.common import console, err_console
 from fashionlens.cli.data import app as data_app
 from fashionlens.cli.serve import serve
@@ -28,6 +29,7 @@ app.add_typer(search.embed_app, name="embed")
 app.add_typer(search.index_app, name="index")
 app.command("search")(search.search)
 app.command("similar")(search.similar)
+app.command("audit")(audit)
 
 
 @app.command("demo")

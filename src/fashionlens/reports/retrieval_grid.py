@@ -10,27 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
-from PIL import Image
 
-from fashionlens.data.images import load_image
-from fashionlens.errors import DataError, ImageError
+from fashionlens.errors import DataError
+from fashionlens.reports.image_grid import thumbnail
 from fashionlens.reports.plots import save_figure
 
 MATCH_COLOUR = "#1a9b3c"
 OTHER_COLOUR = "#bbbbbb"
 QUERY_COLOUR = "#1f5fbf"
-
-
-def _thumbnail(path: str | Path, side: int) -> np.ndarray:
-    """The image letterboxed into a white ``side`` x ``side`` square; a grey square if it cannot be read."""
-    canvas = Image.new("RGB", (side, side), "white")
-    try:
-        image = load_image(path, max_side=side)
-    except ImageError:
-        return np.asarray(Image.new("RGB", (side, side), (200, 200, 200)))
-    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-    return np.asarray(canvas)
 
 
 def _frame(axis: plt.Axes, colour: str, width: float) -> None:
@@ -70,7 +57,7 @@ def save_results_grid(query_paths: Sequence[str | Path], result_paths: Sequence[
     figure, axes = plt.subplots(len(query_paths), columns + 1, figsize=(1.3 * (columns + 1), 1.45 * len(query_paths)),
                                 squeeze=False)
     for row, query in enumerate(query_paths):
-        axes[row, 0].imshow(_thumbnail(query, side))
+        axes[row, 0].imshow(thumbnail(query, side))
         _frame(axes[row, 0], QUERY_COLOUR, 3.0)
         axes[row, 0].set_xlabel(query_labels[row] if query_labels else "query", fontsize=6)
         for column in range(columns):
@@ -78,7 +65,7 @@ def save_results_grid(query_paths: Sequence[str | Path], result_paths: Sequence[
             if column >= len(result_paths[row]):
                 axis.axis("off")
                 continue
-            axis.imshow(_thumbnail(result_paths[row][column], side))
+            axis.imshow(thumbnail(result_paths[row][column], side))
             match = bool(relevant[row][column])
             _frame(axis, MATCH_COLOUR if match else OTHER_COLOUR, 4.0 if match else 0.8)
             if row == 0:
