@@ -192,3 +192,18 @@ def test_cli_error_is_one_line_with_exit_status_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "'colour'" in lines[0]
+
+
+def test_cli_audits_through_the_sharded_batch_engine(planted: tuple[Manifest, dict[str, str]], tmp_path: Path) -> None:
+    """``--shards`` embeds on the local batch engine into resumable shards; the findings match the in-process run."""
+    manifest, ids = planted
+    saved = manifest.save(tmp_path / "planted.parquet")
+    result = CliRunner().invoke(app, ["audit", "-m", str(saved), "-o", str(tmp_path / "audit"), "--field",
+                                      "articleType", "--shards", str(tmp_path / "shards"), "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "label issues  articleType" in result.output
+    saved_audit = load_audit(tmp_path / "audit")
+    flagged = {r["item_id"] for r in saved_audit["label_issues"]}
+    assert set(ids["flipped"].split(",")) <= flagged
+    assert {r["item_id"] for r in saved_audit["photos"] if r["problem"] == "unreadable"} == {"broken"}
+    assert any(r["kind"] == "exact" for r in saved_audit["duplicates"])

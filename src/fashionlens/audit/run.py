@@ -116,7 +116,8 @@ def _with_items(table: pd.DataFrame, manifest: Manifest, column: str = "row", pr
 
 
 def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embedder: Embedder | None = None,
-                    console: Console | None = None, show_progress: bool = True) -> CatalogueAudit:
+                    vectors: np.ndarray | None = None, console: Console | None = None,
+                    show_progress: bool = True) -> CatalogueAudit:
     """Audit ``manifest``: label issues per class field, taxonomy breaks, near-duplicates and odd photos.
 
     Args:
@@ -124,6 +125,8 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
         config: What to check (defaults: every class field, 5 folds).
         embedder: Embeds images for duplicates and outliers (default: the untrained ImageNet baseline, whose frozen
             features also feed the label heads).
+        vectors: Image vectors computed elsewhere (e.g. by a batch engine's shards), aligned with ``manifest``'s rows,
+            all-NaN for unreadable images; they then serve every check and nothing is embedded here.
         console: Where progress lines go.
         show_progress: Draw progress bars.
 
@@ -135,25 +138,35 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
     if len(manifest) == 0:
         raise DataError(f"manifest '{manifest.name}' is empty: nothing to audit")
     fields = _fields(manifest, config)
+    if vectors is not None and len(vectors) != len(manifest):
+        raise DataError(f"{len(vectors)} vectors for {len(manifest)} manifest rows")
     if config.max_items is not None and config.max_items < len(manifest):
-        chosen = np.random.default_rng(config.seed).choice(len(manifest), config.max_items, replace=False)
-        manifest = manifest.subset(np.isin(np.arange(len(manifest)), chosen))
+        chosen = np.isin(np.arange(len(manifest)), np.random.default_rng(config.seed).choice(
+            len(manifest), config.max_items, replace=False))
+        manifest = manifest.subset(chosen)
+        vectors = vectors[chosen] if vectors is not None else None
     timings: dict[str, float] = {}
     embedder = embedder or Embedder.untrained()
 
     start = time.perf_counter()
-    network: Any = embedder.backbone()
-    result = extract_features(manifest, network, cache_dir=default_cache_dir() / "features",
-                              batch_size=embedder.config.backbone.batch_size,
-                              num_workers=embedder.config.backbone.num_workers, skip_bad_images=True,
-                              show_progress=show_progress)
-    readable = ~np.isnan(result.vectors).any(axis=1)
-    features = result.vectors[readable]
-    embeddings = embedder.embed_features(features) if len(features) else np.zeros((0, embedder.dim), np.float32)
+    if vectors is None:
+        network: Any = embedder.backbone()
+        result = extract_features(manifest, network, cache_dir=default_cache_dir() / "features",
+                                  batch_size=embedder.config.backbone.batch_size,
+                                  num_workers=embedder.config.backbone.num_workers, skip_bad_images=True,
+                                  show_progress=show_progress)
+        readable = ~np.isnan(result.vectors).any(axis=1)
+        features = result.vectors[readable]
+        embeddings = embedder.embed_features(features) if len(features) else np.zeros((0, embedder.dim), np.float32)
+        cached = result.cached
+    else:
+        readable = ~np.isnan(vectors).any(axis=1)
+        features = embeddings = np.asarray(vectors[readable], dtype=np.float32)
+        cached = len(manifest)
     readable_rows = np.flatnonzero(readable)
     timings["features"] = time.perf_counter() - start
-    console.print(f"features: {len(manifest)} images ({result.cached} cached, {len(result.failed)} unreadable) "
-                  f"in {timings['features']:.1f} s")
+    console.print(f"features: {len(manifest)} images ({cached} cached or given, {int((~readable).sum())} "
+                  f"unreadable) in {timings['features']:.1f} s")
 
     start = time.perf_counter()
     readable_frame = manifest.frame.iloc[readable_rows].reset_index(drop=True)

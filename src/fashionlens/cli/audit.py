@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from fashionlens.cli.common import console, load_manifest
+from fashionlens.cli.common import (
+    ACTORS_OPTION,
+    ENGINE_OPTION,
+    RAY_ADDRESS_OPTION,
+    SHARD_SIZE_OPTION,
+    SHARDS_OPTION,
+    BatchJob,
+    console,
+    load_manifest,
+)
 
 
 def audit(
@@ -25,6 +34,11 @@ def audit(
     max_items: int = typer.Option(None, help="Audit a seeded random sample of this many items."),
     seed: int = typer.Option(0, help="Fold and sample seed."),
     progress: bool = typer.Option(True, help="Draw progress bars."),
+    engine: str = ENGINE_OPTION,
+    shards: Path | None = SHARDS_OPTION,
+    shard_size: int = SHARD_SIZE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    actors: int | None = ACTORS_OPTION,
 ) -> None:
     """Audit a catalogue: label issues (cleanlab confident learning on out-of-fold heads), near-duplicates
     (FAISS self-join) and broken or odd photos; writes CSVs, report.md and report.html."""
@@ -35,8 +49,18 @@ def audit(
                          folds=folds, rank_by=rank_by,  # type: ignore[arg-type]  # validated by AuditConfig
                          duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed)
     catalogue = load_manifest(manifest)
-    model = Embedder.load(embedder) if embedder is not None else None
-    result = audit_catalogue(catalogue, config, embedder=model, show_progress=progress)
+    model = Embedder.load(embedder) if embedder is not None else Embedder.untrained()
+    vectors = None
+    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    if job.sharded:  # embed on the local or Ray batch engine into resumable shards, then audit their vectors
+        import numpy as np
+
+        from fashionlens.inference import ModelSpec, read_arrays
+
+        spec = ModelSpec("embed", str(embedder) if embedder is not None else None, model.config.backbone.name)
+        arrays = read_arrays(job.run(catalogue, spec, out))
+        vectors = np.where(arrays.ok[:, None], arrays.columns["embedding"], np.nan)
+    result = audit_catalogue(catalogue, config, embedder=model, vectors=vectors, show_progress=progress)
     write_audit(result, out)
     summary = result.summary
     for name, counts in summary["fields"].items():
