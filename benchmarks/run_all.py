@@ -33,6 +33,7 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("distributed", "Data-parallel training with torchrun (issue 7)", ["bench_distributed.py"]),
     ("batch", "Batch inference engines: local vs Ray (issue 7)", ["bench_batch.py"]),
     ("export", "ONNX export: onnxruntime vs PyTorch (issue 7)", ["bench_export.py"]),
+    ("audit", "Catalogue audit: label issues, duplicates, odd photos (issue 18)", ["bench_audit.py"]),
 )
 
 
