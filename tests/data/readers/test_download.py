@@ -3,9 +3,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 import urllib.error
@@ -400,3 +402,39 @@ def test_sniffing() -> None:
     assert sniff_extension(_image_bytes((4, 4), "GIF")) == ".gif"
     assert sniff_extension(_image_bytes((4, 4), "WEBP")) == ".webp"
     assert sniff_extension(b"<html>") is None
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Server, Path]]:
+    """The fixture server behind TLS with a fresh self-signed certificate for 127.0.0.1 (and the certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    monkeypatch.setenv("no_proxy", "*")
+    httpd = _Server()
+    httpd.handle_error = lambda *args: None  # type: ignore[method-assign]  # refused handshakes are the point
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield httpd, cert
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_https_certificate_errors_are_not_retried(tls_server: tuple[_Server, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    server, cert = tls_server
+    url = server.url("/a.jpg").replace("http://", "https://")
+    start = time.monotonic()
+    report = download_images([(url, tmp_path / "a.jpg")], retries=2, backoff=5, progress=False)
+    assert "certificate verify failed" in report.failures[0].error.lower()
+    assert time.monotonic() - start < 4  # no retry: the first backoff alone would be 5 s
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted: the same URL downloads
+    report = download_images([(url, tmp_path / "a.jpg")], progress=False)
+    assert report.downloaded == 1 and decode_image(tmp_path / "a.jpg").size == (8, 6)

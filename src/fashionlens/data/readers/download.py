@@ -502,7 +502,9 @@ class _Watchdog:
             timer.cancel()
 
 
-class _HTTPConnection(http.client.HTTPConnection):
+class _Armed(http.client.HTTPConnection):
+    """A connection that hands each socket it opens to the download's watchdog."""
+
     def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._watchdog = watchdog
@@ -512,32 +514,22 @@ class _HTTPConnection(http.client.HTTPConnection):
         self._watchdog.arm(self.sock)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._watchdog = watchdog
-
-    def connect(self) -> None:
-        super().connect()
-        self._watchdog.arm(self.sock)
+class _ArmedHTTPS(_Armed, http.client.HTTPSConnection):
+    """HTTPS connection armed like :class:`_Armed` (its ``connect`` wraps the socket in TLS first)."""
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _ArmedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens ``http``/``https`` URLs over connections armed with ``watchdog``."""
+
     def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
+        urllib.request.HTTPSHandler.__init__(self)
         self._watchdog = watchdog
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_HTTPConnection, watchdog=self._watchdog), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
-        self._watchdog = watchdog
+        return self.do_open(functools.partial(_Armed, watchdog=self._watchdog), req)
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_HTTPSConnection, watchdog=self._watchdog), req)
+        return self.do_open(functools.partial(_ArmedHTTPS, watchdog=self._watchdog), req)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -556,7 +548,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     """An opener for http(s) only (no ``file:``, ``ftp:`` or ``data:`` handler), armed with ``watchdog``."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), _HTTPHandler(watchdog), _HTTPSHandler(watchdog), _Redirects(),
+    for handler in (urllib.request.ProxyHandler(), _ArmedHandler(watchdog), _Redirects(),
                     urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
