@@ -16,7 +16,7 @@ from torch import nn
 from fashionlens.data.images import load_image
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform
-from fashionlens.errors import DataError, ImageError
+from fashionlens.errors import ConfigError, DataError, ImageError
 from fashionlens.features import FeatureResult, extract_features
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (250, 250, 0), (40, 40, 40)]
@@ -145,6 +145,66 @@ def test_shards_make_extraction_resumable(tmp_path: Path) -> None:
     resumed = extract(manifest, TinyBackbone(), cache, shard_size=2)
     assert (resumed.computed, resumed.cached) == (1, 4)
     np.testing.assert_allclose(resumed.vectors, reference.vectors, rtol=1e-6)
+
+
+class _ObservedBackbone(TinyBackbone):
+    """Counts the cache shards on disk at each forward pass (what a kill at that moment would leave), and advances
+    a fake clock by ten seconds per batch."""
+
+    def __init__(self, cache: Path) -> None:
+        super().__init__()
+        self.cache = cache
+        self.now = 0.0
+        self.shards_seen: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.shards_seen.append(len(shards(self.cache)))
+        self.now += 10.0
+        return super().forward(images)
+
+
+def test_shards_are_flushed_by_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from types import SimpleNamespace
+
+    manifest = manifest_of(write_images(tmp_path / "images"))
+    cache = tmp_path / "cache"
+    backbone = _ObservedBackbone(cache)
+    clock = SimpleNamespace(monotonic=lambda: backbone.now, perf_counter=time.perf_counter, time_ns=time.time_ns)
+    monkeypatch.setattr("fashionlens.features.time", clock)
+    result = extract(manifest, backbone, cache, batch_size=1, shard_size=1000, flush_seconds=25.0)
+    assert result.computed == 5
+    # 10 s per image: the first three go to disk after 30 s, long before the shard size is reached
+    assert backbone.shards_seen == [0, 0, 0, 1, 1]
+    sizes = []
+    for shard in shards(cache):
+        with np.load(shard) as content:
+            sizes.append(len(content["keys"]))
+    assert sorted(sizes) == [2, 3]
+
+
+def test_interrupted_extraction_keeps_what_it_computed(tmp_path: Path) -> None:
+    class Interrupted(TinyBackbone):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            if self.images_seen >= 3:
+                raise KeyboardInterrupt
+            return super().forward(images)
+
+    manifest = manifest_of(write_images(tmp_path / "images"))
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        extract(manifest, Interrupted(), cache, batch_size=1, shard_size=1000, flush_seconds=3600.0)
+    resumed = extract(manifest, TinyBackbone(), cache, batch_size=1)
+    assert (resumed.computed, resumed.cached) == (2, 3)
+
+
+def test_flush_every_batch_with_zero_seconds(tmp_path: Path) -> None:
+    manifest = manifest_of(write_images(tmp_path / "images"))
+    backbone = _ObservedBackbone(tmp_path / "cache")
+    extract(manifest, backbone, tmp_path / "cache", batch_size=2, flush_seconds=0.0)
+    assert backbone.shards_seen == [0, 1, 2]
+    with pytest.raises(ConfigError, match="flush_seconds"):
+        extract(manifest, TinyBackbone(), tmp_path / "cache", flush_seconds=-1.0)
 
 
 @pytest.mark.parametrize("damage", ["text", "truncated"])

@@ -2,8 +2,10 @@
 
 Tasks that train on frozen features (tagging heads, HMCN-F, similar-item search) call :func:`extract_features`.
 Vectors are cached under ``cache_dir`` keyed by (backbone name, weights id, image transform, decoder) and, inside
-that, by image file (path, size, modification time, box). Extraction writes a shard every ``shard_size`` images, so an
-interrupted run resumes where it stopped, and a later run over an overlapping manifest only computes what is new.
+that, by image file (path, size, modification time, box). Extraction writes a shard every ``shard_size`` images or
+every ``flush_seconds``, whichever comes first, and what is computed when it stops on an error or Ctrl-C, so a killed
+run loses at most that much work and resumes where it stopped; a later run over an overlapping manifest only computes
+what is new.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.images import DECODER_ID
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
-from fashionlens.errors import DataError
+from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
 from fashionlens.runtime import default_workers, resolve_device
 
@@ -118,8 +120,8 @@ def progress_bar(description: str) -> Progress:
 @torch.inference_mode()
 def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
                      batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
-                     skip_bad_images: bool = False, shard_size: int = 2048, show_progress: bool = True,
-                     ) -> FeatureResult:
+                     skip_bad_images: bool = False, shard_size: int = 2048, flush_seconds: float = 30.0,
+                     show_progress: bool = True) -> FeatureResult:
     """Pooled backbone features for every row of ``manifest``.
 
     Args:
@@ -130,11 +132,16 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
         num_workers: DataLoader decode workers (default: spare cores).
         device: ``"cpu"``, ``"cuda"`` or ``None``/``"auto"``.
         skip_bad_images: Leave unreadable images as NaN rows (listed in ``failed``) instead of raising.
-        shard_size: Images per cache shard; bounds the work lost by an interruption.
+        shard_size: Most images per cache shard.
+        flush_seconds: Most seconds of work held in memory before it is written as a shard: with ``shard_size``,
+            the bound on what a killed run loses (an exception or Ctrl-C loses nothing already computed).
         show_progress: Draw a rich progress bar.
     """
     if len(manifest) == 0:
         raise DataError(f"manifest '{manifest.name}' has no rows to extract features from")
+    if shard_size < 1 or flush_seconds < 0:
+        raise ConfigError(f"invalid feature cache options: shard_size={shard_size} (>= 1), "
+                          f"flush_seconds={flush_seconds} (>= 0)")
     transform = eval_transform(backbone.preprocess)
     cache = FeatureCache(cache_dir, backbone.name, backbone.weights_id, describe(transform)) if cache_dir else None
     keys = image_keys(manifest)
@@ -161,25 +168,30 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
         pending_keys: list[str] = []
         pending_vectors: list[np.ndarray] = []
         done = 0
-        with progress_bar(f"features {backbone.name}") as progress:
-            task = progress.add_task(f"features {backbone.name}", total=len(todo), rate="", visible=show_progress)
-            for images, local in loader:
-                batch_rows = [todo[i] for i in local.tolist()]
-                done_now = len(batch_rows)
-                if done_now:
-                    output = backbone(images.to(torch_device, non_blocking=True)).float().cpu().numpy()
-                    vectors[batch_rows] = output
-                    pending_keys += [keys[r] for r in batch_rows]
-                    pending_vectors.append(output)
-                done += batch_size
-                if cache and len(pending_keys) >= shard_size:
-                    cache.put(pending_keys, np.concatenate(pending_vectors))
-                    pending_keys, pending_vectors = [], []
-                completed = min(done, len(todo))
-                rate = completed / (time.perf_counter() - start)
-                progress.update(task, completed=completed, rate=f"{rate:.1f} img/s")
-        if cache and pending_keys:
-            cache.put(pending_keys, np.concatenate(pending_vectors))
+        flushed_at = time.monotonic()
+        try:
+            with progress_bar(f"features {backbone.name}") as progress:
+                task = progress.add_task(f"features {backbone.name}", total=len(todo), rate="",
+                                         visible=show_progress)
+                for images, local in loader:
+                    batch_rows = [todo[i] for i in local.tolist()]
+                    if batch_rows:
+                        output = backbone(images.to(torch_device, non_blocking=True)).float().cpu().numpy()
+                        vectors[batch_rows] = output
+                        pending_keys += [keys[r] for r in batch_rows]
+                        pending_vectors.append(output)
+                    done += batch_size
+                    if cache and pending_keys and (len(pending_keys) >= shard_size
+                                                   or time.monotonic() - flushed_at >= flush_seconds):
+                        cache.put(pending_keys, np.concatenate(pending_vectors))
+                        pending_keys, pending_vectors = [], []
+                        flushed_at = time.monotonic()
+                    completed = min(done, len(todo))
+                    rate = completed / (time.perf_counter() - start)
+                    progress.update(task, completed=completed, rate=f"{rate:.1f} img/s")
+        finally:  # also on an error or Ctrl-C: what was computed is kept for the rerun
+            if cache and pending_keys:
+                cache.put(pending_keys, np.concatenate(pending_vectors))
         failed = [manifest.frame["path"].iloc[r] for r in todo if np.isnan(vectors[r]).all()]
     seconds = time.perf_counter() - start
     return FeatureResult(vectors=vectors, computed=len(todo) - len(failed), cached=len(manifest) - len(todo),

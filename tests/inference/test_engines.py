@@ -30,7 +30,7 @@ from fashionlens.inference import (
     run_job,
     shard_folder,
 )
-from fashionlens.inference.ray_engine import RayEngine
+from fashionlens.inference.ray_engine import LOOPBACK, RayEngine, init_local_ray
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, build_catalogue_index, open_index
@@ -72,7 +72,8 @@ def ray_instance() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        assert init_local_ray(ray, num_cpus=2) == LOOPBACK  # the engine's own start: loopback only
+        assert [node["NodeManagerAddress"] for node in ray.nodes()] == [LOOPBACK]
     yield
     if started:
         ray.shutdown()

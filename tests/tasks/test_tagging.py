@@ -177,7 +177,8 @@ def test_ensemble_averages_member_probabilities(tmp_path: Path) -> None:
         def __init__(self, tagger: Tagger):
             self.labels, self.tagger = tagger.labels, tagger
 
-        def predict(self, rows: Manifest, device: str | None = None, show_progress: bool = True):  # type: ignore[no-untyped-def]
+        def predict(self, rows: Manifest, device: str | None = None, show_progress: bool = True,  # type: ignore[no-untyped-def]
+                    skip_bad_images: bool = False):
             index = [int(Path(p).stem) for p in rows.frame["path"]]
             return self.tagger.predict_features(features[index])
 

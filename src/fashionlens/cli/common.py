@@ -1,14 +1,21 @@
 """Helpers shared by the CLI command groups: consoles, manifest loading, prediction inputs and outputs, and the
-options of sharded batch jobs."""
+options of sharded batch jobs.
+
+Every batch ``predict`` command ends in :func:`finish_predictions`: an image that cannot be read costs its own row
+(an ``error`` in the output, one line on stderr, exit status 1), not the run; ``--strict`` restores all-or-nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fashionlens.data.records import Manifest
 
@@ -53,6 +60,83 @@ def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, o
     if out is not None and out.suffix not in (".csv", ".jsonl"):
         raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
     return load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
+
+
+#: Exit statuses of the batch ``predict`` commands (shown under their help).
+PREDICT_EPILOG = ("Exit status: 0 when every image was predicted; 1 when some images could not be read (each is named "
+                  "on stderr and has an 'error' in the output; the other rows are written as usual); 2 on a usage or "
+                  "input error, or with --strict when any image could not be read (then nothing is written).")
+STRICT_OPTION = typer.Option(False, "--strict", help="Fail the whole run (exit 2, nothing written) when any image "
+                                                     "cannot be read, instead of reporting it and predicting the rest.")
+
+
+def unpredicted_rows(outputs: Iterable[np.ndarray], rows: int) -> np.ndarray:
+    """Rows without a prediction: a NaN in any output, which is how ``skip_bad_images`` marks an unreadable image."""
+    missing = np.zeros(rows, dtype=bool)
+    for values in outputs:
+        missing |= ~np.isfinite(np.asarray(values, dtype=np.float64).reshape(rows, -1)).all(axis=1)
+    return missing
+
+
+def finish_predictions(table: pd.DataFrame, manifest: Manifest, failed: np.ndarray, out: Path | None,
+                       strict: bool, shown: Sequence[str]) -> None:
+    """End a batch ``predict`` command: report the images that could not be read, then print or write the table.
+
+    The output has one row per manifest row: a failed row has its ``path``, empty predictions and an ``error`` (the
+    column is always there, empty when the image was read); each failure is also one line on stderr.
+
+    Args:
+        table: The predictions of the rows that did not fail, in manifest order, ``path`` first.
+        manifest: The rows to predict.
+        failed: Manifest rows without a prediction (see :func:`unpredicted_rows`).
+        out: ``.csv``/``.jsonl`` file to write; ``None`` prints the ``shown`` columns.
+        strict: Fail the whole run when any row failed.
+        shown: Columns printed when there is no ``out``.
+
+    Raises:
+        DataError: ``strict`` and some images could not be read (nothing is written).
+        typer.Exit: Status 1 when some images could not be read, after the others were written.
+    """
+    from fashionlens.errors import DataError
+
+    failed = np.asarray(failed, dtype=bool)
+    paths = manifest.frame["path"].astype(str).tolist()
+    if len(table) != int((~failed).sum()) or len(failed) != len(paths):
+        raise DataError(f"{len(table)} predictions for {len(paths)} rows of which {int(failed.sum())} failed")
+    errors: list[str | None] = [None] * len(paths)
+    for row in np.flatnonzero(failed):
+        errors[row] = _read_error(paths[row])
+    reasons = [error for error in errors if error is not None]
+    if reasons and strict:
+        raise DataError(f"{len(reasons)} of {len(paths)} image(s) could not be read (--strict): "
+                        f"{'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''}")
+    if reasons:  # the failed rows come back with their path and nothing else (NaN / empty predictions)
+        table = table.set_axis(np.flatnonzero(~failed)).reindex(np.arange(len(paths)))
+        table["path"] = paths
+    table = table.assign(error=np.array(errors, dtype=object)).reset_index(drop=True)
+    for reason in reasons:
+        err_console.print(f"[yellow]unreadable:[/yellow] {escape(reason)}", highlight=False, soft_wrap=True)
+    if out is None:
+        console.print(table[[*shown, *(["error"] if reasons else [])]].to_string(index=False, na_rep=""),
+                      highlight=False, soft_wrap=True, markup=False)
+    else:
+        write_predictions(table, out)
+    if reasons:
+        err_console.print(f"{len(reasons)} of {len(table)} image(s) could not be read: their rows carry an 'error'",
+                          highlight=False)
+        raise typer.Exit(code=1)
+
+
+def _read_error(path: str) -> str:
+    """The one-line reason an image has no prediction (decoded once more, for the failures only)."""
+    from fashionlens.data.images import decode_image
+    from fashionlens.errors import ImageError
+
+    try:
+        decode_image(path)
+    except ImageError as error:
+        return str(error)
+    return f"no finite prediction for {path} (the image can be read now; rerun to predict it)"
 
 
 def write_predictions(table: pd.DataFrame, out: Path) -> None:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from fashionlens.cli.common import console, err_console, load_manifest, prediction_manifest, write_predictions
+from fashionlens.cli.common import (
+    PREDICT_EPILOG,
+    STRICT_OPTION,
+    console,
+    err_console,
+    finish_predictions,
+    load_manifest,
+    prediction_manifest,
+    unpredicted_rows,
+)
 
 app = typer.Typer(help="Hierarchical category classification (e.g. masterCategory > subCategory > articleType).",
                   no_args_is_help=True)
@@ -74,22 +83,22 @@ def evaluate(
     console.print(f"report: {path}")
 
 
-@app.command("predict")
+@app.command("predict", epilog=PREDICT_EPILOG)
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
     model: Path = typer.Option(..., "--model", help="Hierarchy model directory."),
     manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
     top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
+    strict: bool = STRICT_OPTION,
 ) -> None:
     """Classify images into a path through the taxonomy, with per-level probabilities."""
     from fashionlens.tasks.hierarchy import HierarchyClassifier
 
     manifest = prediction_manifest(images, manifest_path, out)
     classifier = HierarchyClassifier.load(model)
-    table = classifier.predict(manifest).table(manifest.frame["path"].tolist(), top_k=top_k)
-    if out is None:
-        console.print(table[["path", "category", *[c for c in table.columns if c.startswith("p:")]]]
-                      .to_string(index=False))
-        return
-    write_predictions(table, out)
+    predictions = classifier.predict(manifest, skip_bad_images=True)
+    failed = unpredicted_rows(predictions.probabilities, len(manifest))
+    table = predictions.table(manifest.frame["path"].tolist(), top_k=top_k)[~failed]  # a failed row has NaN outputs
+    finish_predictions(table, manifest, failed, out, strict,
+                       ["path", "category", *[c for c in table.columns if c.startswith("p:")]])

@@ -10,15 +10,18 @@ import typer
 from fashionlens.cli.common import (
     ACTORS_OPTION,
     ENGINE_OPTION,
+    PREDICT_EPILOG,
     RAY_ADDRESS_OPTION,
     SHARD_SIZE_OPTION,
     SHARDS_OPTION,
+    STRICT_OPTION,
     BatchJob,
     console,
     err_console,
+    finish_predictions,
     load_manifest,
     prediction_manifest,
-    write_predictions,
+    unpredicted_rows,
 )
 
 app = typer.Typer(help="Multi-label style / attribute tagging.", no_args_is_help=True)
@@ -88,7 +91,7 @@ def evaluate(
     console.print(f"report: {path}")
 
 
-@app.command("predict")
+@app.command("predict", epilog=PREDICT_EPILOG)
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
     model: Path = typer.Option(..., "--model", help="Tagger or ensemble directory."),
@@ -99,6 +102,7 @@ def predict(
     shard_size: int = SHARD_SIZE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
+    strict: bool = STRICT_OPTION,
 ) -> None:
     """Tag images: probabilities and thresholded decisions per label."""
     from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
@@ -110,16 +114,14 @@ def predict(
 
         folder = job.run(manifest, ModelSpec("tag", str(model)), out)
         tagger = load_tagger(model)
-        predictions = predictions_from_shards(folder)
+        predictions = predictions_from_shards(folder, skip_bad_images=True)
     else:
         tagger = load_tagger(model)
-        predictions = tagger.predict(manifest)
-    table = predictions_table(manifest.frame["path"].tolist(), tagger, predictions)
-    if out is None:
-        console.print(table[["path", "tags", *[c for c in table.columns if c.startswith("class:")]]]
-                      .to_string(index=False))
-        return
-    write_predictions(table, out)
+        predictions = tagger.predict(manifest, skip_bad_images=True)
+    failed = unpredicted_rows([predictions.tags, *predictions.heads.values()], len(manifest))
+    table = predictions_table(manifest.frame["path"][~failed].tolist(), tagger, predictions.subset(~failed))
+    finish_predictions(table, manifest, failed, out, strict,
+                       ["path", "tags", *[c for c in table.columns if c.startswith("class:")]])
 
 
 @app.command("ensemble")

@@ -14,12 +14,18 @@ bundle several blocks), so only a place that sees every row can tell when a shar
 (a 1280-d embedding is 5 KB per image), so one writer keeps up with a cluster, and only the driver needs the shard
 folder. Workers need the images (shared storage, see ``benchmarks/results/batch.md``).
 
+A local instance (no cluster address) is bound to loopback: its GCS, raylet and object-manager ports are reachable
+from this machine only (see :func:`init_local_ray`). A cluster address given by the user is joined as it is.
+
 ``ray`` is an optional dependency (``pip install fashionlens[ray]``), imported only when this engine runs.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -44,6 +50,56 @@ def import_ray() -> ModuleType:
     except ImportError as error:
         raise ConfigError("the ray engine needs Ray Data: pip install fashionlens[ray]") from error
     return ray
+
+
+#: Address of a local Ray instance: loopback, so that nothing off this machine can reach its ports.
+LOOPBACK = "127.0.0.1"
+#: Ray's switch for multi-node clusters; with it off, Ray keeps a loopback node address (its Windows/macOS mode).
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def local_init_kwargs(num_cpus: int | None) -> dict[str, Any]:
+    """The ``ray.init`` arguments of a local, loopback-only instance with ``num_cpus`` CPUs (``None``: all)."""
+    return {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False,
+            "_node_ip_address": LOOPBACK}
+
+
+def init_local_ray(ray: ModuleType, num_cpus: int | None = None) -> str:
+    """Start a local Ray instance whose servers listen on loopback only; returns its node address.
+
+    Ray binds its gRPC servers (GCS, raylet, object manager) to the node address, but on Linux it rewrites a loopback
+    ``_node_ip_address`` to the machine's routable address unless multi-node clusters are switched off. They are
+    switched off while the instance starts (this process, and the processes it spawns, which inherit the setting),
+    and restored afterwards. A warning says when the node still came up on another address.
+    """
+    with _single_machine(ray):
+        ray.init(**local_init_kwargs(num_cpus))
+    address = str(ray.util.get_node_ip_address())
+    if address != LOOPBACK:
+        warnings.warn(f"the local Ray instance listens on {address}, not only on loopback ({LOOPBACK}); this Ray "
+                      f"version ignores the loopback node address", RuntimeWarning, stacklevel=2)
+    return address
+
+
+@contextmanager
+def _single_machine(ray: ModuleType) -> Iterator[None]:
+    # Read by this process when ray.init resolves the node address (absent in another Ray layout: then only the
+    # environment variable and the loopback _node_ip_address remain).
+    constants: Any = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    saved_env = os.environ.get(_RAY_CLUSTER_ENV)
+    saved = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    if saved is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved is not None:
+            constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
 
 
 def decode_images(batch: pd.DataFrame, preprocess: Any) -> dict[str, np.ndarray]:
@@ -124,8 +180,9 @@ class RayEngine:
     """Ray Data batch inference on a local Ray instance or a cluster.
 
     Attributes:
-        address: Cluster to join (``ray://...`` or ``auto``; ``RAY_ADDRESS`` also works); ``None`` starts a local
-            instance with ``local_cpus`` CPUs (unless Ray is already initialised in this process, which is reused).
+        address: Cluster to join (``ray://...`` or ``auto``; ``RAY_ADDRESS`` also works), used as it is; ``None``
+            starts a local instance with ``local_cpus`` CPUs, listening on loopback only (:func:`init_local_ray`),
+            unless Ray is already initialised in this process, which is reused.
         actors: Model actors; default: one per GPU when the cluster has GPUs, else all CPUs but an eighth (at least
             one) left to decode: on CPUs decoding a 224 px JPEG costs ~1 % of EfficientNet-Lite0's forward pass
             (``benchmarks/results/batch.md``), 2400 px originals much more.
@@ -158,7 +215,7 @@ class RayEngine:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.local_cpus, include_dashboard=False, log_to_driver=False)
+                init_local_ray(ray, self.local_cpus)
         try:
             self._run(ray, plan, manifest, model, shards, show_progress)
         finally:

@@ -30,26 +30,36 @@ def require_all_read(arrays: ShardArrays, where: str | Path) -> None:
                         f"the job into {where} recomputes only their shards)")
 
 
-def _arrays_of(directory: str | Path, task: str) -> ShardArrays:
+def _arrays_of(directory: str | Path, task: str, skip_bad_images: bool = False) -> ShardArrays:
     arrays = read_arrays(directory)
     if arrays.record.get("task") != task:
         raise DataError(f"shard folder {directory} holds a '{arrays.record.get('task')}' job, not '{task}'")
-    require_all_read(arrays, directory)
+    if not skip_bad_images:
+        require_all_read(arrays, directory)
     return arrays
 
 
-def predictions_from_shards(directory: str | Path) -> Predictions:
+def predictions_from_shards(directory: str | Path, skip_bad_images: bool = False) -> Predictions:
     """Tag and head probabilities of a finished tagging job, in manifest order.
 
+    Args:
+        directory: The job's shard folder.
+        skip_bad_images: Give the rows of unreadable images as NaN (as ``Tagger.predict`` does with the same flag)
+            instead of raising.
+
     Raises:
-        DataError: Unfinished job, another task's shards, or unreadable images.
+        DataError: Unfinished job, another task's shards, or unreadable images (unless ``skip_bad_images``).
     """
     from fashionlens.tasks.tagging import Predictions
 
-    arrays = _arrays_of(directory, "tag")
+    arrays = _arrays_of(directory, "tag", skip_bad_images)
     model = arrays.record["model"]
     tags = arrays.columns.get("probs", np.zeros((len(arrays.paths), len(model["tags"])), dtype=np.float32))
-    return Predictions(tags=tags, heads={head: arrays.columns[f"head:{head}"] for head in model["heads"]})
+    heads = {head: arrays.columns[f"head:{head}"] for head in model["heads"]}
+    if not arrays.ok.all():  # NaN whatever the engine stored for them, so every path marks them the same way
+        tags = np.where(arrays.ok[:, None], tags, np.nan).astype(np.float32)
+        heads = {head: np.where(arrays.ok[:, None], probs, np.nan).astype(np.float32) for head, probs in heads.items()}
+    return Predictions(tags=tags, heads=heads)
 
 
 def embeddings_from_shards(directory: str | Path) -> np.ndarray:

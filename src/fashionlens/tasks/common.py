@@ -56,18 +56,22 @@ def build_backbone(config: BackboneConfig, freeze: int | str | None = None) -> A
 
 def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
                     cache_dir: str | Path | None = None, device: str | None = None,
-                    show_progress: bool = True) -> np.ndarray:
+                    show_progress: bool = True, skip_bad_images: bool = False) -> np.ndarray:
     """Pooled features of every row from a frozen backbone, through the shared disk cache.
 
+    Args:
+        skip_bad_images: Leave the rows of unreadable images all-NaN instead of raising (prediction reports them
+            per file; training and evaluation must not silently lose rows, so they keep the default).
+
     Raises:
-        DataError: Some images could not be decoded (the first few are named).
+        DataError: Some images could not be decoded (the first few are named), unless ``skip_bad_images``.
     """
     backbone = backbone if backbone is not None else build_backbone(config, freeze="all")
     with main_process_first():  # under torchrun, rank 0 fills the cache and the others read it
         result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
                                   batch_size=config.batch_size, num_workers=config.num_workers, device=device,
                                   skip_bad_images=True, show_progress=show_progress and is_main_process())
-    if result.failed:
+    if result.failed and not skip_bad_images:
         shown = ", ".join(result.failed[:3])
         raise DataError(f"{len(result.failed)} image(s) could not be read, e.g. {shown} "
                         f"(fix or drop them from manifest '{manifest.name}')")

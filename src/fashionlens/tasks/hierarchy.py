@@ -256,11 +256,14 @@ class HierarchyClassifier:
         """Paths and probabilities from pooled backbone features."""
         return _predict(self.head, features, self.taxonomy, self.config.decoding)
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True
-                ) -> HierarchyPredictions:
-        """Paths and probabilities for every row of ``manifest`` (features come through the shared cache)."""
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
+                skip_bad_images: bool = False) -> HierarchyPredictions:
+        """Paths and probabilities for every row of ``manifest`` (features come through the shared cache).
+
+        With ``skip_bad_images`` the probabilities of unreadable images are NaN instead of a :class:`DataError`.
+        """
         features = frozen_features(manifest, self.config.backbone, backbone=self.backbone, device=device,
-                                   show_progress=show_progress)
+                                   show_progress=show_progress, skip_bad_images=skip_bad_images)
         return self.predict_features(features)
 
     def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False) -> HierarchyPredictions:

@@ -27,7 +27,8 @@ class TagPredictor(Protocol):
     labels: LabelSpace
     thresholds: np.ndarray
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions: ...
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
+                skip_bad_images: bool = False) -> Predictions: ...
 
     def decide(self, predictions: Predictions) -> np.ndarray: ...
 
@@ -162,9 +163,11 @@ class TaggerEnsemble:
         self.thresholds = thresholds if thresholds is not None else np.full(len(first.tags), 0.5, dtype=np.float32)
         self.member_dirs = list(member_dirs)
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions:
-        """Weighted mean of the members' probabilities."""
-        outputs = [m.predict(manifest, device=device, show_progress=show_progress) for m in self.members]
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
+                skip_bad_images: bool = False) -> Predictions:
+        """Weighted mean of the members' probabilities (NaN rows for unreadable images with ``skip_bad_images``)."""
+        outputs = [m.predict(manifest, device=device, show_progress=show_progress, skip_bad_images=skip_bad_images)
+                   for m in self.members]
         tags = sum(w * o.tags for w, o in zip(self.weights, outputs, strict=True))
         heads = {h: sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)) for h in self.labels.heads}
         return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)  # type: ignore[misc]

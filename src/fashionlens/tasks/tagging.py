@@ -91,6 +91,10 @@ class Predictions:
     tags: np.ndarray
     heads: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def subset(self, rows: np.ndarray) -> Predictions:
+        """The predictions of ``rows`` (indices or a boolean mask)."""
+        return Predictions(self.tags[rows], {head: probs[rows] for head, probs in self.heads.items()})
+
 
 class TaggingNet(nn.Module):
     """Backbone + tagging head, for end-to-end fine-tuning and image-level inference."""
@@ -250,10 +254,14 @@ class Tagger:
         logits, _ = predict_outputs(self.head, loader, len(features), torch.device("cpu"))
         return logits_to_predictions(logits, self.labels, len(features))
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions:
-        """Probabilities for every row of ``manifest`` (features come through the shared cache)."""
+    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
+                skip_bad_images: bool = False) -> Predictions:
+        """Probabilities for every row of ``manifest`` (features come through the shared cache).
+
+        With ``skip_bad_images`` the rows of unreadable images are NaN instead of a :class:`DataError`.
+        """
         features = frozen_features(manifest, self.config.backbone, backbone=self.backbone, device=device,
-                                   show_progress=show_progress)
+                                   show_progress=show_progress, skip_bad_images=skip_bad_images)
         return self.predict_features(features)
 
     def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False) -> Predictions:

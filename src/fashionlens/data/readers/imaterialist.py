@@ -4,7 +4,10 @@ The Kaggle release (kaggle.com/c/imaterialist-challenge-fashion-2018) ships ``tr
 ``test.json``: ``{"images": [{"url": ..., "imageId": "1"}, ...], "annotations": [{"imageId": "1",
 "labelId": ["62", "17", ...]}, ...]}`` (``test.json`` has no annotations). Only URLs are distributed, so images are
 fetched with :func:`fashionlens.data.readers.download.download_images` (see :func:`imaterialist_downloads`) into a
-folder of ``<imageId>.jpg`` files, as the competition's download scripts do (e.g. KDercksen/hunter2_fashion).
+folder of ``<imageId>.jpg`` files, as the competition's download scripts do (e.g. KDercksen/hunter2_fashion). The
+downloader saves a file under its real format's extension (``<imageId>.png`` when a server sends a PNG), and the
+reader finds it whatever the extension; an ``imageId`` that is not a plain file name (``../../x``, ``/abs/path``)
+becomes a safe one (:func:`~fashionlens.data.readers.download.safe_id`), the same in the downloads and the manifest.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fashionlens.data.readers.download import downloaded_files, safe_id
 from fashionlens.data.readers.generic import build_manifest, split_from_name
 from fashionlens.data.records import META_PREFIX, TAG_PREFIX, Manifest
 from fashionlens.errors import DataError
@@ -23,7 +27,7 @@ from fashionlens.errors import DataError
 
 def read_imaterialist(json_path: str | Path, images_dir: str | Path | None = None, *, split: str | None = None,
                       skip_missing: bool = True) -> Manifest:
-    """Read one iMaterialist-Fashion JSON file into a manifest of ``<images_dir>/<imageId>.jpg`` rows.
+    """Read one iMaterialist-Fashion JSON file into a manifest of ``<images_dir>/<imageId>.<ext>`` rows.
 
     Every ``labelId`` seen in the file becomes ``tag:<labelId>`` (ordered numerically). An annotation lists *all*
     of an image's labels, so each annotated image is 1 for its labels and 0 -- a true negative -- for the others;
@@ -31,8 +35,9 @@ def read_imaterialist(json_path: str | Path, images_dir: str | Path | None = Non
 
     Args:
         json_path: ``train.json``, ``validation.json`` or ``test.json``.
-        images_dir: Folder of downloaded ``<imageId>.jpg`` files; by default the folder named after the JSON file
-            beside it (``data/train.json`` -> ``data/train/``), the layout the competition's scripts use.
+        images_dir: Folder of downloaded ``<imageId>.jpg`` files (or ``.png``... as the downloader saved them); by
+            default the folder named after the JSON file beside it (``data/train.json`` -> ``data/train/``), the
+            layout the competition's scripts use.
         split: The rows' split; by default taken from the file name (``validation.json`` -> ``val``).
         skip_missing: Drop and count images not downloaded (``stats["missing_images"]``); images with dead URLs
             are the norm for this dataset. When false, the first missing image is an ImageError.
@@ -65,8 +70,9 @@ def read_imaterialist(json_path: str | Path, images_dir: str | Path | None = Non
         matrix[row] = 0.0
         matrix[row, [column[label] for label in labels]] = 1.0
     images = _images_dir(json_path, images_dir)
+    found = downloaded_files(images)
     frame = pd.DataFrame({
-        "path": [str(images / f"{image_id}.jpg") for image_id, _ in entries],
+        "path": [str(found.get(name) or images / f"{name}.jpg") for name in map(safe_id, (i for i, _ in entries))],
         "split": split if split is not None else split_from_name(json_path.name),
         META_PREFIX + "url": [url or None for _, url in entries],
     })
@@ -78,11 +84,14 @@ def read_imaterialist(json_path: str | Path, images_dir: str | Path | None = Non
 def imaterialist_downloads(json_path: str | Path, images_dir: str | Path | None = None) -> list[tuple[str, Path]]:
     """``(url, <images_dir>/<imageId>.jpg)`` pairs for :func:`~fashionlens.data.readers.download.download_images`.
 
-    ``images_dir`` defaults as in :func:`read_imaterialist`; images without a URL are left out.
+    ``images_dir`` defaults as in :func:`read_imaterialist`; images without a URL are left out. Ids become file names
+    through :func:`~fashionlens.data.readers.download.safe_id`, so every destination lies in ``images_dir``; pass it
+    as the downloader's ``root`` too, which also refuses a destination that a symbolic link takes elsewhere.
     """
     json_path = Path(json_path).expanduser().resolve()
     images = _images_dir(json_path, images_dir)
-    return [(url, images / f"{image_id}.jpg") for image_id, url in _images(json_path, _load(json_path)) if url]
+    return [(url, images / f"{safe_id(image_id)}.jpg") for image_id, url in _images(json_path, _load(json_path))
+            if url]
 
 
 def _images_dir(json_path: Path, images_dir: str | Path | None) -> Path:
