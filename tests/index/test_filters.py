@@ -51,18 +51,19 @@ def test_any_text_parses_or_raises_one_line_catalogue_error(expressions: list[st
 
 @given(st.lists(TEXT, max_size=3))
 @settings(max_examples=200, deadline=None)
-def test_service_and_index_refuse_the_same_fields_with_one_line_errors(catalogue: CatalogueIndex,
-                                                                       expressions: list[str]) -> None:
-    pipeline = Pipeline(index=catalogue)
+def test_service_and_index_refuse_the_same_filters_with_one_line_errors(catalogue: CatalogueIndex,
+                                                                        expressions: list[str]) -> None:
+    query = np.eye(1, 4, dtype=np.float32)
     try:
-        filters = pipeline.parse_filters(expressions)
+        filters = Pipeline(index=catalogue).parse_filters(expressions)
     except CatalogueIndexError as error:
         assert_one_line(error)
+        with pytest.raises(CatalogueIndexError):  # the CLI's path: parse, then the index checks the fields
+            catalogue.search(query, k=3, filters=parse_filters(expressions))
         return
     assert not set(filters or {}) & INTERNAL_FIELDS
-    hits = catalogue.search(np.eye(1, 4, dtype=np.float32), k=3, filters=filters)[0]  # accepted by the index too
-    for hit in hits:
-        assert all(hit.metadata.get(name) in values for name, values in (filters or {}).items())
+    for hit in catalogue.search(query, k=3, filters=filters)[0]:  # accepted by the index too
+        assert all(hit.metadata.get(name, hit.item_id) in values for name, values in (filters or {}).items())
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=30).filter(lambda t: t.strip() == t and "=" not in t),

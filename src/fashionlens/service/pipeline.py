@@ -129,7 +129,8 @@ class Pipeline:
         self.sources = dict(sources or {})
         self._items = dict(items or {})
         self.decode_limits = decode_limits or DecodeLimits.from_env()
-        self._fields = list(index.info()["fields"]) if index is not None else []
+        # the index's own columns, so that a filter is refused here exactly when the index would refuse it
+        self._fields = [ITEM_ID, *index.info()["fields"]] if index is not None else []
         self._backbones: dict[BackboneKey, Backbone] = {}
         self._transforms: dict[BackboneKey, v2.Compose] = {}
         self._task_keys: dict[str, list[BackboneKey]] = {}
