@@ -10,10 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from fashionlens.data.images import MAX_IMAGE_PIXELS, crop_box, decode_image, decode_reduced, load_image
-from fashionlens.errors import ImageError
+from fashionlens.data.images import (
+    ACCEPTED_FORMATS,
+    FORMATS_ENV,
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    DecodeLimits,
+    crop_box,
+    decode_image,
+    decode_reduced,
+    load_image,
+)
+from fashionlens.errors import ConfigError, ImageError
 
 
 def jpeg_bytes(size: tuple[int, int] = (16, 12), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -225,3 +235,87 @@ def test_real_photo_reduced_decode_matches_full_decode(shared_data: Path) -> Non
     reduced, reference = load_image(photo, max_side=256), full_decode_reference(photo, None, 256)
     assert reduced.size == reference.size
     assert np.abs(np.asarray(reduced, dtype=float) - np.asarray(reference, dtype=float)).mean() < 2.0
+
+
+# ----------------------------------------------------------------------------------------------- limits
+def image_bytes(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["TIFF", "BMP", "PPM", "ICO", "PCX"])
+def test_formats_outside_the_allow_list_are_refused_by_name(image_format: str) -> None:
+    data = image_bytes(Image.new("RGB", (8, 8), (10, 20, 30)), image_format)
+    with pytest.raises(ImageError, match=f"image format {image_format} is not accepted .*: scan.bin"):
+        decode_image(data, source="scan.bin")
+    accepting = DecodeLimits(formats=ACCEPTED_FORMATS | {image_format})
+    assert decode_image(data, limits=accepting).getpixel((0, 0)) == (10, 20, 30)
+
+
+@pytest.mark.parametrize(("image_format", "options"), [("JPEG", {}), ("PNG", {}), ("WEBP", {"lossless": True}),
+                                                       ("GIF", {})])
+def test_accepted_formats_decode(image_format: str, options: dict[str, object]) -> None:
+    decoded = decode_image(image_bytes(Image.new("RGB", (9, 7), (0, 0, 255)), image_format, **options))
+    assert decoded.size == (9, 7) and decoded.mode == "RGB"
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (6, 4), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    data = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
+    assert decode_image(data).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_pixel_cap_is_checked_before_decoding_and_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = png_with_size(8000, 6000)  # 48 MP claimed by a 1x1 file: refused from the header, never decoded
+    expected = r"image too large to decode \(8000x6000: 48,000,000 pixels to decode, limit 40,000,000\): up"
+    with pytest.raises(ImageError, match=expected):
+        decode_image(data, source="up")
+    small = image_bytes(Image.new("RGB", (100, 50)), "PNG")
+    with pytest.raises(ImageError, match="5,000 pixels to decode, limit 4,999"):
+        decode_image(small, limits=DecodeLimits(max_pixels=4999))
+    assert decode_image(small, limits=DecodeLimits(max_pixels=5000)).size == (100, 50)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "4999")
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(small)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ConfigError, match=MAX_PIXELS_ENV):
+        decode_image(small)
+
+
+def test_formats_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    tiff = image_bytes(Image.new("RGB", (4, 4)), "TIFF")
+    monkeypatch.setenv(FORMATS_ENV, "jpeg, png,tiff")
+    assert decode_image(tiff).size == (4, 4)
+    with pytest.raises(ImageError, match="format GIF is not accepted"):
+        decode_image(image_bytes(Image.new("RGB", (4, 4)), "GIF"))
+    monkeypatch.setenv(FORMATS_ENV, "JPEG,NOSUCH")
+    with pytest.raises(ConfigError, match=r"unknown image format\(s\) NOSUCH"):
+        decode_image(tiff)
+
+
+def test_a_large_jpeg_passes_the_cap_when_draft_mode_shrinks_it(tmp_path: Path) -> None:
+    path = quadrant_jpeg(tmp_path / "big.jpg")  # 1.92 MP
+    limits = DecodeLimits(max_pixels=100_000)
+    assert decode_reduced(path, max_side=200, limits=limits).image.size == (200, 150)  # 1/8 scale: 30 000 pixels
+    with pytest.raises(ImageError, match="too large"):
+        decode_reduced(path, limits=limits)
+
+
+def test_default_cap() -> None:
+    assert 16_000 * 16_000 > MAX_IMAGE_PIXELS >= 8000 * 5000
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_of_a_png_with_alpha(orientation: int) -> None:
+    stored = Image.new("RGBA", (6, 4), (0, 0, 0, 0))
+    stored.paste((255, 0, 0, 255), (0, 0, 1, 1))  # the stored top-left pixel is red; the rest transparent
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = image_bytes(stored, "PNG", exif=exif)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGBA")
+    reference = Image.alpha_composite(Image.new("RGBA", upright.size, (255, 255, 255, 255)), upright).convert("RGB")
+    decoded = decode_reduced(data)
+    assert decoded.full_size == reference.size
+    np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(reference))

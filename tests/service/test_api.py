@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import struct
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import faiss
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,9 +23,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fashionlens.cli import app as cli_app
-from fashionlens.errors import CatalogueIndexError
+from fashionlens.cli.serve import API_KEY_ENV
+from fashionlens.errors import CatalogueIndexError, FashionlensError
 from fashionlens.index import CatalogueIndex
-from fashionlens.service.app import MULTIPART_OVERHEAD, create_app
+from fashionlens.service.app import MULTIPART_OVERHEAD, build_app, create_app
+from fashionlens.service.pipeline import Job, Pipeline
 from fashionlens.tasks.hierarchy import HierarchyClassifier
 from fashionlens.tasks.tagging import Tagger
 
@@ -231,3 +238,110 @@ def test_serve_command_refuses_to_start_without_models(tmp_path: Path) -> None:
     assert nothing.exit_code != 0 and "at least one of --tagger" in str(nothing.exception)
     missing = runner.invoke(cli_app, ["serve", "--tagger", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "model directory not found" in str(missing.exception)
+
+
+# ----------------------------------------------------------------------------------------------- hardening
+class _HeldPipeline(Pipeline):
+    """No models: answers every upload with its size, after a gate opens (decode is instant, inference held)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def require(self, what: str) -> None:
+        return None
+
+    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10, filters: Any = None) -> Job:
+        return Job(frozenset(tasks), {}, k, filters, (len(data), 1))
+
+    def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return [{"size": job.size[0]} for job in jobs]
+
+
+def test_a_full_inference_queue_answers_503_with_retry_after() -> None:
+    pipeline = _HeldPipeline()
+    app = build_app(pipeline, max_batch=1, workers=1, max_queue=1)
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            def post(size: int) -> Any:
+                return client.post("/v1/tag", files={"image": ("x.jpg", b"x" * size, "image/jpeg")})
+
+            first = asyncio.create_task(post(1))
+            assert await asyncio.to_thread(pipeline.entered.wait, 10)  # the worker holds request 1
+            second = asyncio.create_task(post(2))
+            for _ in range(1000):  # until request 2 waits in the queue (polled: no timing assumption)
+                if (await client.get("/v1/info")).json()["batching"]["waiting"] == 1:
+                    break
+                await asyncio.sleep(0.01)  # lets request 2's decode thread answer
+            refused = await post(3)
+            pipeline.gate.set()
+            return [await first, await second, refused, await post(4)]
+
+    first, second, refused, later = asyncio.run(main())
+    assert (first.json(), second.json(), later.json()) == ({"size": 1}, {"size": 2}, {"size": 4})
+    assert_one_line_error(refused, 503, "server busy", "retry")
+    assert refused.headers["Retry-After"] == "1"
+
+
+def test_api_key_guards_every_v1_route_only() -> None:
+    app = build_app(_HeldPipeline(), api_key="s3cret-key")
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+        for url in ("/v1/info", "/v1/items/x/similar", "/v1/no-such-route"):
+            missing = client.get(url)
+            assert_one_line_error(missing, 401, "API key required")
+            assert missing.headers["WWW-Authenticate"] == "Bearer"
+            assert_one_line_error(client.get(url, headers={"X-API-Key": "s3cret-kez"}), 403, "API key is wrong")
+            assert_one_line_error(client.get(url, headers={"Authorization": "Bearer s3cret"}), 403, "wrong")
+        assert_one_line_error(client.post("/v1/tag", files={"image": ("x.jpg", b"x", "image/jpeg")}), 401, "key")
+        assert client.get("/v1/info", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert client.get("/v1/info", headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    with TestClient(build_app(_HeldPipeline())) as open_client:  # no key: open, a stray header is ignored
+        assert open_client.get("/v1/info", headers={"X-API-Key": "anything"}).status_code == 200
+
+
+def test_openapi_documents_the_new_statuses(client: TestClient) -> None:
+    responses = client.get("/openapi.json").json()["paths"]["/v1/search"]["post"]["responses"]
+    assert {"401", "403", "413", "415", "422", "503"} <= set(responses)
+    assert responses["503"]["content"]["application/json"]["example"] == {"detail": "one-line reason"}
+
+
+def test_info_hides_internal_fields_and_reports_limits(client: TestClient) -> None:
+    info = client.get("/v1/info").json()
+    assert "path" not in info["index"]["fields"] and "gender" in info["index"]["fields"]
+    assert info["limits"]["max_image_pixels"] == 40_000_000
+    assert info["limits"]["image_formats"] == ["GIF", "JPEG", "PNG", "WEBP"]
+    assert info["limits"]["max_queue"] >= 1 and info["limits"]["decoders"] >= 1
+
+
+def test_searches_run_faiss_on_one_thread_in_each_serving_thread(service_models: ServiceModels) -> None:
+    pipeline = Pipeline.load(index_dir=service_models.index)
+    item_id = str(service_models.catalogue.frame["item_id"].iloc[0])
+    seen: list[int] = []
+
+    def serve_one() -> None:
+        seen.append(faiss.omp_get_max_threads())
+        pipeline.similar(item_id, k=3)
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    thread.join(30)
+    assert seen[1] == 1 and seen[0] >= seen[1]  # before: FAISS's default (one per core); after: one
+
+
+def test_serve_warns_when_open_on_a_public_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    public = runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--tagger", str(tmp_path / "nope")])
+    assert "warning: serving on 0.0.0.0 without --api-key" in public.output
+    for quiet in (["--host", "127.0.0.1"], ["--host", "::1"], ["--host", "0.0.0.0", "--api-key", "k"]):
+        result = runner.invoke(cli_app, ["serve", *quiet, "--tagger", str(tmp_path / "nope")])
+        assert "warning" not in result.output and "model directory not found" in str(result.exception)
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert "warning" not in runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--tagger", "nope"]).output
+    bad = runner.invoke(cli_app, ["serve", "--tagger", "x", "--max-queue", "0"])
+    assert "--max-queue" in str(bad.exception)

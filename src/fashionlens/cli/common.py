@@ -34,16 +34,10 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """Parse ``field=value`` filters: ``["articleType=Tops,Tshirts"]`` → ``{"articleType": ["Tops", "Tshirts"]}``."""
-    from fashionlens.errors import ConfigError
+    """Parse ``--filter field=value[,value...]`` options (see :func:`fashionlens.index.filters.parse_filters`)."""
+    from fashionlens.index.filters import parse_filters as parse
 
-    filters: dict[str, list[str]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"filter '{item}' must look like field=value (or field=value1,value2)")
-        key, value = item.split("=", 1)
-        filters.setdefault(key.strip(), []).extend(v.strip() for v in value.split(",") if v.strip())
-    return filters
+    return parse(items)
 
 
 def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, out: Path | None) -> Manifest:

@@ -4,11 +4,15 @@ Filters are applied *inside* the FAISS search: the index consults the selector w
 accepted ids. Over-fetching a top-k and dropping non-matching hits afterwards would silently return fewer than k
 results (or none) for selective filters, and cost more the more selective the filter; a selector does neither.
 (Filters that keep only a few items skip the index altogether, see ``catalogue.EXACT_SUBSET_MAX``.)
+
+This module is also the one place filters are parsed (:func:`parse_filters`, the ``field=value[,value]`` syntax of the
+CLI and the service) and checked against an index's columns (:func:`check_fields`), so both refuse the same input with
+the same one-line :class:`~fashionlens.errors.CatalogueIndexError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import faiss
 import numpy as np
@@ -19,6 +23,48 @@ from fashionlens.errors import CatalogueIndexError
 
 Filters = Mapping[str, str | Collection[str]]
 """Field -> accepted value(s). An item passes when, for every field, its value is one of the accepted ones."""
+
+INTERNAL_FIELDS = frozenset({"path"})
+"""Item-table columns that are not filters: the server-side image path is private, and a filter on it would tell a
+client whether a guessed server path exists."""
+
+
+def parse_filters(expressions: Iterable[str] | None) -> dict[str, list[str]]:
+    """``field=value[,value...]`` expressions -> filters: ``["articleType=Tops,Tshirts"]`` ->
+    ``{"articleType": ["Tops", "Tshirts"]}``. Repeating a field adds values; spaces around names and values go.
+
+    Raises:
+        CatalogueIndexError: An expression without ``=``, a field name or a value.
+    """
+    filters: dict[str, list[str]] = {}
+    for expression in expressions or ():
+        name, equals, text = expression.partition("=")
+        name = name.strip()
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not equals or not name or not values:
+            raise CatalogueIndexError(f"filter {shown(expression)} must look like field=value or "
+                                      f"field=value1,value2 (e.g. gender=Men)")
+        filters.setdefault(name, []).extend(values)
+    return filters
+
+
+def check_fields(filters: Filters | None, columns: Collection[str]) -> None:
+    """Refuse filters on a field that is not among ``columns`` (an index's item-table columns) or is internal.
+
+    Raises:
+        CatalogueIndexError: Naming the field and the fields that can be filtered on.
+    """
+    for field in filters or {}:
+        if field in INTERNAL_FIELDS or field not in columns:
+            known = ", ".join(c for c in columns if c not in INTERNAL_FIELDS) or "none"
+            what = "internal field" if field in INTERNAL_FIELDS else "unknown filter field"
+            raise CatalogueIndexError(f"{what} {shown(field)} cannot be filtered on; known fields: {known}")
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``repr`` of client-given text (a field, an item id), cut to ``limit`` characters so that an error message
+    quoting a hostile 100 kB value stays one short line."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class ItemFilter:
@@ -44,10 +90,11 @@ class ItemFilter:
         it is almost always a typo that would otherwise return nothing without saying why.
 
         Raises:
-            CatalogueIndexError: A field is not a metadata column.
+            CatalogueIndexError: A field is not a metadata column, or is internal (see :data:`INTERNAL_FIELDS`).
         """
         if not filters:
             return None
+        check_fields(filters, self._items.column_names)
         mask = np.ones(self._items.num_rows, dtype=bool)
         for field, accepted in filters.items():
             dictionary, codes = self._encoded(field)
@@ -58,9 +105,6 @@ class ItemFilter:
 
     def _encoded(self, field: str) -> tuple[pa.Array, np.ndarray]:
         if field not in self._codes:
-            if field not in self._items.column_names:
-                known = ", ".join(self._items.column_names)
-                raise CatalogueIndexError(f"unknown filter field {field!r}; known fields: {known}")
             encoded = pc.dictionary_encode(self._items.column(field)).combine_chunks()
             missing = len(encoded.dictionary)
             self._codes[field] = (encoded.dictionary, pc.fill_null(encoded.indices, missing).to_numpy())

@@ -1,24 +1,37 @@
 """The HTTP service: tagging, category paths and visual search over a FastAPI app, plus a one-page web UI at ``/``.
 
-Models load once, in :func:`create_app`; inference runs on the micro-batching worker threads
-(:mod:`fashionlens.service.batching`) and decoding in the thread pool, so the event loop stays free and one slow
-request never holds up the rest. Answers are plain JSON built by :mod:`fashionlens.service.pipeline` and sent as they
-are, without a response-model validation pass.
+Models load once, in :func:`create_app`; uploads are decoded on a few decode threads and inference runs on the
+micro-batching worker threads (both :class:`~fashionlens.service.batching.MicroBatcher`), so the event loop stays free
+and one slow request never holds up the rest. Answers are plain JSON built by :mod:`fashionlens.service.pipeline` and
+sent as they are, without a response-model validation pass.
+
+Memory and overload are bounded: an upload is at most ``max_upload_bytes``, its decode at most the pixel cap of
+:mod:`fashionlens.data.images` (about 7 bytes per pixel at peak), only ``decoders`` decodes run at once, and at most
+``max_queue`` requests wait for a decoder and as many for inference; beyond that a request gets a quick 503 with
+``Retry-After`` instead of an ever longer wait. With an API key, every ``/v1/`` route wants it
+(``Authorization: Bearer <key>`` or ``X-API-Key: <key>``); ``/``, ``/static`` and ``/healthz`` stay open.
 
 Bad input is never a 500: every refusal is a 4xx with ``{"detail": "<one line>"}``:
 
 * 400 corrupt, truncated or empty image; malformed multipart body;
-* 404 unknown item, or an endpoint whose model the service was started without (the message says which option);
-* 413 upload over ``max_upload_bytes`` (checked on ``Content-Length`` and while reading), decompression bomb;
-* 415 not an image;
-* 422 bad ``k``, ``size`` or ``filter``, missing ``image`` field.
+* 401 API key missing, 403 API key wrong (only when the service has one);
+* 404 unknown item or route, or an endpoint whose model the service was started without (the message says which
+  option);
+* 405 wrong HTTP method;
+* 413 upload over ``max_upload_bytes`` (checked on ``Content-Length`` and while reading), image over the pixel cap or
+  a decompression bomb;
+* 415 not an image, or an image format outside the accepted ones (JPEG, PNG, WebP, GIF by default);
+* 422 bad ``k``, ``size`` or ``filter`` (including internal fields such as ``path``), missing ``image`` field;
+* 503 (with ``Retry-After``) too many requests already waiting: the service is overloaded, not broken.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,11 +43,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fashionlens.data.images import load_image
+from fashionlens.data.images import DecodeLimits, load_image
 from fashionlens.errors import CatalogueIndexError, DataError, FashionlensError, ImageError
 from fashionlens.index.store import fashionlens_version
-from fashionlens.service.batching import MicroBatcher
-from fashionlens.service.pipeline import BadQueryError, ComponentMissingError, Job, Pipeline, UnknownItemError
+from fashionlens.service.batching import (
+    DEFAULT_DECODERS,
+    DEFAULT_MAX_QUEUE,
+    RETRY_AFTER_S,
+    MicroBatcher,
+    QueueFullError,
+)
+from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
@@ -44,14 +63,19 @@ STATIC = Path(__file__).parent / "static"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": {"detail": "one-line reason"}}}}
-    for code, text in {400: "Corrupt or empty image", 404: "Model not loaded, or unknown item",
-                       413: "Upload or image too large", 415: "Not an image",
-                       422: "Bad parameter"}.items()}
+    for code, text in {400: "Corrupt or empty image, or malformed multipart body",
+                       401: "API key missing (only when the service has one)", 403: "API key wrong",
+                       404: "Model not loaded, or unknown item", 413: "Upload or image too large",
+                       415: "Not an image, or an image format that is not accepted",
+                       422: "Bad parameter (k, size, filter) or missing image field",
+                       503: "Too many requests waiting: retry after the Retry-After seconds"}.items()}
 
 
 def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
                index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4, workers: int = 1) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4, workers: int = 1,
+               max_queue: int = DEFAULT_MAX_QUEUE, decoders: int = DEFAULT_DECODERS, api_key: str | None = None,
+               decode_limits: DecodeLimits | None = None) -> FastAPI:
     """Load the given models and build the app (any model may be omitted; its endpoints then answer 404).
 
     Args:
@@ -64,31 +88,44 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
         max_batch: Most requests answered by one forward pass.
         workers: Inference threads; torch's own thread count is the caller's to set (``fashionlens serve`` uses
             :func:`~fashionlens.service.batching.plan_threads`).
+        max_queue: Most requests waiting for a decoder, and most waiting for inference; more get 503.
+        decoders: Uploads decoded at once (bounds the memory of decoding).
+        api_key: When given, every ``/v1/`` route wants it; ``None``: open.
+        decode_limits: Pixel cap and accepted image formats (default: the environment's, see
+            :meth:`~fashionlens.data.images.DecodeLimits.from_env`).
 
     Raises:
         ModelError: A model directory is missing or broken.
         CatalogueIndexError: The index is missing, broken, or from another embedder than ``embedder_dir``.
+        ConfigError: Malformed decode limits in the environment.
     """
-    pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir)
+    pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir, decode_limits)
     pipeline.warm_up()
-    return build_app(pipeline, max_upload_bytes, max_batch, workers)
+    return build_app(pipeline, max_upload_bytes, max_batch, workers, max_queue, decoders, api_key)
 
 
 def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4,
-              workers: int = 1) -> FastAPI:
-    """The app around an already loaded :class:`Pipeline`."""
-    batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(pipeline.run, max_batch, workers)
+              workers: int = 1, max_queue: int = DEFAULT_MAX_QUEUE, decoders: int = DEFAULT_DECODERS,
+              api_key: str | None = None) -> FastAPI:
+    """The app around an already loaded :class:`Pipeline` (arguments as for :func:`create_app`)."""
+    batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(pipeline.run, max_batch, workers, max_queue)
+    decoder: MicroBatcher[Callable[[], Any], Any] = MicroBatcher(_call_one, 1, decoders, max_queue,
+                                                                 name="fashionlens-decode")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        decoder.start()
         yield
         batcher.stop()
+        decoder.stop()
 
     app = FastAPI(title="fashionlens", version=fashionlens_version(), lifespan=lifespan,
                   description="Tag fashion photos, place them in the category hierarchy, and find similar "
                               "catalogue items. Errors are `{\"detail\": \"one-line reason\"}`.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)  # added last: runs first, before any body is read
     app.exception_handler(FashionlensError)(_fashionlens_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -100,9 +137,12 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
         return data, Path(image.filename or "upload").name[:120] or "upload"
 
     async def answer(image: UploadFile, tasks: Sequence[str], k: int = 10, filters: Any = None) -> dict[str, Any]:
+        for stage in (decoder, batcher):  # refuse before reading the upload when it would be refused afterwards
+            stage.check_room()
         data, name = await read_upload(image)
-        request = await run_in_threadpool(pipeline.prepare, data, name, tasks, k, filters)
-        return await batcher.submit(request)
+        job = await decoder.submit(partial(pipeline.prepare, data, name, tasks, k, filters))
+        del data  # the upload's bytes are not needed while the job waits for inference
+        return await batcher.submit(job)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -116,12 +156,16 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
     @app.get("/v1/info", tags=["service"])
     async def info() -> dict[str, Any]:
         """Loaded models (labels, backbones, validation metrics), index size and fields, versions and limits."""
+        limits = pipeline.decode_limits
         return {**pipeline.info(), "limits": {"max_upload_bytes": max_upload_bytes, "max_k": MAX_K,
-                                              "max_batch": max_batch, "workers": workers},
-                "batching": {"batches": batcher.batches, "requests": batcher.items}}
+                                              "max_batch": max_batch, "workers": workers, "max_queue": max_queue,
+                                              "decoders": decoders, "max_image_pixels": limits.max_pixels,
+                                              "image_formats": sorted(limits.formats)},
+                "batching": {"batches": batcher.batches, "requests": batcher.items, "waiting": batcher.waiting,
+                             "refused": batcher.refused + decoder.refused}}
 
     @app.post("/v1/tag", tags=["models"], responses=_ERRORS)
-    async def tag(image: UploadFile = File(..., description="A photo (JPEG, PNG, WebP...).")) -> JSONResponse:
+    async def tag(image: UploadFile = File(..., description="A photo (JPEG, PNG, WebP, GIF).")) -> JSONResponse:
         """Attribute labels with probabilities, per-label thresholds and decisions, head classes, and the category
         path with per-level probabilities (``tags``/``category`` are absent when that model is not loaded)."""
         pipeline.require("tag")
@@ -156,7 +200,8 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
         headers = {"Cache-Control": "public, max-age=3600"}
         if size is None:
             return FileResponse(path, headers=headers)
-        return Response(await run_in_threadpool(_thumbnail, path, size), media_type="image/jpeg", headers=headers)
+        return Response(await decoder.submit(partial(_thumbnail, path, size)), media_type="image/jpeg",
+                        headers=headers)
 
     return app
 
@@ -196,23 +241,59 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class ApiKey:
+    """ASGI middleware: every ``/v1/`` request must carry ``key`` (``Authorization: Bearer`` or ``X-API-Key``).
+
+    A missing key is 401, a wrong one 403. Keys are compared in constant time, so response times do not reveal how
+    much of a guess was right.
+    """
+
+    def __init__(self, app: ASGIApp, key: str):
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        bearer = headers.get(b"authorization", b"")
+        given = bearer[7:].strip() if bearer[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"").strip()
+        if given and hmac.compare_digest(given, self.key):
+            await self.app(scope, receive, send)
+            return
+        status, detail = (403, "API key is wrong") if given else (
+            401, "API key required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        await JSONResponse({"detail": detail}, status_code=status,
+                           headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)(scope, receive, send)
+
+
+def _call_one(calls: list[Callable[[], Any]]) -> list[Any]:
+    """A decode thread's work: the one call of its batch (the decoder's ``max_batch`` is 1)."""
+    return [call() for call in calls]
+
+
 def _status(error: FashionlensError) -> int:
     if isinstance(error, ImageError):
         # ImageError has no subtypes; its messages (fashionlens.data.images) say which problem it is.
         text = str(error)
-        if "decompression bomb" in text:
+        if "decompression bomb" in text or text.startswith("image too large"):
             return 413
-        return 415 if text.startswith("not an image") else 400
+        return 415 if text.startswith(("not an image", "image format")) else 400
+    if isinstance(error, QueueFullError):
+        return 503
     if isinstance(error, (ComponentMissingError, UnknownItemError)):
         return 404
-    if isinstance(error, (BadQueryError, CatalogueIndexError)):
+    if isinstance(error, CatalogueIndexError):
         return 422
     return 400 if isinstance(error, DataError) else 500
 
 
 async def _fashionlens_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FashionlensError)
-    return JSONResponse({"detail": str(error)}, status_code=_status(error))
+    status = _status(error)
+    return JSONResponse({"detail": str(error)}, status_code=status,
+                        headers={"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:

@@ -11,6 +11,10 @@ Measured on the 2-core development machine (EfficientNet-Lite0, shared with othe
 threads per pass cost up to 8x more CPU per image than one (its OpenMP threads spin while waiting for each other),
 and batches beyond 2-4 images cost more per image than single ones, hence the small default ``max_batch``.
 
+Overload: the queue is bounded (``max_queue``). A submission finding it full raises :class:`QueueFullError` at once
+(the service answers 503 with ``Retry-After``), so a burst beyond capacity costs its excess requests a quick refusal
+instead of making every request wait longer and longer. With ``max_batch=1`` the same class is a bounded thread
+pool: the service runs its decodes on one, so that only a few full-size images are in memory at any time.
 """
 
 from __future__ import annotations
@@ -23,10 +27,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from fashionlens.errors import FashionlensError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 _STOP = object()
+DEFAULT_MAX_QUEUE = 32
+"""Items allowed to wait: with batches of 4 at ~0.1-0.2 s on a CPU, the last one waits about a second."""
+DEFAULT_DECODERS = 2
+"""Decodes the service runs at once: each may hold ~7 bytes per pixel of the pixel cap (~280 MB at 40 MP)."""
+RETRY_AFTER_S = 1
+"""Seconds a refused client is told to wait (``Retry-After``): about the time a full queue takes to drain."""
+
+
+class QueueFullError(FashionlensError):
+    """Too many items are already waiting; the caller should retry after :data:`RETRY_AFTER_S` seconds."""
 
 
 def plan_threads(workers: int | None = None, threads: int | None = None, cores: int | None = None) -> tuple[int, int]:
@@ -44,16 +60,19 @@ class MicroBatcher(Generic[T, R]):
             that item's caller only.
         max_batch: Most items per call of ``run``.
         workers: Worker threads calling ``run`` concurrently (``run`` must then be thread-safe).
-        name: Worker thread name prefix (shows up in stack dumps).
+        max_queue: Most items waiting for a worker; one more is refused with :class:`QueueFullError`.
+        name: Worker thread name prefix (shows up in stack dumps); also names the queue in errors.
     """
 
     def __init__(self, run: Callable[[list[T]], Sequence[R | Exception]], max_batch: int = 4, workers: int = 1,
-                 name: str = "fashionlens-inference"):
-        if max_batch < 1 or workers < 1:
-            raise ValueError(f"max_batch and workers must be >= 1, got {max_batch} and {workers}")
+                 max_queue: int = DEFAULT_MAX_QUEUE, name: str = "fashionlens-inference"):
+        if max_batch < 1 or workers < 1 or max_queue < 1:
+            raise ValueError(f"max_batch, workers and max_queue must be >= 1, got {max_batch}, {workers} and "
+                             f"{max_queue}")
         self._run = run
         self.max_batch = max_batch
         self.workers = workers
+        self.max_queue = max_queue
         self._name = name
         self._queue: queue.SimpleQueue[tuple[T, Future[R]] | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -61,6 +80,27 @@ class MicroBatcher(Generic[T, R]):
         self._count_lock = threading.Lock()
         self.batches = 0
         self.items = 0
+        self.refused = 0
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken by a worker."""
+        return self._waiting
+
+    def check_room(self) -> None:
+        """Raise :class:`QueueFullError` when a submission now would be refused, e.g. before reading an upload.
+
+        A hint only: another caller may take the last place before this one submits.
+        """
+        with self._count_lock:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if self._waiting >= self.max_queue:
+            self.refused += 1
+            raise QueueFullError(f"server busy: {self._waiting} requests are already waiting in the {self._name} "
+                                 f"queue; retry in {RETRY_AFTER_S} s")
 
     def start(self) -> None:
         """Start the worker threads (idempotent; :meth:`submit` also starts them)."""
@@ -81,8 +121,15 @@ class MicroBatcher(Generic[T, R]):
             self._threads = []
 
     async def submit(self, item: T) -> R:
-        """Queue ``item`` and wait (without blocking the event loop) for its result."""
+        """Queue ``item`` and wait (without blocking the event loop) for its result.
+
+        Raises:
+            QueueFullError: ``max_queue`` items are already waiting.
+        """
         self.start()
+        with self._count_lock:
+            self._refuse_if_full()
+            self._waiting += 1
         future: Future[R] = Future()
         self._queue.put((item, future))
         return await asyncio.wrap_future(future)
@@ -103,6 +150,8 @@ class MicroBatcher(Generic[T, R]):
                     stopping = True
                     break
                 batch.append(entry)
+            with self._count_lock:
+                self._waiting -= len(batch)
             self._answer(batch)  # type: ignore[arg-type]
 
     def _answer(self, batch: list[tuple[T, Future[R]]]) -> None:

@@ -8,16 +8,23 @@ become JSON-ready answers. Uploads never touch the disk: the models' own ``predi
 image and would fill the shared feature cache with one-off uploads.
 
 Every component is optional; asking for one that was not loaded raises :class:`ComponentMissingError`.
+
+Catalogue searches run FAISS on one OpenMP thread per calling thread: the service gets its parallelism from
+concurrent requests, and FAISS's default of one thread per core per search makes one-query searches slower on a busy
+machine (see :class:`~fashionlens.index.CatalogueIndex`). ``faiss.omp_set_num_threads`` only affects the thread that
+calls it, so it is set in each thread that searches, the first time it does.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -25,10 +32,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from fashionlens.data.images import decode_reduced
+from fashionlens.data.images import DecodeLimits, decode_reduced
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
+from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
 from fashionlens.models.backbones import Backbone
 from fashionlens.tasks.common import BackboneConfig
@@ -53,10 +61,6 @@ class ComponentMissingError(FashionlensError):
 
 class UnknownItemError(CatalogueIndexError):
     """The requested catalogue item is not in the index."""
-
-
-class BadQueryError(CatalogueIndexError):
-    """A search parameter (filter syntax or field) is invalid."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,14 @@ class Pipeline:
         embedder: The embedding model the index was built with.
         sources: Where each component was loaded from, for :meth:`info`.
         items: ``item_id`` → image file (or ``None``) of every catalogue item; :meth:`load` reads it from the index.
+        decode_limits: Pixel cap and accepted formats of uploads (default: :meth:`DecodeLimits.from_env`, read
+            once, here, so that a malformed environment stops the service at start-up).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
                  index: CatalogueIndex | None = None, embedder: Embedder | None = None,
-                 sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None):
+                 sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None,
+                 decode_limits: DecodeLimits | None = None):
         if embedder is not None and index is not None and embedder.model_id != index.model_id:
             raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
                                       f"{embedder.model_id!r}; pass the embedder that built it")
@@ -121,7 +128,9 @@ class Pipeline:
         self.embedder = embedder if index is not None else None
         self.sources = dict(sources or {})
         self._items = dict(items or {})
-        self._fields = set(index.info()["fields"]) if index is not None else set()
+        self.decode_limits = decode_limits or DecodeLimits.from_env()
+        # the index's own columns, so that a filter is refused here exactly when the index would refuse it
+        self._fields = [ITEM_ID, *index.info()["fields"]] if index is not None else []
         self._backbones: dict[BackboneKey, Backbone] = {}
         self._transforms: dict[BackboneKey, v2.Compose] = {}
         self._task_keys: dict[str, list[BackboneKey]] = {}
@@ -135,7 +144,8 @@ class Pipeline:
 
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
-             index_dir: str | Path | None = None, embedder_dir: str | Path | None = None) -> Pipeline:
+             index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
+             decode_limits: DecodeLimits | None = None) -> Pipeline:
         """Load the given model directories once (any may be ``None``).
 
         Without ``embedder_dir`` the index is searched by photo only when it was built with the untrained baseline
@@ -164,7 +174,7 @@ class Pipeline:
                     sources["embedder"] = "untrained baseline (ImageNet features)"
         elif embedder_dir is not None:
             raise ConfigError(f"--embedder {embedder_dir} was given without --index; photo search needs both")
-        return cls(tagger, hierarchy, index, embedder, sources, items)
+        return cls(tagger, hierarchy, index, embedder, sources, items, decode_limits)
 
     def _register(self, module: nn.Module, owner: str) -> BackboneKey:
         backbone = _as_backbone(module, owner)
@@ -200,20 +210,11 @@ class Pipeline:
         """``field=value[,value...]`` expressions (the CLI's syntax) → filters; repeating a field adds values.
 
         Raises:
-            BadQueryError: An expression without ``=`` or value, or a field the catalogue does not have.
+            CatalogueIndexError: An expression without ``=`` or value, or a field the catalogue does not have or
+                keeps private (see :func:`fashionlens.index.filters.check_fields`).
         """
-        filters: dict[str, list[str]] = {}
-        for expression in expressions:
-            name, equals, text = expression.partition("=")
-            name = name.strip()
-            values = [v.strip() for v in text.split(",") if v.strip()]
-            if not equals or not name or not values:
-                raise BadQueryError(f"filter {expression!r} must look like field=value or field=value1,value2 "
-                                    f"(e.g. gender=Men)")
-            if name not in self._fields:
-                known = ", ".join(sorted(self._fields - {"path"})) or "none"
-                raise BadQueryError(f"unknown filter field {name!r}; known fields: {known}")
-            filters.setdefault(name, []).extend(values)
+        filters = parse_filters(expressions)
+        check_fields(filters, self._fields)
         return filters or None
 
     # ------------------------------------------------------------------------------------------------ inference
@@ -222,10 +223,10 @@ class Pipeline:
         """Decode an upload and make the input tensor of every backbone its ``tasks`` need.
 
         Raises:
-            ImageError: Empty, truncated, non-image or oversized (decompression bomb) upload, named by ``source``.
+            ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
-        decoded = decode_reduced(data, source=source, max_side=DECODE_MAX_SIDE)
+        decoded = decode_reduced(data, source=source, max_side=DECODE_MAX_SIDE, limits=self.decode_limits)
         image, size = decoded.image, decoded.full_size
         if max(image.size) > DECODE_MAX_SIDE:
             image.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.Resampling.BILINEAR)
@@ -287,6 +288,7 @@ class Pipeline:
         self.require("similar")
         assert self.index is not None
         self._check_item(item_id)
+        _one_faiss_thread()
         return {"item_id": item_id, "results": [_hit(h) for h in self.index.search_by_id(item_id, k, filters)]}
 
     def item_image(self, item_id: str) -> Path:
@@ -300,7 +302,7 @@ class Pipeline:
         recorded = self._items[item_id]
         path = Path(recorded) if recorded else None
         if path is None or not path.is_file():
-            raise UnknownItemError(f"the image of item {item_id!r} is not available on this server")
+            raise UnknownItemError(f"the image of item {shown(item_id)} is not available on this server")
         return path
 
     def info(self) -> dict[str, Any]:
@@ -313,7 +315,7 @@ class Pipeline:
                 "source": self.sources.get("hierarchy"), "levels": list(self.hierarchy.taxonomy.levels),
                 "classes": self.hierarchy.taxonomy.sizes, "variant": self.hierarchy.config.variant,
                 "backbone": self._task_backbones("hierarchy"), "metrics": self.hierarchy.metrics},
-            "index": None if self.index is None else {"source": self.sources.get("index"), **self.index.info()},
+            "index": None if self.index is None else self._index_info(),
             "embedder": None if self.embedder is None else {
                 "source": self.sources.get("embedder"), "model_id": self.embedder.model_id, "dim": self.embedder.dim,
                 "backbone": self._task_backbones("embedding")},
@@ -335,7 +337,13 @@ class Pipeline:
 
     def _check_item(self, item_id: str) -> None:
         if item_id not in self._items:
-            raise UnknownItemError(f"item_id {item_id!r} is not in the catalogue index")
+            raise UnknownItemError(f"item_id {shown(item_id)} is not in the catalogue index")
+
+    def _index_info(self) -> dict[str, Any]:
+        assert self.index is not None
+        info = {"source": self.sources.get("index"), **self.index.info()}
+        info["fields"] = {name: count for name, count in info["fields"].items() if name not in INTERNAL_FIELDS}
+        return info
 
     def _task_rows(self, jobs: Sequence[Job]) -> dict[str, list[int]]:
         rows = {task: [i for i, job in enumerate(jobs) if task in job.tasks] for task in TASKS}
@@ -354,6 +362,7 @@ class Pipeline:
 
     def _search(self, vector: np.ndarray, k: int, filters: Filters | None) -> list[dict[str, Any]]:
         assert self.index is not None
+        _one_faiss_thread()
         return [_hit(h) for h in self.index.search(vector[None], k, filters)[0]]
 
     def _task_backbones(self, task: str) -> list[str]:
@@ -419,8 +428,18 @@ def _hierarchy_answers(predictions: HierarchyPredictions) -> list[dict[str, Any]
     return answers
 
 
+_FAISS_THREADS = threading.local()
+
+
+def _one_faiss_thread() -> None:
+    """Make FAISS use one OpenMP thread in the calling thread (the setting is per thread; see the module docstring)."""
+    if not getattr(_FAISS_THREADS, "set", False):
+        faiss.omp_set_num_threads(1)
+        _FAISS_THREADS.set = True
+
+
 def _hit(hit: SearchHit) -> dict[str, Any]:
-    metadata = {k: v for k, v in hit.metadata.items() if k != "path"}  # server file paths stay private
+    metadata = {k: v for k, v in hit.metadata.items() if k not in INTERNAL_FIELDS}  # server file paths stay private
     return {"item_id": hit.item_id, "score": round(float(hit.score), 4), "rank": hit.rank, "metadata": metadata}
 
 
