@@ -144,6 +144,18 @@ def write_audit(audit: CatalogueAudit, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def _records(file: Path) -> list[dict[str, Any]]:
+    """The rows of one finding CSV (none when the file is absent or the table had no columns)."""
+    if not file.is_file():
+        return []
+    try:
+        table = pd.read_csv(file, dtype={"item_id": str, "a_item_id": str, "b_item_id": str})
+    except pd.errors.EmptyDataError:
+        return []
+    return [{str(k): v for k, v in row.items()} for row in table.astype(object).where(table.notna(), "")
+            .to_dict("records")]
+
+
 def load_audit(directory: str | Path) -> dict[str, Any]:
     """A saved audit: its summary and every finding table as records.
 
@@ -157,9 +169,7 @@ def load_audit(directory: str | Path) -> dict[str, Any]:
     try:
         audit: dict[str, Any] = {"summary": json.loads(summary_file.read_text(encoding="utf-8"))}
         for name in TABLES:
-            file = directory / f"{name}.csv"
-            audit[name] = pd.read_csv(file, dtype={"item_id": str, "a_item_id": str, "b_item_id": str}
-                                      ).fillna("").to_dict("records") if file.is_file() else []
+            audit[name] = _records(directory / f"{name}.csv")
     except (json.JSONDecodeError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read audit {directory}: {str(error).splitlines()[0]}") from error
     return audit

@@ -19,6 +19,8 @@ def serve(
     index: Path | None = typer.Option(None, "--index", help="Catalogue index directory."),
     embedder: Path | None = typer.Option(None, "--embedder", help="Embedder that built the index (not needed "
                                                                    "for an index of the untrained baseline)."),
+    audit: Path | None = typer.Option(None, "--audit", help="A saved catalogue audit (fashionlens audit -o DIR), "
+                                                            "served read-only at /v1/audit."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted image upload, in MiB."),
@@ -38,7 +40,7 @@ def serve(
 ) -> None:
     """Serve tagging, category paths and visual search over HTTP, with a web page at / and API docs at /docs.
 
-    Any of --tagger, --hierarchy and --index may be left out; the endpoints that need it then answer 404.
+    Any of --tagger, --hierarchy, --index and --audit may be left out; the endpoints that need it then answer 404.
     """
     import dataclasses
 
@@ -50,8 +52,8 @@ def serve(
     from fashionlens.service.app import create_app
     from fashionlens.service.batching import plan_threads
 
-    if tagger is None and hierarchy is None and index is None:
-        raise ConfigError("nothing to serve: give at least one of --tagger, --hierarchy, --index")
+    if tagger is None and hierarchy is None and index is None and audit is None:
+        raise ConfigError("nothing to serve: give at least one of --tagger, --hierarchy, --index, --audit")
     if max_upload_mb <= 0 or min(max_batch, workers or 1, threads or 1, max_queue, decoders) < 1:
         raise ConfigError(f"--max-upload-mb must be > 0 and --max-batch, --workers, --threads, --max-queue, "
                           f"--decoders >= 1; got {max_upload_mb}, {max_batch}, {workers}, {threads}, {max_queue}, "
@@ -70,7 +72,7 @@ def serve(
                       f"decoder(s), queue {max_queue})")
     app = create_app(tagger, hierarchy, index, embedder, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      max_batch=max_batch, workers=workers, max_queue=max_queue, decoders=decoders,
-                     api_key=api_key or None, decode_limits=limits)
+                     api_key=api_key or None, decode_limits=limits, audit_dir=audit)
     err_console.print(f"fashionlens service on http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fashionlens.data.images import DecodeLimits, load_image
 from fashionlens.errors import CatalogueIndexError, DataError, FashionlensError, ImageError
 from fashionlens.index.store import fashionlens_version
+from fashionlens.service.audit import MAX_AUDIT_ROWS, TABLES, AuditView
 from fashionlens.service.batching import (
     DEFAULT_DECODERS,
     DEFAULT_MAX_QUEUE,
@@ -75,7 +76,7 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
                index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4, workers: int = 1,
                max_queue: int = DEFAULT_MAX_QUEUE, decoders: int = DEFAULT_DECODERS, api_key: str | None = None,
-               decode_limits: DecodeLimits | None = None) -> FastAPI:
+               decode_limits: DecodeLimits | None = None, audit_dir: str | Path | None = None) -> FastAPI:
     """Load the given models and build the app (any model may be omitted; its endpoints then answer 404).
 
     Args:
@@ -93,20 +94,23 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
         api_key: When given, every ``/v1/`` route wants it; ``None``: open.
         decode_limits: Pixel cap and accepted image formats (default: the environment's, see
             :meth:`~fashionlens.data.images.DecodeLimits.from_env`).
+        audit_dir: A saved catalogue audit (``fashionlens audit``) served read-only at ``/v1/audit``.
 
     Raises:
         ModelError: A model directory is missing or broken.
         CatalogueIndexError: The index is missing, broken, or from another embedder than ``embedder_dir``.
         ConfigError: Malformed decode limits in the environment.
+        DataError: ``audit_dir`` is not a saved audit.
     """
+    audit = AuditView(Path(audit_dir)) if audit_dir is not None else None
     pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir, decode_limits)
     pipeline.warm_up()
-    return build_app(pipeline, max_upload_bytes, max_batch, workers, max_queue, decoders, api_key)
+    return build_app(pipeline, max_upload_bytes, max_batch, workers, max_queue, decoders, api_key, audit)
 
 
 def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4,
               workers: int = 1, max_queue: int = DEFAULT_MAX_QUEUE, decoders: int = DEFAULT_DECODERS,
-              api_key: str | None = None) -> FastAPI:
+              api_key: str | None = None, audit: AuditView | None = None) -> FastAPI:
     """The app around an already loaded :class:`Pipeline` (arguments as for :func:`create_app`)."""
     batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(pipeline.run, max_batch, workers, max_queue)
     decoder: MicroBatcher[Callable[[], Any], Any] = MicroBatcher(_call_one, 1, decoders, max_queue,
@@ -202,6 +206,28 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
             return FileResponse(path, headers=headers)
         return Response(await decoder.submit(partial(_thumbnail, path, size)), media_type="image/jpeg",
                         headers=headers)
+
+    def loaded_audit() -> AuditView:
+        if audit is None:
+            raise HTTPException(404, "no catalogue audit loaded (start the service with --audit DIR)")
+        return audit
+
+    @app.get("/v1/audit", tags=["audit"], responses=_ERRORS)
+    async def audit_findings(table: str | None = Query(None, description=f"Only this table: {', '.join(TABLES)}"),
+                             limit: int = Query(100, ge=1, le=MAX_AUDIT_ROWS, description="Rows per table.")
+                             ) -> dict[str, Any]:
+        """A saved catalogue audit (read-only): its summary and the first ``limit`` rows of each finding table."""
+        return loaded_audit().findings(table, limit)
+
+    @app.get("/v1/audit/report", tags=["audit"], responses=_ERRORS, response_class=FileResponse)
+    async def audit_report() -> FileResponse:
+        """The audit's HTML report with thumbnail grids (given vs suggested labels, duplicates, odd photos)."""
+        return FileResponse(loaded_audit().file("report.html"), media_type="text/html")
+
+    @app.get("/v1/audit/thumbs/{name}", tags=["audit"], responses=_ERRORS, response_class=FileResponse,
+             include_in_schema=False)
+    async def audit_thumbnail(name: str) -> FileResponse:
+        return FileResponse(loaded_audit().thumbnail(name), media_type="image/jpeg")
 
     return app
 
