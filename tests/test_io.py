@@ -109,7 +109,7 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture
-def umask() -> Iterator[Callable[[int], None]]:
+def umask() -> Iterator[Callable[[int], int]]:
     previous = os.umask(0o022)
     os.umask(previous)
     yield os.umask
@@ -117,7 +117,7 @@ def umask() -> Iterator[Callable[[int], None]]:
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
-def test_written_files_and_directories_follow_the_umask(tmp_path: Path, umask: Callable[[int], None],
+def test_written_files_and_directories_follow_the_umask(tmp_path: Path, umask: Callable[[int], int],
                                                        mask: int) -> None:
     umask(mask)
     write_text(tmp_path / "note.txt", "x")
