@@ -221,6 +221,29 @@ train: {epochs: 12, batch_size: 8, scheduler: none, monitor: val_loss, mode: min
 """
 
 
+KILLS = {"save": 8, "index build": 7, "tag train": 7}  # kill points wanted per target (a run may finish first)
+MAX_ROUNDS = 12
+
+
+def _kill_round(server: ForkServer, rng: random.Random, log: KillLog, args: list[str], out_dir: Path,
+                typical_s: float, in_window: bool, load: Callable[[Path], object],
+                check_new: Callable[[], None]) -> None:
+    """One run killed at a random point; the output must then load and be the old or the run's own version."""
+    folder, name = out_dir.parent, out_dir.name
+    before, earlier = _fingerprint(out_dir), set(_temporaries(folder, name))
+    landed, at = server.run_and_kill(args, out_dir, _kill_condition(rng, folder, name, typical_s, in_window))
+    log.killed += landed
+    log.finished_first += not landed
+    log.mid_write += bool(set(_temporaries(folder, name)) - earlier)
+    log.offsets_ms.append(round(at * 1000, 1))
+    load(out_dir)
+    if _fingerprint(out_dir) == before:
+        log.kept_old += 1
+    else:
+        check_new()
+        log.got_new += 1
+
+
 def test_kill_nine_never_loses_the_previous_output(shared_data: Path, tmp_path: Path,
                                                    fork_server: ForkServer) -> None:
     rng = random.Random(15)
@@ -229,11 +252,11 @@ def test_kill_nine_never_loses_the_previous_output(shared_data: Path, tmp_path: 
     (tmp_path / "tag.yaml").write_text(TAG_CONFIG)
     out = tmp_path / "out"
     out.mkdir()
-    logs: dict[str, KillLog] = {"save": KillLog(), "index build": KillLog(), "tag train": KillLog()}
+    logs = {target: KillLog() for target in KILLS}
 
     # -- a model save, over and over: every directory seen must be one whole save (weights == config.json's i)
     save_dir = out / "saved"
-    for _ in range(8):
+    for _ in range(KILLS["save"]):
         earlier = set(_temporaries(out, "saved"))
         landed, at = fork_server.run_and_kill(["save-forever"], save_dir, _kill_condition(
             rng, out, "saved", 1.0, in_window=False))
@@ -244,32 +267,29 @@ def test_kill_nine_never_loses_the_previous_output(shared_data: Path, tmp_path: 
         state, documents = read_model_dir(save_dir, ["config"])
         assert torch.all(state["head"]["w"] == documents["config"]["i"])
 
-    # -- index build: the split alternates, so the old (24 items) and new (32 items) versions differ
+    # -- index build: the split alternates, so the old (20 items) and new (32 items) versions differ
     index_dir = out / "index"
 
     def index_args(round_: int) -> list[str]:
         split = ["--split", "train"] if round_ % 2 else []
         return ["index", "build", "--manifest", str(catalogue), "--out", str(index_dir), *split]
 
+    def index_holds(count: int) -> Callable[[], None]:
+        def check() -> None:
+            assert len(CatalogueIndex.load(index_dir)) == count
+        return check
+
     fork_server.run(index_args(0), index_dir)  # fills the feature cache the later runs share
     t0 = time.perf_counter()
     fork_server.run(index_args(1), index_dir)
     typical = time.perf_counter() - t0
-    for round_ in range(2, 10):
-        before, earlier = _fingerprint(index_dir), set(_temporaries(out, "index"))
-        landed, at = fork_server.run_and_kill(index_args(round_), index_dir, _kill_condition(
-            rng, out, "index", typical, in_window=round_ % 2 == 0))
-        log = logs["index build"]
-        log.killed += landed
-        log.mid_write += bool(set(_temporaries(out, "index")) - earlier)
-        log.finished_first += not landed
-        log.offsets_ms.append(round(at * 1000, 1))
-        index = CatalogueIndex.load(index_dir)  # whole and consistent (the loader cross-checks every file)
-        if _fingerprint(index_dir) == before:
-            log.kept_old += 1
-        else:
-            assert len(index) == (24 if round_ % 2 else 32)  # the killed run's own complete version
-            log.got_new += 1
+    log = logs["index build"]
+    for round_ in range(2, 2 + MAX_ROUNDS):
+        if log.killed >= KILLS["index build"]:
+            break
+        _kill_round(fork_server, rng, log, index_args(round_), index_dir, typical, round_ % 2 == 0,
+                    CatalogueIndex.load,  # whole and consistent: the loader cross-checks every file
+                    index_holds(20 if round_ % 2 else 32))
 
     # -- tag train: the seed changes each round (config.json records it); every other round trains afresh
     tagger_dir, run_dir = out / "tagger", out / "tagger.run"
@@ -278,26 +298,22 @@ def test_kill_nine_never_loses_the_previous_output(shared_data: Path, tmp_path: 
         return ["tag", "train", "--manifest", str(catalogue), "--out", str(tagger_dir), "--config",
                 str(tmp_path / "tag.yaml"), "--seed", str(round_)]
 
+    def trained_with_seed(seed: int) -> Callable[[], None]:
+        def check() -> None:
+            assert json.loads((tagger_dir / "config.json").read_text())["train"]["seed"] == seed
+        return check
+
     t0 = time.perf_counter()
     fork_server.run(tag_args(0), tagger_dir)
     typical = time.perf_counter() - t0
-    for round_ in range(1, 9):
+    log = logs["tag train"]
+    for round_ in range(1, 1 + MAX_ROUNDS):
+        if log.killed >= KILLS["tag train"]:
+            break
         if round_ % 2:
             subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # train from scratch, not resume a done run
-        before, earlier = _fingerprint(tagger_dir), set(_temporaries(out, "tagger"))
-        landed, at = fork_server.run_and_kill(tag_args(round_), tagger_dir, _kill_condition(
-            rng, out, "tagger", typical, in_window=round_ % 2 == 0))
-        log = logs["tag train"]
-        log.killed += landed
-        log.mid_write += bool(set(_temporaries(out, "tagger")) - earlier)
-        log.finished_first += not landed
-        log.offsets_ms.append(round(at * 1000, 1))
-        Tagger.load(tagger_dir)
-        if _fingerprint(tagger_dir) == before:
-            log.kept_old += 1
-        else:
-            assert json.loads((tagger_dir / "config.json").read_text())["train"]["seed"] == round_
-            log.got_new += 1
+        _kill_round(fork_server, rng, log, tag_args(round_), tagger_dir, typical, round_ % 2 == 0, Tagger.load,
+                    trained_with_seed(round_))
         for checkpoint in ("last.pt", "best.pt"):  # the next run resumes from these: they must load
             if (run_dir / checkpoint).is_file():
                 load_torch(run_dir / checkpoint)
@@ -311,9 +327,10 @@ def test_kill_nine_never_loses_the_previous_output(shared_data: Path, tmp_path: 
     save_model_dir(save_dir, {"head": {"w": torch.zeros(1)}}, {"config": {"i": 0}})  # the save loop's "rerun"
     assert sorted(p.name for p in out.iterdir()) == ["index", "saved", "tagger", "tagger.run"]
 
+    report: dict[str, Any] = {name: vars(log) for name, log in logs.items()}
     kills = sum(log.killed for log in logs.values())
-    report = {name: vars(log) for name, log in logs.items()}
     report["total"] = {"kill_points": kills, "seconds": round(time.perf_counter() - started, 1)}
     (tmp_path / "kill_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
-    assert kills >= 20, report
+    assert all(logs[target].killed >= wanted for target, wanted in KILLS.items()), report
+
