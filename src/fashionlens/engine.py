@@ -5,6 +5,13 @@ callback; :class:`Trainer` does the rest: optimiser and LR schedule, seeded runs
 per-epoch validation with a monitored metric, best-checkpoint selection, early stopping, a live rich progress
 bar, and resumable checkpoints written atomically (an interrupted run picks up at the next epoch).
 
+``last.pt`` holds the epoch, model, optimiser, scheduler and AMP-scaler state dicts, the history, the config, the
+best weights and every random generator's state (Python's as a tuple of ints, NumPy's Mersenne-Twister keys as an
+int64 tensor, torch's and CUDA's as byte tensors): tensors and plain values only, read back with
+``weights_only=True`` (:func:`fashionlens.io.load_torch`), so resuming cannot run code planted in the file.
+Checkpoints of earlier versions (NumPy arrays in the RNG state) are refused with a one-line error; delete the run
+directory's ``last.pt`` to start that run over.
+
 Under ``torchrun`` the same loop trains data-parallel (see :mod:`fashionlens.distributed`): the model is wrapped in
 ``DistributedDataParallel``, each epoch is sharded over the processes, rank 0 evaluates and its metrics drive every
 process's decisions (best epoch, LR plateau, early stop), and only rank 0 writes checkpoints. Checkpoints hold the

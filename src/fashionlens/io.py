@@ -320,9 +320,9 @@ def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = 
             return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        what = f"an object of type {found.group(1)}" if found else "something other than tensors and plain values"
-        raise ModelError(f"refusing to load {file}: it holds {what}, and loading it could run code "
-                         f"(only files written by fashionlens can be loaded)") from error
+        what = f"references {found.group(1)}" if found else "holds something other than tensors and plain values"
+        raise ModelError(f"refusing to load {file}: it {what}; only tensors and plain values are loaded, so that "
+                         f"a planted file cannot run code") from error
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"cannot load {file}: {first}") from error
