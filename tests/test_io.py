@@ -102,6 +102,10 @@ def test_errors_are_single_line() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- hardening (issue 15)
+HOST = io_module._HOST
+OTHER_HOST = "0" * 8 if HOST != "0" * 8 else "1" * 8
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -167,7 +171,7 @@ def test_fallback_swap_is_repaired_by_the_next_write(tmp_path: Path, monkeypatch
     with atomic_dir(target) as tmp:  # the fallback itself completes and cleans up
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2" and [p.name for p in tmp_path.iterdir()] == ["model"]
-    stranded = tmp_path / f".model.old-{_dead_pid()}-0123abcd"
+    stranded = tmp_path / f".model.old-{HOST}-{_dead_pid()}-0123abcd"
     target.rename(stranded)
     assert remove_stale_temporaries(tmp_path) == []  # put back, not deleted
     assert (target / "weights").read_text() == "v2" and not stranded.exists()
@@ -177,9 +181,11 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
     dead, day = _dead_pid(), 24 * 3600
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale = [tmp_path / f".model.{dead}.0123abcd.tmp", tmp_path / f".results.json.{dead}.89abcdef.tmp",
-                 tmp_path / f".model.old-{dead}"]
-        live = [tmp_path / f".model.{sleeper.pid}.0123abcd.tmp", tmp_path / f".model.{os.getpid()}.0123abcd.tmp"]
+        stale = [tmp_path / f".model.{HOST}-{dead}.0123abcd.tmp",
+                 tmp_path / f".results.json.{HOST}-{dead}.89abcdef.tmp", tmp_path / f".model.old-{HOST}-{dead}-0123abcd", tmp_path / f".model.old-{dead}"]
+        live = [tmp_path / f".model.{HOST}-{sleeper.pid}.0123abcd.tmp",
+                tmp_path / f".model.{HOST}-{os.getpid()}.0123abcd.tmp",
+                tmp_path / f".model.{OTHER_HOST}-{dead}.0123abcd.tmp"]  # a pid on another host: only age tells
         legacy_fresh, legacy_old = tmp_path / ".model.k2_9xq0z.tmp", tmp_path / ".model.a1b2c3d4.tmp"
         unrelated = [tmp_path / ".model.keep", tmp_path / "model.1234.0123abcd.tmp", tmp_path / ".gitignore"]
         (tmp_path / "model").mkdir()  # the old- directory's target exists: it is deleted, not restored
@@ -190,7 +196,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
             else:
                 path.write_text("x")
         os.utime(legacy_old, (time.time() - day - 60,) * 2)
-        old_live = tmp_path / f".index.{sleeper.pid}.fedcba98.tmp"  # a pid reused for a day-long process
+        old_live = tmp_path / f".index.{HOST}-{sleeper.pid}.fedcba98.tmp"  # a pid reused for a day-long process
         old_live.write_text("x")
         os.utime(old_live, (time.time() - day - 60,) * 2)
         removed = remove_stale_temporaries(tmp_path)
@@ -202,7 +208,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 
 def test_atomic_dir_cleans_up_after_a_killed_write_of_the_same_target(tmp_path: Path) -> None:
-    leftover = tmp_path / f".model.{_dead_pid()}.0123abcd.tmp"
+    leftover = tmp_path / f".model.{HOST}-{_dead_pid()}.0123abcd.tmp"
     leftover.mkdir()
     with atomic_dir(tmp_path / "model") as tmp:
         (tmp / "model.pt").write_text("w")
@@ -222,7 +228,7 @@ def test_files_and_their_directories_are_fsynced(tmp_path: Path, monkeypatch: py
     with atomic_dir(tmp_path / "model") as tmp:
         write_json(tmp / "config.json", {"a": 1})
         (tmp / "labels.json").write_text("{}")  # written directly: still fsynced before the swap
-    temp = re.escape(str(tmp_path)) + r"/\.model\.\d+\.[0-9a-f]{8}\.tmp"
+    temp = re.escape(str(tmp_path)) + r"/\.model\.[0-9a-f]{8}-\d+\.[0-9a-f]{8}\.tmp"
     for written in ("/labels.json", "/config.json", ""):  # each file (written directly or not), then the folder
         assert any(re.fullmatch(temp + re.escape(written), path) for path in synced), (written, synced)
     assert synced[-1] == str(tmp_path)  # the parent, after the swap

@@ -14,11 +14,12 @@ Guarantees of :func:`atomic_path` (one file) and :func:`atomic_dir` (a whole dir
   running under another account).
 * **Loading runs no code.** :func:`load_torch` reads ``.pt`` files with ``torch.load(weights_only=True)``: tensors,
   numbers, strings, lists, tuples and dicts only. A pickle that names any other callable is refused before it runs.
-* **No litter.** Temporaries are named ``.<name>.<pid>.<8 hex>.tmp`` (and, for the fallback swap,
-  ``.<name>.old-<pid>-<8 hex>``). :func:`remove_stale_temporaries` deletes those left by a killed process -- its
-  process is gone, or the temporary is older than :data:`STALE_AFTER_S` (a reused pid) -- and never another live
-  process's. :func:`atomic_dir` runs it on the parent on every write, :func:`atomic_path` once per directory and
-  process (a folder of thousands of images is not rescanned for each one).
+* **No litter.** Temporaries are named ``.<name>.<host>-<pid>.<8 hex>.tmp`` (and, for the fallback swap,
+  ``.<name>.old-<host>-<pid>-<8 hex>``; ``<host>`` is a hash of the host name). :func:`remove_stale_temporaries`
+  deletes those left by a killed process -- its process is gone from this host, or the temporary is older than
+  :data:`STALE_AFTER_S` (a reused pid, another host) -- and never another live process's. :func:`atomic_dir`
+  runs it on the parent on every write, :func:`atomic_path` once per directory and process (a folder of thousands
+  of images is not rescanned for each one).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import collections
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import pickle
 import re
 import secrets
 import shutil
+import socket
 import stat
 import threading
 import time
@@ -51,18 +54,26 @@ STALE_AFTER_S = 24 * 3600
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-# A temporary of this module: the pid is group 2 (absent in the mkstemp names of earlier versions).
-_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.[0-9a-f]{8}|[a-z0-9_]{8})\.tmp$")
-_OLD = re.compile(r"^\.(?P<name>.+)\.old-(?P<pid>\d+)(?:-[0-9a-f]{8})?$")
+# Temporaries name their writer as <host>-<pid> (a pid means nothing on another host of a shared filesystem); the
+# mkstemp names and `.old-<pid>` directories of earlier versions have no host, or no pid at all.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[0-9a-f]{8}|[a-z0-9_]{8})\.tmp$")
+_OLD = re.compile(r"^\.(?P<name>.+)\.old-(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)(?:-[0-9a-f]{8})?$")
 _scanned: set[str] = set()
 _scanned_lock = threading.Lock()
 
 
-def _temp_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def _temp_sibling(target: Path, kind: str = "tmp") -> Path:
+    writer = f"{_HOST}-{os.getpid()}"
+    if kind == "old":
+        return target.with_name(f".{target.name}.old-{writer}-{secrets.token_hex(4)}")
+    return target.with_name(f".{target.name}.{writer}.{secrets.token_hex(4)}.tmp")
 
 
-def _process_alive(pid: int) -> bool:
+def _writer_alive(host: str | None, pid: int | None) -> bool:
+    """Whether the writer of a temporary may still run (``True`` when that cannot be told: age decides)."""
+    if pid is None or (host is not None and host != _HOST):
+        return True
     if pid == os.getpid() or os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
         return True
     try:
@@ -106,15 +117,17 @@ def remove_stale_temporaries(directory: str | os.PathLike[str], max_age_s: float
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue  # removed meanwhile
-        if age < max_age_s and (pid is None or _process_alive(pid)):
+        if age < max_age_s and _writer_alive(match.group("host"), pid):
             continue
         path = Path(entry.path)
         target = folder / match.group("name")
         if match.re is _OLD and not os.path.lexists(target):
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(path, target)
-                _fsync_dir(folder)
-                continue
+            except OSError:
+                continue  # never delete what may be the only copy
+            _fsync_dir(folder)
+            continue
         _remove(path)
         removed.append(path)
     return removed
@@ -198,7 +211,7 @@ def _swap_in(tmp: Path, target: Path) -> None:
         return
     # No atomic exchange here: move the old version aside, then the new one in. A kill between the two renames
     # leaves only `.<name>.old-<pid>-<hex>`; remove_stale_temporaries (run by the next write) renames it back.
-    old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    old = _temp_sibling(target, "old")
     os.replace(target, old)
     os.replace(tmp, target)
     _fsync_dir(target.parent)
