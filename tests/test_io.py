@@ -182,7 +182,8 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         stale = [tmp_path / f".model.{HOST}-{dead}.0123abcd.tmp",
-                 tmp_path / f".results.json.{HOST}-{dead}.89abcdef.tmp", tmp_path / f".model.old-{HOST}-{dead}-0123abcd", tmp_path / f".model.old-{dead}"]
+                 tmp_path / f".results.json.{HOST}-{dead}.89abcdef.tmp",
+                 tmp_path / f".model.old-{HOST}-{dead}-0123abcd", tmp_path / f".model.old-{dead}"]
         live = [tmp_path / f".model.{HOST}-{sleeper.pid}.0123abcd.tmp",
                 tmp_path / f".model.{HOST}-{os.getpid()}.0123abcd.tmp",
                 tmp_path / f".model.{OTHER_HOST}-{dead}.0123abcd.tmp"]  # a pid on another host: only age tells
