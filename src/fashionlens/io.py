@@ -210,7 +210,7 @@ def _swap_in(tmp: Path, target: Path) -> None:
         _fsync_dir(target.parent)
         return
     # No atomic exchange here: move the old version aside, then the new one in. A kill between the two renames
-    # leaves only `.<name>.old-<pid>-<hex>`; remove_stale_temporaries (run by the next write) renames it back.
+    # leaves only `.<name>.old-<host>-<pid>-<hex>`; remove_stale_temporaries (run by the next write) renames it back.
     old = _temp_sibling(target, "old")
     os.replace(target, old)
     os.replace(tmp, target)
