@@ -246,9 +246,19 @@ def test_loading_a_planted_pickle_runs_nothing_and_names_the_file(tmp_path: Path
         load_torch(planted)
     assert not marker.exists()
     assert "\n" not in str(raised.value)
-    planted.write_bytes(b"\x80\x04not a torch file")
-    with pytest.raises(ModelError, match=r"model\.pt"):
-        load_torch(planted)
+
+
+@pytest.mark.parametrize("damage", ["text", "pickle-opcodes", "empty", "truncated", "random"])
+def test_damaged_files_are_one_line_model_errors(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "model.pt"
+    save_torch(path, {"head": {"w": torch.arange(1000.0)}})
+    whole = path.read_bytes()
+    path.write_bytes({"text": b"this is not a torch file", "pickle-opcodes": b"\x80\x04not a torch file",
+                      "empty": b"", "truncated": whole[: len(whole) // 2],
+                      "random": np.random.default_rng(0).bytes(4096)}[damage])
+    with pytest.raises(ModelError, match=r"model\.pt") as raised:
+        load_torch(path)
+    assert "\n" not in str(raised.value)
 
 
 def test_save_torch_refuses_what_would_not_load_and_plain_values_converts(tmp_path: Path) -> None:

@@ -336,6 +336,6 @@ def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = 
         what = f"references {found.group(1)}" if found else "holds something other than tensors and plain values"
         raise ModelError(f"refusing to load {file}: it {what}; only tensors and plain values are loaded, so that "
                          f"a planted file cannot run code") from error
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+    except Exception as error:  # a damaged file fails in many ways inside the unpickler (IndexError, KeyError...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"cannot load {file}: {first}") from error
