@@ -305,3 +305,14 @@ def test_checkpoint_holds_plain_values_and_restores_every_generator(tmp_path: Pa
     finished = Trainer(mlp(), settings, mse, no_more_epochs, run_dir=tmp_path, console=quiet(), show_progress=False)
     finished.fit(loader(regression_data()))  # seeds everything afresh, then restores the checkpoint's generators
     assert draws() == after_training
+
+
+def test_checkpoint_of_an_earlier_version_asks_to_start_over(tmp_path: Path) -> None:
+    Trainer(mlp(), config(epochs=1), mse, None, run_dir=tmp_path, console=quiet(), show_progress=False).fit(
+        loader(regression_data()))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()  # what earlier versions saved: NumPy arrays need unpickling code
+    torch.save(state, tmp_path / "last.pt")
+    trainer = Trainer(mlp(), config(epochs=2), mse, None, run_dir=tmp_path, console=quiet(), show_progress=False)
+    with pytest.raises(ModelError, match=r"last\.pt: it references numpy.*delete it to start over"):
+        trainer.fit(loader(regression_data()))
