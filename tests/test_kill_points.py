@@ -38,7 +38,8 @@ from fashionlens.io import load_torch
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.tagging import Tagger
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not hasattr(os, "fork"), reason="the runs are forked from a server process")]
 
 # Reads one JSON request per line, forks a child (its own process group, output to the request's log) that runs the
 # command line or the save loop, and answers the child's pid and then how it ended.
