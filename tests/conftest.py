@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,3 +37,24 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class _Planted:
+    """A pickle payload that runs ``touch marker`` if unpickled with code execution allowed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def planted_pickle(tmp_path: Path) -> Callable[[Path], Path]:
+    """``plant(path)`` writes a ``torch.save`` file at ``path`` whose loading would run code; returns the marker
+    file that the code would create (it must stay absent)."""
+    def plant(path: Path) -> Path:
+        marker = tmp_path / f"code-ran-{path.name}"
+        torch.save({"head": {"weight": torch.zeros(1)}, "payload": _Planted(marker)}, path)
+        return marker
+    return plant

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,7 +212,7 @@ def test_run_dir_holds_complete_files_only(tmp_path: Path) -> None:
     Trainer(mlp(), config(epochs=3), mse, None, run_dir=run_dir, console=quiet(), show_progress=False).fit(
         loader(regression_data()))
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "history.json", "last.pt"]
-    state = torch.load(run_dir / "last.pt", weights_only=False)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 2
     assert len(state["result"]["history"]) == 3
     assert set(torch.load(run_dir / "best.pt")) == set(mlp().state_dict())
@@ -274,3 +276,43 @@ def test_frozen_model_is_a_model_error() -> None:
     model.requires_grad_(False)
     with pytest.raises(ModelError, match="trainable"):
         Trainer(model, config(), mse, None, console=quiet(), show_progress=False)
+
+
+def test_planted_checkpoint_runs_no_code(tmp_path: Path, planted_pickle: Callable[[Path], Path]) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = planted_pickle(run_dir / "last.pt")
+    trainer = Trainer(mlp(), config(epochs=1), mse, None, run_dir=run_dir, console=quiet(), show_progress=False)
+    with pytest.raises(ModelError, match=r"last\.pt.*posix\.system.*delete it to start over") as raised:
+        trainer.fit(loader(regression_data()))
+    assert not marker.exists()
+    assert "\n" not in str(raised.value)
+
+
+def test_checkpoint_holds_plain_values_and_restores_every_generator(tmp_path: Path) -> None:
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def numpy_metric(model: nn.Module) -> dict[str, float]:  # metrics from NumPy/sklearn are np.float64
+        return {"val_loss": np.float64(float(F.mse_loss(model(regression_data(16)[0]), regression_data(16)[1])))}
+
+    settings = config(epochs=2, monitor="val_loss", scheduler="plateau")
+    Trainer(mlp(), settings, mse, numpy_metric, run_dir=tmp_path, console=quiet(), show_progress=False).fit(
+        loader(regression_data()))
+    after_training = draws()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # nothing but tensors and plain values
+    assert isinstance(state["scheduler"]["best"], float) and isinstance(state["rng"]["numpy"][1], torch.Tensor)
+    finished = Trainer(mlp(), settings, mse, no_more_epochs, run_dir=tmp_path, console=quiet(), show_progress=False)
+    finished.fit(loader(regression_data()))  # seeds everything afresh, then restores the checkpoint's generators
+    assert draws() == after_training
+
+
+def test_checkpoint_of_an_earlier_version_asks_to_start_over(tmp_path: Path) -> None:
+    Trainer(mlp(), config(epochs=1), mse, None, run_dir=tmp_path, console=quiet(), show_progress=False).fit(
+        loader(regression_data()))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()  # what earlier versions saved: NumPy arrays need unpickling code
+    torch.save(state, tmp_path / "last.pt")
+    trainer = Trainer(mlp(), config(epochs=2), mse, None, run_dir=tmp_path, console=quiet(), show_progress=False)
+    with pytest.raises(ModelError, match=r"last\.pt: it references numpy.*delete it to start over"):
+        trainer.fit(loader(regression_data()))

@@ -5,6 +5,13 @@ callback; :class:`Trainer` does the rest: optimiser and LR schedule, seeded runs
 per-epoch validation with a monitored metric, best-checkpoint selection, early stopping, a live rich progress
 bar, and resumable checkpoints written atomically (an interrupted run picks up at the next epoch).
 
+``last.pt`` holds the epoch, model, optimiser, scheduler and AMP-scaler state dicts, the history, the config, the
+best weights and every random generator's state (Python's as a tuple of ints, NumPy's Mersenne-Twister keys as an
+int64 tensor, torch's and CUDA's as byte tensors): tensors and plain values only, read back with
+``weights_only=True`` (:func:`fashionlens.io.load_torch`), so resuming cannot run code planted in the file.
+Checkpoints of earlier versions (NumPy arrays in the RNG state) are refused with a one-line error; delete the run
+directory's ``last.pt`` to start that run over.
+
 Under ``torchrun`` the same loop trains data-parallel (see :mod:`fashionlens.distributed`): the model is wrapped in
 ``DistributedDataParallel``, each epoch is sharded over the processes, rank 0 evaluates and its metrics drive every
 process's decisions (best epoch, LR plateau, early stop), and only rank 0 writes checkpoints. Checkpoints hold the
@@ -15,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Sized
@@ -32,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fashionlens import distributed
 from fashionlens.errors import ConfigError, ModelError
-from fashionlens.io import save_torch, write_json
+from fashionlens.io import load_torch, plain_values, save_torch, write_json
 from fashionlens.runtime import resolve_device, seed_everything
 
 LossFn = Callable[[torch.nn.Module, Any, torch.device], torch.Tensor]
@@ -110,13 +116,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every random generator's state as tensors and plain values (a checkpoint must load with weights_only)."""
+    name, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    cuda = list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else []
+    return {"python": random.getstate(),
+            "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position), int(has_gauss),
+                      float(cached)],
+            "torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 class Trainer:
@@ -159,12 +176,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, epoch: int, result: TrainResult) -> dict[str, Any]:
-        return {
+        """Everything a resumed run needs, as tensors and plain values only (``last.pt`` loads with weights_only)."""
+        return plain_values({
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(), "result": asdict(result), "config": asdict(self.config),
             "rng": _rng_state(), "best_state": self.best_state,
-        }
+        })
 
     def _resume(self, result: TrainResult) -> int:
         """Load ``last.pt`` when present; returns the first epoch still to run."""
@@ -172,21 +190,24 @@ class Trainer:
             return 0
         path = self.resume_dir / "last.pt"
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = load_torch(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
-            raise ModelError(f"cannot resume from {path}: {str(error).splitlines()[0]} "
+            if self.scheduler is not None and state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"])
+            saved = state["result"]
+            history, best_epoch, best_value = saved["history"], int(saved["best_epoch"]), saved["best_value"]
+            epoch = int(state["epoch"])
+        except ModelError as error:
+            raise ModelError(f"{error} (delete it to start over)") from error
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+            raise ModelError(f"cannot resume from {path}: {type(error).__name__} {str(error).splitlines()[:1]} "
                              f"(delete it to start over)") from error
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
         self.best_state = state.get("best_state")
-        saved = state["result"]
-        result.history, result.best_epoch = saved["history"], saved["best_epoch"]
-        result.best_value = saved["best_value"]
-        result.resumed_from = int(state["epoch"]) + 1
+        result.history, result.best_epoch, result.best_value = history, best_epoch, best_value
+        result.resumed_from = epoch + 1
         self.console.print(f"resuming from {path} at epoch {result.resumed_from + 1}")
         return result.resumed_from
 

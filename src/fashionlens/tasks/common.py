@@ -3,7 +3,14 @@ extraction with the shared cache, feature data loaders, and the saved-model dire
 
 A saved model is one directory holding ``config.json`` (how it was built), ``labels.json`` (what it predicts),
 ``model.pt`` (weights), and whatever the task adds (``thresholds.json``, ``metrics.json``, a report). It is
-written as a whole into a temporary directory and swapped into place, so a crash never leaves half a model.
+written as a whole into a temporary directory and swapped into place, so a crash never leaves half a model
+(:func:`fashionlens.io.atomic_dir`).
+
+``model.pt`` is a :func:`torch.save` of a plain ``dict`` mapping a part name (``"head"``, ``"backbone"`` when
+fine-tuned; empty for an ensemble) to that module's ``state_dict()``: string keys and tensors only, nothing else.
+It is read with ``weights_only=True`` (:func:`fashionlens.io.load_torch`), so loading a model cannot run code; every
+other setting lives in the JSON files beside it. Model directories written by earlier versions have the same layout
+and load unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,7 @@ from fashionlens.data.records import Manifest
 from fashionlens.distributed import is_main_process, main_process_first
 from fashionlens.errors import DataError, ModelError
 from fashionlens.features import extract_features
-from fashionlens.io import atomic_dir, save_torch, write_json
+from fashionlens.io import atomic_dir, load_torch, save_torch, write_json
 from fashionlens.models import create_backbone
 
 
@@ -170,8 +176,7 @@ def read_model_dir(path: str | Path, required_json: Iterable[str],
     weights = path / "model.pt"
     if not weights.is_file():
         raise ModelError(f"model directory {path} is missing model.pt")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
-        raise ModelError(f"cannot load {weights}: {str(error).splitlines()[0]}") from error
+    state = load_torch(weights)
+    if not isinstance(state, dict):
+        raise ModelError(f"{weights} holds a {type(state).__name__}, not a dictionary of state dicts")
     return state, documents
