@@ -236,6 +236,10 @@ def test_files_and_their_directories_are_fsynced(tmp_path: Path, monkeypatch: py
     synced.clear()
     write_text(tmp_path / "report.md", "# r")
     assert len(synced) == 2 and synced[1] == str(tmp_path)  # the file, then its directory after the rename
+    synced.clear()
+    with atomic_path(tmp_path / "cache.npz", durable=False) as tmp_file:  # caches skip the fsyncs, not atomicity
+        tmp_file.write_bytes(b"x")
+    assert synced == [] and (tmp_path / "cache.npz").read_bytes() == b"x"
 
 
 def test_loading_a_planted_pickle_runs_nothing_and_names_the_file(tmp_path: Path,

@@ -106,7 +106,7 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"shard-{time.time_ns()}-{os.getpid()}.npz"
-        with atomic_path(self.directory / name) as tmp, open(tmp, "wb") as handle:
+        with atomic_path(self.directory / name, durable=False) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, keys=np.array(keys), vectors=vectors.astype(np.float32))
         self._vectors.update(zip(keys, vectors, strict=True))
 

@@ -262,7 +262,7 @@ class StreetViewSimulator:
                 target = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}-v{view}.jpg"
                 if not target.is_file():
                     picture = self.render(load_image(source, bbox=bbox, max_side=1024), key, view)
-                    with atomic_path(target) as tmp:
+                    with atomic_path(target, durable=False) as tmp:
                         picture.save(tmp, format="JPEG", quality=95)
                 paths.append(str(target))
             frame = manifest.frame.copy()

@@ -294,7 +294,7 @@ def _download(url: str, path: Path, *, options: _Options) -> bool:
             attempt += 1
     target = _with_extension(path, extension)
     try:
-        with atomic_path(target) as tmp:
+        with atomic_path(target, durable=False) as tmp:
             if options.max_side is not None:
                 _write_shrunk(data, url, tmp, extension, options.max_side)
             else:
