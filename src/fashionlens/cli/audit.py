@@ -30,6 +30,8 @@ def audit(
                                                            "(default: untrained ImageNet features)."),
     folds: int = typer.Option(5, help="Folds of the out-of-fold label heads."),
     rank_by: str = typer.Option("self_confidence", help="Label-quality score: self_confidence | normalized_margin."),
+    pca_dims: int = typer.Option(None, help="Fit the label heads on this many principal components (faster on "
+                                            "big catalogues, slightly less precise)."),
     duplicate_threshold: float = typer.Option(0.97, help="Cosine similarity at or above which photos are duplicates."),
     max_items: int = typer.Option(None, help="Audit a seeded random sample of this many items."),
     seed: int = typer.Option(0, help="Fold and sample seed."),
@@ -47,7 +49,8 @@ def audit(
 
     config = AuditConfig(fields=list(field or []), levels=[v.strip() for v in levels.split(",") if v.strip()],
                          folds=folds, rank_by=rank_by,  # type: ignore[arg-type]  # validated by AuditConfig
-                         duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed)
+                         duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed,
+                         pca_dims=pca_dims)
     catalogue = load_manifest(manifest)
     model = Embedder.load(embedder) if embedder is not None else Embedder.untrained()
     vectors = None
