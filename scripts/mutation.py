@@ -105,13 +105,13 @@ def copy_project(target: Path) -> None:
 
 
 def run_tests(tree: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """``pytest -x`` on ``tests`` inside ``tree``; returns the exit status (``None`` on timeout) and the output tail."""
+    """``pytest -x`` on ``tests`` inside ``tree``; returns the exit status (``None`` on timeout) and the output."""
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
     try:
         done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
-    return done.returncode, (done.stdout + done.stderr)[-3000:]
+    return done.returncode, done.stdout + done.stderr
 
 
 def check_mutant(tree: Path, mutant: Mutant, env: dict[str, str], timeout: float) -> Outcome:
@@ -135,10 +135,10 @@ def check_mutant(tree: Path, mutant: Mutant, env: dict[str, str], timeout: float
         return Outcome(mutant, "killed", seconds, output)
     if status_code == FAILED:
         failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
-        return Outcome(mutant, "killed", seconds, failed[0] if failed else "")
+        return Outcome(mutant, "killed", seconds, failed[-1] if failed else "")
     if status_code == PASSED:
         return Outcome(mutant, "SURVIVED", seconds, "its tests still pass")
-    return Outcome(mutant, "error", seconds, f"pytest exit status {status_code}:\n{output}")
+    return Outcome(mutant, "error", seconds, f"pytest exit status {status_code}:\n{output[-3000:]}")
 
 
 def test_environment(tree: Path, cache: Path) -> dict[str, str]:
@@ -156,13 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=os.environ.get("MUTANTS") or None,
                         help="comma-separated mutant names (default: all; also $MUTANTS)")
+    parser.add_argument("--file", type=Path, default=MUTANTS_FILE, help="mutant list (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per test run")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip checking that the tests pass without mutation")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
     args = parser.parse_args(argv)
-    mutants = select(load_mutants(), args.only)
+    mutants = select(load_mutants(args.file), args.only)
     if args.list:
         for mutant in mutants:
             print(f"{mutant.name:32s} {mutant.file:40s} {mutant.promise}")
@@ -178,12 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(where).resolve().is_relative_to(tree.resolve()):
             print(f"error: the tests would import fashionlens from {where}, not from the mutated copy")
             return 1
+        drifted = [m.name for m in mutants if not (tree / m.file).is_file()
+                   or (tree / m.file).read_text(encoding="utf-8").count(m.original) != 1]
+        if drifted:  # reported again below; said first so a long baseline does not hide it
+            print(f"snippet not found (or not unique) for: {', '.join(drifted)}")
         if not args.no_baseline:
             every_test = tuple(dict.fromkeys(test for mutant in mutants for test in mutant.tests))
             print(f"baseline: {len(every_test)} test target(s) on the unmutated copy ...", flush=True)
             status_code, output = run_tests(tree, every_test, env, args.timeout * 2)
             if status_code != PASSED:
-                print(output)
+                print(output[-5000:])
                 print("error: the mutants' tests fail (or time out) without any mutation; fix them first")
                 return 1
         outcomes = []
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = check_mutant(tree, mutant, env, args.timeout)
             print(f"{outcome.status} ({outcome.seconds:.0f} s)", flush=True)
             if outcome.status != "killed":
-                print(f"    {mutant.file}: {outcome.detail}")
+                print(f"    {outcome.detail}")
             outcomes.append(outcome)
     finally:
         if args.keep:
