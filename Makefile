@@ -35,6 +35,13 @@ test: lint typecheck pytest
 demo: setup
 	$(BIN)/fashionlens demo --data $(DATA) --out $(OUT)
 
+# Single-line mutants of the critical code (scripts/mutants.toml), each run against the tests that must catch it;
+# fails if one survives. `make mutation MUTANTS=a,b` runs a subset. Not in CI: a few minutes per mutant.
+MUTANTS ?=
+.PHONY: mutation
+mutation: setup
+	$(BIN)/python scripts/mutation.py $(if $(MUTANTS),--only $(MUTANTS))
+
 benchmarks: setup
 	$(BIN)/python benchmarks/run_all.py --data $(DATA)
 

@@ -1,9 +1,15 @@
-"""Shared test fixtures: the real data location, and skipping (or failing under CI) when it is absent."""
+"""Shared test fixtures: the real data location (skipping, or failing under CI, when it is absent), a feature cache
+of the test session instead of the user's ``~/.cache/fashionlens``, and the ``fashionlens`` entry point run in-process.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +64,91 @@ def planted_pickle(tmp_path: Path) -> Callable[[Path], Path]:
         torch.save({"head": {"weight": torch.zeros(1)}, "payload": _Planted(marker)}, path)
         return marker
     return plant
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test reads and writes features in a cache of this session, never the user's ``~/.cache/fashionlens``,
+    so results do not depend on earlier runs. ``FASHIONLENS_TEST_CACHE`` names a folder to use instead (kept between
+    runs: faster locally, and shared by the runs of ``make mutation``)."""
+    chosen = os.environ.get("FASHIONLENS_TEST_CACHE")
+    cache = Path(chosen) if chosen else tmp_path_factory.mktemp("fashionlens-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASHIONLENS_CACHE", str(cache))
+        yield cache
+
+
+@dataclass(frozen=True)
+class CliOutcome:
+    """Exit status and captured output of one ``fashionlens`` command."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _run_main(*args: str | Path) -> CliOutcome:
+    from fashionlens.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["fashionlens", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    return CliOutcome(code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., CliOutcome]:
+    """Run ``fashionlens <args>`` through its console-script entry point (``fashionlens.cli.main``), in-process.
+
+    Unlike typer's ``CliRunner`` on the app, this goes through the one-line error handling of ``main``: bad input
+    gives exit status 2 and an ``error:`` line on stderr. Any other exception propagates (and fails the test).
+    """
+    return _run_main
+
+
+@dataclass
+class BuiltBackbones:
+    """The backbones the tasks built during a test, each with a copy of its state (parameters and buffers) then."""
+
+    built: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]]
+
+    def assert_finetuned(self, frozen: tuple[str, ...]) -> None:
+        """The first backbone built (the fine-tuned one) changed every parameter outside the ``frozen`` name
+        prefixes, and left everything inside them -- parameters and BatchNorm statistics -- bit-identical."""
+        assert self.built, "no backbone was built"
+        network, initial = self.built[0]
+        current = {**dict(network.named_parameters()), **dict(network.named_buffers())}
+        parameters = {name for name, _ in network.named_parameters()}
+        kept = sorted(name for name in initial if name.startswith(frozen))
+        trained = sorted(name for name in initial if name in parameters and not name.startswith(frozen))
+        assert kept and trained, f"frozen prefixes {frozen} split nothing: {sorted(initial)[:5]}..."
+        changed = [name for name in kept if not torch.equal(current[name], initial[name])]
+        assert not changed, f"frozen stages changed: {changed[:5]}"
+        unchanged = [name for name in trained if torch.equal(current[name], initial[name])]
+        assert not unchanged, f"{len(unchanged)} of {len(trained)} trainable parameters never moved: {unchanged[:5]}"
+
+
+@pytest.fixture
+def built_backbones(monkeypatch: pytest.MonkeyPatch) -> BuiltBackbones:
+    """Record every backbone built through ``fashionlens.tasks.common`` (the one way tasks create backbones)."""
+    import fashionlens.tasks.common as common
+
+    record = BuiltBackbones([])
+    create = common.create_backbone
+
+    def recording(*args: object, **kwargs: object) -> torch.nn.Module:
+        network = create(*args, **kwargs)  # type: ignore[arg-type]
+        state = {name: value.detach().clone() for name, value in network.state_dict(keep_vars=True).items()}
+        record.built.append((network, state))
+        return network
+
+    monkeypatch.setattr(common, "create_backbone", recording)
+    return record

@@ -3,6 +3,7 @@ fine-tuned backbones), the metadata describes the model, and bad input fails in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from fashionlens.cli.export import app as export_app
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.splits import split_manifest
 from fashionlens.engine import TrainConfig
-from fashionlens.errors import ConfigError, ModelError
+from fashionlens.errors import ModelError
 from fashionlens.export import OnnxModel, export_onnx, model_kind, verify_export
 from fashionlens.models import create_backbone
 from fashionlens.models.embedding import EmbeddingHead
@@ -197,7 +198,8 @@ def test_runner_rejects_foreign_files_and_mismatched_pairs(tmp_path: Path, expor
         verify_export(tmp_path / "embedder", exported_tagger, images[:1])
 
 
-def test_cli_exports_verifies_and_asks_for_images(tagger_dir: Path, images: list[Path], tmp_path: Path) -> None:
+def test_cli_exports_verifies_and_asks_for_images(tagger_dir: Path, images: list[Path], tmp_path: Path,
+                                                  run_cli: Callable[..., Any]) -> None:
     cli = typer.Typer()
     cli.add_typer(export_app, name="export")
     runner = CliRunner()
@@ -206,8 +208,9 @@ def test_cli_exports_verifies_and_asks_for_images(tagger_dir: Path, images: list
                                  "--image", str(images[0]), "--image", str(images[4])])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "verified on 2 image(s)" in result.output and out.is_file()
-    result = runner.invoke(cli, ["export", "onnx", "--model", str(tagger_dir), "--out", str(tmp_path / "b.onnx")])
-    assert isinstance(result.exception, ConfigError) and "--image" in str(result.exception)
+    refused = run_cli("export", "onnx", "--model", tagger_dir, "--out", tmp_path / "b.onnx")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "--image" in lines[0]
     assert not (tmp_path / "b.onnx").exists()
     result = runner.invoke(cli, ["export", "onnx", "--model", str(tagger_dir), "--out", str(tmp_path / "c.onnx"),
                                  "--no-verify"])

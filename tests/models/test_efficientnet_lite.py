@@ -17,10 +17,13 @@ from fashionlens.models.efficientnet_lite import LITE_VARIANTS, map_state_dict
 
 VARIANTS = list(LITE_VARIANTS)
 
-#: Real photos shipped with scikit-image and the ImageNet classes that count as right for them.
+#: Real photos shipped with scikit-image and the ImageNet classes that count as right for them. Every variant takes
+#: the coffee photo for espresso with a wide margin (measured softmax: Lite0 0.95, Lite1 0.54, Lite2 0.89; the
+#: runner-up, cup, at most 0.04), as the README says; the cat is any of the cat classes (the variants disagree on
+#: which, at 0.4-0.6).
 PHOTOS = {
     "chelsea": set(range(281, 286)),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-    "coffee": {967, 968, 504},  # espresso, cup, coffee mug
+    "coffee": {967},  # espresso
 }
 
 

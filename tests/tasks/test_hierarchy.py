@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # features in well under a minute on a cold cache, varied enough that chance is 1/6.
 SUBSET = ("Tshirts", "Shirts", "Jeans", "Casual Shoes", "Handbags", "Watches")
 PER_CLASS = 40
+#: What ``finetune_freeze: 1`` keeps frozen in timm's ``test_efficientnet``: the stem and the first stage.
+FROZEN_BY_ONE_STAGE = ("model.conv_stem.", "model.bn1.", "model.blocks.0.")
 
 
 def test_example_config_loads_and_bad_values_are_rejected() -> None:
@@ -139,7 +142,7 @@ def test_training_survives_a_last_batch_of_one_row() -> None:
 
 
 def test_finetune_mode_trains_the_backbone_and_reloads(small_real: tuple[Manifest, np.ndarray], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch, built_backbones: Any) -> None:
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
     manifest, _ = small_real
     manifest = manifest.subset(np.arange(len(manifest)) % 4 == 0)  # 60 images
@@ -149,6 +152,7 @@ def test_finetune_mode_trains_the_backbone_and_reloads(small_real: tuple[Manifes
         "train": {"epochs": 1, "batch_size": 8, "early_stop_patience": None}})
     classifier = train_hierarchy(manifest, config, tmp_path / "model", console=Console(quiet=True),
                                  show_progress=False)
+    built_backbones.assert_finetuned(frozen=FROZEN_BY_ONE_STAGE)
     loaded = HierarchyClassifier.load(tmp_path / "model")
     some = manifest.subset(np.arange(len(manifest)) < 3)
     before = classifier.predict(some, show_progress=False)
