@@ -146,6 +146,12 @@ def test_out_of_fold_heads_never_see_the_row_they_score() -> None:
     assert probabilities.shape == (200, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     assert (probabilities[np.arange(10), labels[:10]] < 0.5).mean() >= 0.8
+    # Pure noise, more dimensions than rows: a head scoring its own training rows would memorise their labels; a
+    # held-out head can only guess.
+    noise = rng.normal(size=(60, 200))
+    random_labels = rng.integers(0, 2, size=60)
+    held_out = out_of_fold_probabilities(noise, random_labels, 2, folds=5)[np.arange(60), random_labels]
+    assert held_out.mean() < 0.65
 
 
 def test_taxonomy_breaks_name_the_majority_parent() -> None:
