@@ -8,7 +8,7 @@ import itertools
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,12 +232,14 @@ def test_index_of_another_embedder(service_models: ServiceModels, tmp_path: Path
         create_app(index_dir=tmp_path / "index", embedder_dir=service_models.embedder)
 
 
-def test_serve_command_refuses_to_start_without_models(tmp_path: Path) -> None:
-    runner = CliRunner()
-    nothing = runner.invoke(cli_app, ["serve"])
-    assert nothing.exit_code != 0 and "at least one of --tagger" in str(nothing.exception)
-    missing = runner.invoke(cli_app, ["serve", "--tagger", str(tmp_path / "nope")])
-    assert missing.exit_code != 0 and "model directory not found" in str(missing.exception)
+def test_serve_command_refuses_to_start_without_models(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    nothing = run_cli("serve")
+    assert nothing.exit_code == 2 and nothing.stderr.startswith("error:")
+    assert "at least one of --tagger" in nothing.stderr
+    missing = run_cli("serve", "--tagger", tmp_path / "nope")
+    assert missing.exit_code == 2 and "model directory not found" in missing.stderr
+    assert [line for line in missing.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: model directory not found: {tmp_path / 'nope'}"] and "Traceback" not in missing.stderr
 
 
 # ----------------------------------------------------------------------------------------------- hardening
