@@ -159,8 +159,9 @@ def test_val_thresholds_are_the_config_beta_optimum_on_validation_predictions() 
 
 
 def test_oof_thresholds_are_the_config_beta_optimum_on_out_of_fold_predictions() -> None:
-    manifest, features = synthetic()
+    manifest, features = synthetic(n=300)
     config = quick_config("oof", heads=[], beta=2.0)
+    config.train.epochs = 10
     tagger = train_tagger(manifest, config, console=QUIET, show_progress=False, features=features)
     pooled = np.concatenate([rows_of(manifest, "train"), rows_of(manifest, "val")])
     space = tagger.labels
@@ -172,7 +173,7 @@ def test_oof_thresholds_are_the_config_beta_optimum_on_out_of_fold_predictions()
     np.testing.assert_allclose(tagger.thresholds_for(1.0), best_thresholds(targets[pooled], probs, 1.0).thresholds,
                                rtol=1e-6)
     folds = fold_assignment(len(pooled), 5, seed=0)
-    assert sorted(np.bincount(folds)) == [96] * 5  # every train+val row is predicted exactly once
+    assert sorted(np.bincount(folds)) == [48] * 5  # every train+val row is predicted exactly once
     assert tagger.metrics["threshold_method"] == "oof"
 
 
@@ -180,7 +181,7 @@ def test_oof_thresholds_hold_up_where_val_thresholds_overfit() -> None:
     """Four rare labels, a validation split with ~3 positives each: the exact F2 optimum on val fits those few
     positives (val F2 far above test F2), while thresholds picked on 5x more out-of-fold rows do better on a large
     test split."""
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(1)
     n_train, n_val, n_test, dim = 400, 40, 4000, 8
     n = n_train + n_val + n_test
     features = rng.normal(size=(n, dim)).astype(np.float32)
@@ -192,15 +193,17 @@ def test_oof_thresholds_hold_up_where_val_thresholds_overfit() -> None:
     truth = LabelSpace.from_manifest(manifest).tag_targets(manifest)
     scores = {}
     for method in ("val", "oof"):
-        tagger = train_tagger(manifest, quick_config(method), console=QUIET, show_progress=False, features=features)
+        config = quick_config(method)
+        config.hidden, config.train.epochs = 32, 15
+        tagger = train_tagger(manifest, config, console=QUIET, show_progress=False, features=features)
         probs = tagger.predict_features(features[test]).tags
         scores[method] = metrics.macro_fbeta(truth[test], tagger.decide(Predictions(probs), beta=2.0), beta=2.0)
         if method == "val":
             val = rows_of(manifest, "val")
             val_probs = tagger.predict_features(features[val]).tags
             on_val = metrics.macro_fbeta(truth[val], tagger.decide(Predictions(val_probs), beta=2.0), beta=2.0)
-            assert on_val > scores["val"] + 0.1  # val-only tuning overfits its 40 rows
-    assert scores["oof"] > scores["val"] + 0.02
+            assert on_val > scores["val"] + 0.2  # val-only tuning overfits its 40 rows (0.67 there, 0.24 on test)
+    assert scores["oof"] > scores["val"] + 0.1  # 0.44 on test
 
 
 def test_threshold_sets_decide_with_f1_by_default_and_name_positives(tmp_path: Path) -> None:

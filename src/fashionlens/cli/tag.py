@@ -37,6 +37,8 @@ def train(
     epochs: int | None = typer.Option(None, help="Training epochs."),
     lr: float | None = typer.Option(None, help="Learning rate."),
     beta: float | None = typer.Option(None, help="F-beta used for threshold moving (default 2)."),
+    thresholds: str | None = typer.Option(None, help="Threshold method: oof | val | plateau | fixed "
+                                                     "(default: oof for frozen features, plateau for finetune)."),
     device: str | None = typer.Option(None, help="cpu | cuda | auto."),
     seed: int | None = typer.Option(None, help="Random seed."),
 ) -> None:
@@ -46,6 +48,7 @@ def train(
 
     overrides = {"mode": mode, "loss": loss, "backbone.name": backbone, "backbone.weights": weights,
                  "expand_heads": expand or None, "train.epochs": epochs, "train.lr": lr, "beta": beta,
+                 "thresholds.method": thresholds,
                  "train.device": device, "train.seed": seed}
     config = load_config(TaggingConfig, config_path, overrides)
     manifest = load_manifest(manifest_path)
@@ -99,8 +102,10 @@ def predict(
     shard_size: int = SHARD_SIZE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
+    beta: float | None = typer.Option(None, help="Decide with the threshold set tuned for F-beta (default: F1; "
+                                                 "2 for the JD paper's recall-weighted F2)."),
 ) -> None:
-    """Tag images: probabilities and thresholded decisions per label."""
+    """Tag images: each decided tag with its probability (F1 thresholds unless --beta), and every probability."""
     from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
 
     manifest = prediction_manifest(images, manifest_path, out)
@@ -114,9 +119,9 @@ def predict(
     else:
         tagger = load_tagger(model)
         predictions = tagger.predict(manifest)
-    table = predictions_table(manifest.frame["path"].tolist(), tagger, predictions)
+    table = predictions_table(manifest.frame["path"].tolist(), tagger, predictions, beta=beta)
     if out is None:
-        console.print(table[["path", "tags", *[c for c in table.columns if c.startswith("class:")]]]
+        console.print(table[["path", "tag_probs", *[c for c in table.columns if c.startswith("class:")]]]
                       .to_string(index=False))
         return
     write_predictions(table, out)
