@@ -48,5 +48,5 @@ def test_a_single_file_is_read_on_its_own(tmp_path: Path) -> None:
 
 
 def test_folder_without_annotation_files_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="train.json"):
+    with pytest.raises(DataError, match=r"train\.json"):
         read_imaterialist_merged(tmp_path)
