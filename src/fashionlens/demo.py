@@ -101,7 +101,7 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
         table = Table(title=f"per-label results on test (F2 thresholds, {method})")
         for column in ("label", "threshold", "support_pos", "precision", "recall", "f_beta", "ap"):
             table.add_column(column.replace("f_beta", "F2"), justify="right")
-        for row in evaluations[1].per_label.itertuples(index=False):
+        for row in evaluations[0].per_label.itertuples(index=False):
             table.add_row(str(row.label), *(markdown.format_value(float(getattr(row, c)))
                                        for c in ("threshold", "support_pos", "precision", "recall", "f_beta", "ap")))
         console.print(table)
