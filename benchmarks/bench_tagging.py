@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--datasets", default="clothing", help="Which of clothing,products to run.")
+    parser.add_argument("--datasets", default="clothing,products", help="Which of clothing,products to run.")
     parser.add_argument("--finetune-config", type=Path,
                         default=Path("configs/tagging_clothing_attributes_finetune.yaml"),
                         help="Config of variant 5 (Clothing Attributes only).")
