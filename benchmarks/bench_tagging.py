@@ -22,6 +22,7 @@ fine-tunes the backbone end to end and compares flat 0.5 with the val, plateau a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -259,6 +260,7 @@ def main() -> None:
         out = args.out_dir / f"tagging_{key}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
+        (args.out_dir / f"tagging_{key}_rows.json").write_text(json.dumps(per_seed, indent=1), encoding="utf-8")
         console.print(text)
         console.print(f"wrote {out}")
 
