@@ -19,6 +19,7 @@ from fashionlens.losses import label_weights, masked_bce
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, evaluate_predictions, load_tagger, predictions_table
 from fashionlens.tasks.tagging import (
+    EpochSelectedHead,
     Predictions,
     Tagger,
     TaggingConfig,
@@ -395,3 +396,30 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
     before, after = tagger.predict(some, show_progress=False), loaded.predict(some, show_progress=False)
     np.testing.assert_allclose(before.tags, after.tags, atol=1e-5)
     np.testing.assert_allclose(before.heads["sleevelength"], after.heads["sleevelength"], atol=1e-5)
+
+
+def test_per_label_epoch_selection_keeps_each_labels_best_val_epoch(tmp_path: Path) -> None:
+    """Each tag reads the head snapshot of the epoch where its val F-beta peaked, so no tag's val F-beta (at its best
+    threshold) falls below the single best-epoch model's; the snapshots save and load."""
+    manifest, features = synthetic()
+    config = quick_config("val", heads=[])
+    single = train_tagger(manifest, config, console=QUIET, show_progress=False, features=features)
+    selected_config = quick_config("val", heads=[], select_epoch="per_label")
+    selected = train_tagger(manifest, selected_config, tmp_path / "m", console=QUIET, show_progress=False,
+                            features=features)
+    val = rows_of(manifest, "val")
+    truth = single.labels.tag_targets(manifest.split_subset("val"))
+    best_single = best_thresholds(truth, single.predict_features(features[val]).tags, 2.0).best_fbeta
+    best_selected = best_thresholds(truth, selected.predict_features(features[val]).tags, 2.0).best_fbeta
+    assert np.all(best_selected >= best_single - 1e-9)
+    head = selected.head
+    assert isinstance(head, EpochSelectedHead)
+    for j, snapshot in enumerate(head.choice.tolist()):
+        alone = head.snapshots[snapshot](torch.as_tensor(features[:5]))["tags"][:, j]
+        np.testing.assert_allclose(selected.predict_features(features[:5]).tags[:, j],
+                                   torch.sigmoid(alone).detach().numpy(), rtol=1e-5)
+    loaded = Tagger.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_features(features[:20]).tags,
+                               selected.predict_features(features[:20]).tags, rtol=1e-5)
+    with pytest.raises(ConfigError, match="select_epoch"):
+        quick_config("oof", select_epoch="per_label")

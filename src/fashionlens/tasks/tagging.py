@@ -53,6 +53,7 @@ from fashionlens.thresholds import AVERAGES, apply_thresholds, select_thresholds
 MODES = ("features", "finetune", "per_label")
 LOSSES = ("bce", "weighted_bce")
 THRESHOLD_METHODS = ("auto", "oof", "val", "plateau", "fixed")
+EPOCH_SELECTIONS = ("best", "per_label")
 DECISION_BETA = 1.0
 """β of the threshold set :meth:`Tagger.decide` uses by default: F1, a balance a person reading the tags expects."""
 
@@ -119,6 +120,7 @@ class TaggingConfig:
     beta: float = 2.0
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     positive_names: dict[str, str] = field(default_factory=dict)
+    select_epoch: str = "best"
     train: TrainConfig = field(default_factory=_default_tagging_train)
     per_label_train: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -136,6 +138,12 @@ class TaggingConfig:
         bad = {k: v for k, v in self.label_importance.items() if not (isinstance(v, int | float) and v >= 0)}
         if bad:
             raise ConfigError(f"label_importance values must be non-negative numbers, got {bad}")
+        if self.select_epoch not in EPOCH_SELECTIONS:
+            raise ConfigError(f"unknown select_epoch '{self.select_epoch}'; use one of {EPOCH_SELECTIONS}")
+        if self.select_epoch == "per_label" and (self.mode != "features"
+                                                 or self.thresholds.resolved(self.mode) == "oof"):
+            raise ConfigError("select_epoch 'per_label' keeps head snapshots of one run on frozen features: it needs "
+                              "mode 'features' and a thresholds.method chosen on val (val, plateau or fixed), not oof")
         if self.thresholds.resolved(self.mode) == "oof" and self.mode != "features":
             raise ConfigError(f"thresholds.method 'oof' refits the head on {self.thresholds.folds} folds and is "
                               f"offered for mode 'features' only; use val, plateau or fixed in mode '{self.mode}'")
@@ -181,10 +189,38 @@ class PerLabelHeads(nn.Module):
         return out
 
 
-def _build_head(config: TaggingConfig, labels: LabelSpace, in_features: int) -> nn.Module:
+class EpochSelectedHead(nn.Module):
+    """Head snapshots of one training run, each tag read from the snapshot of the epoch where it scored best.
+
+    The JD paper's per-label models, within one run: ``snapshots[0]`` is the epoch the monitored metric selected (it
+    also gives every multi-class head), and tag ``j`` comes from ``snapshots[choice[j]]``.
+    """
+
+    def __init__(self, snapshots: Sequence[nn.Module], choice: Sequence[int]):
+        super().__init__()
+        self.snapshots = nn.ModuleList(snapshots)
+        self.register_buffer("choice", torch.as_tensor(list(choice), dtype=torch.long))
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each tag's logit from its chosen snapshot; multi-class heads from the first."""
+        outputs = [snapshot(features) for snapshot in self.snapshots]
+        out = dict(outputs[0])
+        if "tags" in out:
+            stacked = torch.stack([o["tags"] for o in outputs])  # (snapshots, n, L)
+            columns = torch.arange(stacked.shape[2], device=stacked.device)
+            choice: torch.Tensor = self.choice  # type: ignore[assignment]
+            out["tags"] = stacked[choice.to(stacked.device), :, columns].T
+        return out
+
+
+def _build_head(config: TaggingConfig, labels: LabelSpace, in_features: int, snapshots: int = 1) -> nn.Module:
     if config.mode == "per_label":
         return PerLabelHeads(in_features, labels, config.hidden, config.dropout)
     head_sizes = {h: len(c) for h, c in labels.heads.items()}
+    if config.select_epoch == "per_label":
+        heads = [TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
+                 for _ in range(snapshots)]
+        return EpochSelectedHead(heads, [0] * len(labels.tags))
     return TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
 
 
@@ -415,7 +451,8 @@ class Tagger:
             backbone.load_state_dict(state["backbone"])
             backbone.weights_id = state_fingerprint(backbone)
         in_features = backbone.num_features if backbone is not None else _head_in_features(state["head"])
-        head = _build_head(config, labels, in_features)
+        snapshots = len({k.split(".")[1] for k in state["head"] if k.startswith("snapshots.")}) or 1
+        head = _build_head(config, labels, in_features, snapshots)
         try:
             head.load_state_dict(state["head"])
         except RuntimeError as error:
@@ -649,12 +686,65 @@ def _train_joint(features: np.ndarray, config: TaggingConfig, labels: LabelSpace
                  show_progress: bool) -> tuple[nn.Module, int]:
     """The joint head with early stopping on ``val``, and its best epoch (1-based)."""
     device = resolve_device(config.train.device)
-    head = _build_head(config, labels, features.shape[1])
+    head = _build_head(replace(config, select_epoch="best"), labels, features.shape[1])  # snapshots assembled below
     loader = tensor_loader([features[train_rows], torch.as_tensor(train_rows)], config.train.batch_size,
                            shuffle=True, seed=config.train.seed)
     evaluate = _feature_evaluator(objective, features, val_rows, labels, config.beta, device)
-    model, result = _fit(head, objective.loss, evaluate, loader, config.train, run_dir, console, show_progress)
+    tracker = _PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate).bind(
+        features[val_rows]) if config.select_epoch == "per_label" and labels.tags else None
+    model, result = _fit(head, objective.loss, tracker or evaluate, loader, config.train, run_dir, console,
+                         show_progress)
+    if tracker is not None:
+        model = tracker.selected(model, result.best_epoch, config, labels, features.shape[1])
+        console.print(f"per-label epochs: {dict(zip(labels.tags, tracker.best_epoch.tolist(), strict=True))}")
     return model, max(result.best_epoch, 1)
+
+
+class _PerLabelEpochs:
+    """Engine evaluate callback that also keeps, per tag, the head of the epoch where its val F-beta (at its best
+    threshold) peaked; :meth:`selected` assembles them into an :class:`EpochSelectedHead`."""
+
+    def __init__(self, val_truth: np.ndarray, beta: float, evaluate: Callable[[nn.Module], dict[str, float]]):
+        self.val_truth, self.beta, self.evaluate = val_truth, beta, evaluate
+        self.best = np.full(val_truth.shape[1], -np.inf)
+        self.best_epoch = np.zeros(val_truth.shape[1], dtype=np.int64)
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.epoch = 0
+        self._rows = np.arange(len(val_truth))
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        self.epoch += 1
+        out = self.evaluate(model)
+        probs = self.last_probs(model)
+        score = np.nan_to_num(select_thresholds(self.val_truth, probs, beta=self.beta).best_fbeta, nan=-1.0)
+        improved = score > self.best + 1e-12
+        if improved.any():
+            self.best[improved], self.best_epoch[improved] = score[improved], self.epoch
+            self.states[self.epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.states = {e: s for e, s in self.states.items() if e in set(self.best_epoch.tolist())}
+        return out
+
+    def last_probs(self, model: nn.Module) -> np.ndarray:
+        """Val tag probabilities of ``model`` (features captured by the first evaluation)."""
+        logits, _ = predict_outputs(model, self._loader, len(self._rows), next(model.parameters()).device)
+        return logits_to_predictions(logits, LabelSpace(tags=[""] * self.val_truth.shape[1]), len(self._rows)).tags
+
+    def bind(self, features: np.ndarray) -> _PerLabelEpochs:
+        """Attach the val features (rows aligned with ``val_truth``)."""
+        self._loader = tensor_loader([features.astype(np.float32), self._rows], batch_size=2048, shuffle=False)
+        return self
+
+    def selected(self, best_model: nn.Module, best_epoch: int, config: TaggingConfig, labels: LabelSpace,
+                 in_features: int) -> EpochSelectedHead:
+        """Snapshot 0: the monitor's best epoch; then one snapshot per other epoch some tag peaked at."""
+        others = sorted(set(self.best_epoch.tolist()) - {best_epoch})
+        snapshots: list[nn.Module] = [best_model]
+        for epoch in others:
+            snapshot = _build_head(replace(config, select_epoch="best"), labels, in_features)
+            snapshot.load_state_dict(self.states[epoch])
+            snapshots.append(snapshot)
+        index = {epoch: i + 1 for i, epoch in enumerate(others)}
+        return EpochSelectedHead(snapshots, [index.get(int(e), 0) for e in self.best_epoch]).eval()
 
 
 def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
