@@ -17,7 +17,7 @@ from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, tune_thresholds
+from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, threshold_set, tune_thresholds
 from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
 
 
@@ -191,11 +191,7 @@ class TaggerEnsemble:
 
     def thresholds_for(self, beta: float | None = None) -> np.ndarray:
         """The set tuned for F-beta (``None``: the default decision set)."""
-        if beta is None:
-            return self.thresholds
-        if float(beta) not in self.threshold_sets:
-            raise ModelError(f"this ensemble has threshold sets for beta {sorted(self.threshold_sets)}, not {beta:g}")
-        return self.threshold_sets[float(beta)]
+        return threshold_set(self.threshold_sets, beta, self.thresholds, "ensemble")
 
     @property
     def tag_names(self) -> list[str]:

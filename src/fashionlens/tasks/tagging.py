@@ -371,11 +371,7 @@ class Tagger:
         Raises:
             ModelError: The model has no set for ``beta``.
         """
-        if beta is None:
-            return self.thresholds
-        if float(beta) not in self.threshold_sets:
-            raise ModelError(f"this tagger has threshold sets for beta {sorted(self.threshold_sets)}, not {beta:g}")
-        return self.threshold_sets[float(beta)]
+        return threshold_set(self.threshold_sets, beta, self.thresholds, "tagger")
 
     @property
     def tag_names(self) -> list[str]:
@@ -460,6 +456,16 @@ class Tagger:
                              f"{str(error).splitlines()[0]}") from error
         return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=docs.get("metrics"),
                    threshold_sets=sets)
+
+
+def threshold_set(sets: Mapping[float, np.ndarray], beta: float | None, default: np.ndarray,
+                  owner: str) -> np.ndarray:
+    """The set tuned for F-``beta`` among ``sets`` (``None``: ``default``); a one-line ModelError when absent."""
+    if beta is None:
+        return default
+    if float(beta) not in sets:
+        raise ModelError(f"this {owner} has threshold sets for beta {sorted(sets)}, not {beta:g}")
+    return sets[float(beta)]
 
 
 def threshold_array(doc: Any, labels: LabelSpace, where: str) -> np.ndarray:
