@@ -133,6 +133,7 @@ def test_bce_honours_the_positive_weight_k() -> None:
     np.testing.assert_allclose(objective.neg_weight.numpy(), [1.0, 1.0])
 
 
+@pytest.mark.slow  # two to twelve small fits: ~10-40 s on a loaded 2-core box
 def test_weighted_training_raises_the_rare_labels_recall_at_half() -> None:
     manifest, features = synthetic(n=1000)
     recalls = {}
@@ -159,6 +160,7 @@ def test_val_thresholds_are_the_config_beta_optimum_on_validation_predictions() 
     assert not np.allclose(tagger.thresholds_for(2.0), tagger.thresholds_for(1.0))
 
 
+@pytest.mark.slow  # two to twelve small fits: ~10-40 s on a loaded 2-core box
 def test_oof_thresholds_are_the_config_beta_optimum_on_out_of_fold_predictions() -> None:
     manifest, features = synthetic(n=300)
     config = quick_config("oof", heads=[], beta=2.0)
@@ -178,6 +180,7 @@ def test_oof_thresholds_are_the_config_beta_optimum_on_out_of_fold_predictions()
     assert tagger.metrics["threshold_method"] == "oof"
 
 
+@pytest.mark.slow  # two to twelve small fits: ~10-40 s on a loaded 2-core box
 def test_oof_thresholds_hold_up_where_val_thresholds_overfit() -> None:
     """Four rare labels, a validation split with ~3 positives each: the exact F2 optimum on val fits those few
     positives (val F2 far above test F2), while thresholds picked on 5x more out-of-fold rows do better on a large
@@ -398,6 +401,7 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
     np.testing.assert_allclose(before.heads["sleevelength"], after.heads["sleevelength"], atol=1e-5)
 
 
+@pytest.mark.slow  # two to twelve small fits: ~10-40 s on a loaded 2-core box
 def test_per_label_epoch_selection_keeps_each_labels_best_val_epoch(tmp_path: Path) -> None:
     """Each tag reads the head snapshot of the epoch where its val F-beta peaked, so no tag's val F-beta (at its best
     threshold) falls below the single best-epoch model's; the snapshots save and load."""
