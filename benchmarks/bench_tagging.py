@@ -1,242 +1,267 @@
-"""Tagging ablation on the shared data: plain BCE vs weighted BCE vs threshold moving vs one-model-per-label vs
-an ensemble of two backbones vs fine-tuning the backbone, on Clothing Attributes (23 binary + 3 multi-class
-attributes) and on Fashion Product Images attributes (gender, baseColour, season, usage expanded into one-vs-rest tags).
+"""Tagging ablation on the shared data, over repeated splits: every figure is the test-split mean ± std over
+``--split-seeds`` (≥ 3) seeded, stratified train/val/test splits, since 237 test photos are too few for
+single-split differences of 0.01-0.03 to mean anything.
 
-Variants 1-5 train heads on frozen, cached ImageNet features (CPU-friendly). Variant 6 (Clothing Attributes only;
-``--finetune-config``, about 12 min per ``--finetune-seeds`` entry on 2 CPU cores) fine-tunes the backbone end to end
-with the shipped config.
-Thresholds are tuned on ``val``; figures are reported on ``val`` (where the issue's targets are stated) and on
-``test`` (never used for any choice).
+Variants on frozen, cached ImageNet features (seconds per fit):
 
-    python benchmarks/bench_tagging.py --data ../shared/data
+0. a linear probe: scikit-learn ``LogisticRegression(class_weight="balanced")`` per label, decided at 0.5 -- the
+   floor every learned head must clear;
+1. the head with plain BCE at 0.5;
+2. the street-fashion paper's loss (eq. 1, K = 2 on positives, 1 on negatives) at 0.5;
+3. the default head (weighted BCE, ``thresholds.method: oof``): the shipped model is refit on train+val, so its
+   flat-0.5 row and its tuned rows compare the same model;
+4. the same config with ``thresholds.method: val`` (trained on train only): flat 0.5 vs the val optimum, the
+   plateau centre and shrinkage towards 0.5 -- all on one model.
+
+Variant 5 (Clothing Attributes only, ``--finetune-config``; about 13 min per split seed on 2 idle CPU cores)
+fine-tunes the backbone end to end and compares flat 0.5 with the val, plateau and shrunk thresholds of that model.
+
+    python benchmarks/bench_tagging.py --data ../shared/data --split-seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
+from fashionlens import metrics
 from fashionlens.config import load_config
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
-from fashionlens.engine import TrainConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import BackboneConfig, frozen_features
-from fashionlens.tasks.tag_evaluation import TaggerEnsemble, evaluate_predictions
-from fashionlens.tasks.tagging import Predictions, Tagger, TaggingConfig, train_tagger, tune_thresholds
+from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.tagging import Tagger, TaggingConfig, ThresholdConfig, train_tagger, tune_thresholds
+from fashionlens.thresholds import apply_thresholds
 
 QUIET = Console(quiet=True)
+Row = dict[str, object]
+SHRINK = 0.5
 
 
-def base_config(backbone: str, **kwargs: object) -> TaggingConfig:
-    train = TrainConfig(epochs=60, lr=1e-3, batch_size=128, monitor="val_map", mode="max", early_stop_patience=8,
-                        weight_decay=1e-4)
-    return TaggingConfig(backbone=BackboneConfig(name=backbone), train=train, **kwargs)  # type: ignore[arg-type]
+def linear_probe(features: np.ndarray, truth: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Test probabilities of one class-balanced logistic regression per label, fit on the ``train`` rows."""
+    probs = np.full((len(test), truth.shape[1]), 0.5, dtype=np.float32)
+    for j in range(truth.shape[1]):
+        rows = train[~np.isnan(truth[train, j])]
+        if len(np.unique(truth[rows, j])) < 2:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = LogisticRegression(class_weight="balanced", max_iter=1000).fit(features[rows], truth[rows, j])
+        probs[:, j] = model.predict_proba(features[test])[:, 1]
+    return probs
 
 
-class _FixedFeatures:
-    """Predict from precomputed features (avoids re-reading the cache for every evaluation)."""
+def figures(variant: str, truth: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | float,
+            focus: list[int] | None) -> Row:
+    """Test figures of ``probs`` decided at ``thresholds``."""
+    decided = apply_thresholds(probs, np.broadcast_to(thresholds, probs.shape[1]))
+    row: Row = {"variant": variant, "macro-F2": metrics.macro_fbeta(truth, decided, beta=2.0),
+                "macro-F1": metrics.macro_fbeta(truth, decided, beta=1.0)}
+    if focus:
+        row["macro-F1 (20 paper labels)"] = metrics.macro_fbeta(truth[:, focus], decided[:, focus], beta=1.0)
+    row["micro-F1"] = metrics.micro_fbeta(truth, decided)
+    row["sample-F1"] = metrics.sample_f1(truth, decided)
+    row["mAP"] = metrics.mean_average_precision(truth, probs)
+    return row
 
-    def __init__(self, tagger: Tagger, features: np.ndarray, manifest: Manifest):
-        self.tagger, self.labels, self.thresholds = tagger, tagger.labels, tagger.thresholds
-        self.row_of = {p: i for i, p in enumerate(manifest.frame["path"])}
-        self.features = features
 
-    def predict(self, rows: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions:
-        return self.tagger.predict_features(self.features[[self.row_of[p] for p in rows.frame["path"]]])
-
-    def decide(self, predictions: Predictions) -> np.ndarray:
-        return self.tagger.decide(predictions)
-
-
-def score(name: str, predictor: object, thresholds: np.ndarray, manifest: Manifest, focus: list[str] | None,
-          seconds: float, use_tuned: bool) -> list[dict[str, object]]:
-    rows = []
-    for split in ("val", "test"):
-        subset = manifest.split_subset(split)
-        predictions = predictor.predict(subset)  # type: ignore[attr-defined]
-        labels = predictor.labels  # type: ignore[attr-defined]
-        evaluation = evaluate_predictions(labels, thresholds, predictions, subset, split, beta=2.0, focus=focus)
-        s = evaluation.summary
-        key = "tuned" if use_tuned else "0.5"
-        row: dict[str, object] = {"variant": name, "split": split, "macro-F2": s[f"macro_f2@{key}"],
-                                  "macro-F1": s[f"macro_f1@{key}"]}
-        if focus:
-            row["macro-F1 (20 paper labels)"] = s[f"macro_f1@{key}[focus]"]
-        row["sample-F1"] = s[f"sample_f1@{key}"]
-        row["mAP"] = s["mAP"]
-        row["train s"] = round(seconds, 1)
-        rows.append(row)
+def threshold_rows(name: str, tagger: Tagger, truth: np.ndarray, probs: np.ndarray, val_truth: np.ndarray | None,
+                   val_probs: np.ndarray | None, focus: list[int] | None) -> list[Row]:
+    """Flat 0.5 and, without validation predictions, the tagger's saved sets; with them, for F2 and F1, the val
+    optimum, the plateau centre and the val optimum shrunk halfway to 0.5 (all on the same model)."""
+    rows = [figures(f"{name} @ 0.5", truth, probs, 0.5, focus)]
+    if val_truth is None or val_probs is None:
+        for beta in sorted(tagger.threshold_sets, reverse=True):
+            rows.append(figures(f"{name} @ F{beta:g} {tagger.metrics.get('threshold_method')}", truth, probs,
+                                tagger.thresholds_for(beta), focus))
+        return rows
+    for beta in (2.0, 1.0):
+        for label, options in (("val", {}), ("plateau", {"rule": "plateau"}),
+                               (f"val shrunk {SHRINK:g}", {"shrink": SHRINK})):
+            thresholds = tune_thresholds(val_truth, val_probs, tagger.labels, beta, **options)  # type: ignore[arg-type]
+            rows.append(figures(f"{name} @ F{beta:g} {label}", truth, probs, thresholds, focus))
     return rows
 
 
-def ablation(manifest: Manifest, backbones: list[str], focus: list[str] | None, console: Console,
-             finetune_config: Path | None = None, finetune_seeds: tuple[int, ...] = (0,),
-             **label_options: object) -> list[dict[str, object]]:
-    features = {b: frozen_features(manifest, BackboneConfig(name=b)) for b in backbones}
-    main = backbones[0]
-    results: list[dict[str, object]] = []
+def one_split(manifest: Manifest, features: np.ndarray, backbone: str, focus_names: list[str] | None,
+              finetune: TaggingConfig | None, console: Console, **label_options: object) -> list[Row]:
+    """Every variant's test rows on one split."""
+    split = manifest.frame["split"].to_numpy()
+    train, val, test = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
+    space = LabelSpace.from_manifest(manifest.subset(split == "train"), heads=[], **label_options)  # type: ignore[arg-type]
+    truth = space.tag_targets(manifest)
+    focus = [space.tags.index(f) for f in focus_names] if focus_names else None
+    rows: list[Row] = []
 
-    def fit(config: TaggingConfig) -> tuple[_FixedFeatures, float]:
+    def timed(name: str, make: Callable[[], list[Row]]) -> None:
         start = time.perf_counter()
-        tagger = train_tagger(manifest, config, console=QUIET, show_progress=False,
-                              features=features[config.backbone.name])
-        return _FixedFeatures(tagger, features[config.backbone.name], manifest), time.perf_counter() - start
+        made = make()
+        for row in made:
+            row["train s"] = time.perf_counter() - start
+        rows.extend(made)
+        console.print(f"  {name}: {time.perf_counter() - start:.0f} s")
 
-    plain, seconds = fit(base_config(main, loss="bce", **label_options))
-    results += score("1. BCE, threshold 0.5", plain, plain.thresholds, manifest, focus, seconds, use_tuned=False)
-    weighted, seconds = fit(base_config(main, loss="weighted_bce", **label_options))
-    results += score("2. weighted BCE, threshold 0.5", weighted, weighted.thresholds, manifest, focus, seconds,
-                     use_tuned=False)
-    results += score("3. weighted BCE + F2-tuned thresholds", weighted, weighted.thresholds, manifest, focus,
-                     seconds, use_tuned=True)
-    val = manifest.split_subset("val")
-    f1_thresholds = tune_thresholds(weighted.labels.tag_targets(val), weighted.predict(val).tags, weighted.labels, 1.0)
-    results += score("3b. weighted BCE + F1-tuned thresholds", weighted, f1_thresholds, manifest, focus, seconds,
-                     use_tuned=True)
-    per_label, seconds = fit(base_config(main, loss="weighted_bce", mode="per_label", **label_options))
-    results += score("4. one model per label (weighted, F2-tuned)", per_label, per_label.thresholds, manifest,
-                     focus, seconds, use_tuned=True)
-    if len(backbones) > 1:
-        members = [weighted]
-        total = seconds
-        for other in backbones[1:]:
-            member, seconds = fit(base_config(other, loss="weighted_bce", **label_options))
-            members.append(member)
-            total += seconds
-        ensemble = TaggerEnsemble(members)  # type: ignore[arg-type]
-        ensemble.fit_thresholds(manifest, beta=2.0)
-        name = "5. ensemble " + " + ".join(backbones) + " (weighted, F2-tuned)"
-        results += score(name, ensemble, ensemble.thresholds, manifest, focus, total, use_tuned=True)
-        f1_ensemble = replace_thresholds(ensemble, manifest, beta=1.0)
-        results += score("5b. same ensemble, F1-tuned thresholds", ensemble, f1_ensemble, manifest, focus, total,
-                         use_tuned=True)
-    if finetune_config is not None:
-        for seed in finetune_seeds:
-            results += finetuned(manifest, finetune_config, seed, focus, console)
-    return results
+    base = TaggingConfig(backbone=BackboneConfig(name=backbone), heads=[], **label_options)  # type: ignore[arg-type]
 
+    def fit(config: TaggingConfig) -> Tagger:
+        return train_tagger(manifest, config, console=QUIET, show_progress=False, features=features)
 
-def finetuned(manifest: Manifest, config_path: Path, seed: int, focus: list[str] | None,
-              console: Console) -> list[dict[str, object]]:
-    """Variant 6: the backbone fine-tuned end to end with ``config_path`` and training ``seed`` (thresholds tuned on
-    val as above)."""
-    config = load_config(TaggingConfig, config_path, {"train.seed": seed})
-    console.print(f"fine-tuning {config.backbone.name} ({config.train.epochs} epochs, seed {seed}, {config_path})")
-    start = time.perf_counter()
-    tagger = train_tagger(manifest, config, console=console, show_progress=False)
-    seconds = time.perf_counter() - start
-    quiet = _Quiet(tagger)
-    name = (f"6. {config.backbone.name} fine-tuned end to end ({config.train.epochs} epochs, weighted BCE, "
-            f"F2-tuned), seed {seed}")
-    rows = score(name, quiet, tagger.thresholds, manifest, focus, seconds, use_tuned=True)
-    val = manifest.split_subset("val")
-    f1_thresholds = tune_thresholds(tagger.labels.tag_targets(val), quiet.predict(val).tags, tagger.labels, 1.0)
-    return rows + score(f"6b. same fine-tuned model, F1-tuned thresholds, seed {seed}", quiet, f1_thresholds,
-                        manifest, focus, seconds, use_tuned=True)
+    timed("linear probe", lambda: [figures("0. linear probe (LogisticRegression balanced) @ 0.5", truth[test],
+                                           linear_probe(features, truth, np.concatenate([train, val]), test),
+                                           0.5, focus)])
+    fixed = ThresholdConfig(method="fixed")
+    timed("BCE", lambda: [figures("1. head, plain BCE @ 0.5", truth[test],
+                                  fit(replace(base, loss="bce", thresholds=fixed)).predict_features(
+                                      features[test]).tags, 0.5, focus)])
+    timed("K=2", lambda: [figures("2. head, street-fashion eq. 1 (BCE, K = 2) @ 0.5", truth[test],
+                                  fit(replace(base, loss="bce", positive_weight=2.0, thresholds=fixed))
+                                  .predict_features(features[test]).tags, 0.5, focus)])
+
+    def default_head() -> list[Row]:
+        tagger = fit(base)
+        return threshold_rows("3. default head (weighted BCE, refit on train+val)", tagger, truth[test],
+                              tagger.predict_features(features[test]).tags, None, None, focus)
+
+    timed("default head (oof)", default_head)
+
+    def val_head() -> list[Row]:
+        tagger = fit(replace(base, thresholds=ThresholdConfig(method="val")))
+        return threshold_rows("4. weighted BCE head (train only)", tagger, truth[test],
+                              tagger.predict_features(features[test]).tags, truth[val],
+                              tagger.predict_features(features[val]).tags, focus)
+
+    timed("val head", val_head)
+    if finetune is not None:
+        def finetuned() -> list[Row]:
+            tagger = train_tagger(manifest, finetune, console=QUIET, show_progress=False)
+            probs = {s: tagger.predict(manifest.split_subset(s), show_progress=False).tags for s in ("val", "test")}
+            return threshold_rows(f"5. {finetune.backbone.name} fine-tuned ({finetune.train.epochs} epochs)", tagger,
+                                  truth[test], probs["test"], truth[val], probs["val"], focus)
+
+        timed("fine-tuned", finetuned)
+    return rows
 
 
-class _Quiet:
-    """A tagger whose image predictions draw no progress bar and are computed once per split."""
+def summarise(per_seed: dict[int, list[Row]]) -> list[Row]:
+    """Mean ± std over split seeds of each variant's figures."""
+    variants = list(dict.fromkeys(str(r["variant"]) for rows in per_seed.values() for r in rows))
+    table = []
+    for variant in variants:
+        found = [r for rows in per_seed.values() for r in rows if r["variant"] == variant]
+        row: Row = {"variant": variant, "seeds": len(found)}
+        for key in found[0]:
+            if key == "variant":
+                continue
+            values = np.array([float(r[key]) for r in found])  # type: ignore[arg-type]
+            row[key] = f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}" \
+                if key != "train s" else f"{values.mean():.0f}"
+        table.append(row)
+    return table
 
-    def __init__(self, tagger: Tagger):
-        self.tagger, self.labels, self.thresholds = tagger, tagger.labels, tagger.thresholds
-        self._done: dict[tuple[str, ...], Predictions] = {}
 
-    def predict(self, rows: Manifest, device: str | None = None, show_progress: bool = True) -> Predictions:
-        key = tuple(rows.frame["path"])
-        if key not in self._done:
-            self._done[key] = self.tagger.predict(rows, device=device, show_progress=False)
-        return self._done[key]
+def target_lines(per_seed: dict[int, list[Row]], focus: bool) -> str:
+    """Issue 14's targets, on the test split, as means over split seeds (with each seed's figure)."""
 
+    def values(variant: str, key: str) -> np.ndarray:
+        return np.array([float(next(r[key] for r in rows if r["variant"] == variant))  # type: ignore[arg-type]
+                         for rows in per_seed.values()])
 
-def target_lines(rows: list[dict[str, object]], focus: list[str] | None) -> str:
-    """Issue #3's targets, read off the val rows of this run."""
-    val = {str(r["variant"]): r for r in rows if r["split"] == "val"}
-    plain = next(r for name, r in val.items() if name.startswith("1."))
-    tuned = next(r for name, r in val.items() if name.startswith("3."))
-    gain = float(tuned["macro-F2"]) - float(plain["macro-F2"])  # type: ignore[arg-type]
-    lines = [f"- tuned thresholds − plain BCE@0.5, val macro-F2: {gain:+.3f} (target ≥ +0.05: "
-             f"{'MET' if gain >= 0.05 else 'MISSED'})"]
+    def line(text: str, got: np.ndarray, target: float, signed: bool) -> str:
+        seeds = ", ".join(f"{v:+.3f}" if signed else f"{v:.3f}" for v in got)
+        mean = f"{got.mean():+.3f}" if signed else f"{got.mean():.3f}"
+        return (f"- {text}: mean {mean} over {len(got)} split seeds ({seeds}); target ≥ {target:g}: "
+                f"{'MET' if got.mean() >= target else 'MISSED'}")
+
+    first = [str(r["variant"]) for r in next(iter(per_seed.values()))]
+    head = next(v.split(" @ ")[0] for v in first if v.startswith("3."))
+    lines = [line("default frozen head, oof F2 thresholds − flat 0.5, test macro-F2",
+                  values(f"{head} @ F2 oof", "macro-F2") - values(f"{head} @ 0.5", "macro-F2"), 0.02, True)]
+    finetuned = next((v.split(" @ ")[0] for v in first if v.startswith("5.")), None)
+    if finetuned is not None:
+        for method in ("val", "plateau", f"val shrunk {SHRINK:g}"):
+            gain = values(f"{finetuned} @ F2 {method}", "macro-F2") - values(f"{finetuned} @ 0.5", "macro-F2")
+            lines.append(line(f"fine-tuned model, F2 {method} thresholds − flat 0.5, test macro-F2", gain, 0.02,
+                              True))
     if focus:
         key = "macro-F1 (20 paper labels)"
-        best_name, best = max(val.items(), key=lambda item: float(item[1][key]))  # type: ignore[arg-type]
-        value = float(best[key])  # type: ignore[arg-type]
-        lines.append(f"- best val macro-F1 on the paper's 20 labels: {value:.3f} ({best_name}; target ≥ 0.70: "
-                     f"{'MET' if value >= 0.70 else 'MISSED'}; the paper reached 0.53)")
-        family = best_name.rsplit(", seed ", 1)[0]
-        seeds = {name: float(r[key]) for name, r in val.items()  # type: ignore[arg-type]
-                 if name.rsplit(", seed ", 1)[0] == family and ", seed " in name}
-        if len(seeds) > 1:
-            mean = sum(seeds.values()) / len(seeds)
-            lines.append(f"- the same variant over its {len(seeds)} training seeds: "
-                         + ", ".join(f"{v:.3f}" for v in seeds.values())
-                         + f" (mean {mean:.3f}: {'MET' if mean >= 0.70 else 'MISSED'}); thresholds are tuned on val, "
-                         "so val figures are optimistic by construction and test is the unbiased check")
-    return "Targets (issue #3, on val):\n\n" + "\n".join(lines) + "\n"
-
-
-def replace_thresholds(ensemble: TaggerEnsemble, manifest: Manifest, beta: float) -> np.ndarray:
-    val = manifest.split_subset("val")
-    return tune_thresholds(ensemble.labels.tag_targets(val), ensemble.predict(val).tags, ensemble.labels, beta)
+        probe = values(next(v for v in first if v.startswith("0.")), key)
+        for decision in ("F1 oof", "0.5"):
+            lines.append(line(f"default frozen head @ {decision} − linear probe @ 0.5, test {key}",
+                              values(f"{head} @ {decision}", key) - probe, 0.0, True))
+        if finetuned is not None:
+            for method in ("plateau", "val", "0.5"):
+                variant = f"{finetuned} @ {'F1 ' + method if method != '0.5' else method}"
+                lines.append(line(f"fine-tuned model @ {variant.split(' @ ')[1]}, test {key}", values(variant, key),
+                                  0.66, False))
+    return "Targets (issue 14, test split, mean over split seeds):\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite2")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", default="clothing,products", help="Which of clothing,products to run.")
     parser.add_argument("--finetune-config", type=Path,
                         default=Path("configs/tagging_clothing_attributes_finetune.yaml"),
-                        help="Config of variant 6 (Clothing Attributes only).")
-    parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0], help="Training seeds of variant 6.")
-    parser.add_argument("--skip-finetune", action="store_true", help="Leave out variant 6 (saves ~12 min on CPU).")
+                        help="Config of variant 5 (Clothing Attributes only).")
+    parser.add_argument("--skip-finetune", action="store_true", help="Leave out variant 5 (~13 min per split seed).")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     console = Console()
-    backbones = args.backbones.split(",")
     start = time.perf_counter()
     datasets = {
-        "clothing": ("Clothing Attributes (23 binary attributes + category/sleevelength/neckline heads)",
-                     lambda: split_manifest(read_clothing_attributes(args.data / "clothing-attributes"),
-                                            seed=args.seed, stratify="category"),
+        "clothing": ("Clothing Attributes (23 binary attributes)",
+                     lambda: read_clothing_attributes(args.data / "clothing-attributes"), "category",
                      list(PAPER_LABELS), {}),
         "products": ("Fashion Product Images attributes (gender, baseColour, season, usage as one-vs-rest tags)",
-                     lambda: split_manifest(read_fashion_product_images(args.data / "fashion-product-images"),
-                                            seed=args.seed, stratify="articleType"),
-                     None, {"expand_heads": ["gender", "baseColour", "season", "usage"], "heads": [],
-                            "min_class_count": 5}),
+                     lambda: read_fashion_product_images(args.data / "fashion-product-images"), "articleType",
+                     None, {"expand_heads": ["gender", "baseColour", "season", "usage"], "min_class_count": 5}),
     }
     for key in args.datasets.split(","):
-        title, load, focus, options = datasets[key]
+        title, read, stratify, focus, options = datasets[key]
         console.print(f"[bold]{title}")
-        manifest = load()
-        finetune = args.finetune_config if key == "clothing" and not args.skip_finetune else None
-        rows = ablation(manifest, backbones, focus, console, finetune_config=finetune,
-                        finetune_seeds=tuple(args.finetune_seeds), **options)
-        counts = manifest.frame["split"].value_counts().to_dict()
-        text = (f"### {title}\n\n"
-                f"Command: `python benchmarks/bench_tagging.py --data {args.data} --backbones {args.backbones} "
-                f"--datasets {key}{' --skip-finetune' if args.skip_finetune else ''}"
-                f"{' --finetune-seeds ' + ' '.join(map(str, args.finetune_seeds)) if finetune else ''}`  \n"
+        full = read()
+        features = frozen_features(full, BackboneConfig(name=args.backbone))
+        finetune = (load_config(TaggingConfig, args.finetune_config, {"heads": []})
+                    if key == "clothing" and not args.skip_finetune else None)
+        per_seed: dict[int, list[Row]] = {}
+        sizes = {}
+        for seed in args.split_seeds:
+            console.print(f"split seed {seed}")
+            manifest = split_manifest(full, seed=seed, stratify=stratify)
+            sizes[seed] = manifest.frame["split"].value_counts().to_dict()
+            per_seed[seed] = one_split(manifest, features, args.backbone, focus, finetune, console, **options)
+        command = (f"python benchmarks/bench_tagging.py --data {args.data} --backbone {args.backbone} --datasets {key} "
+                   f"--split-seeds {' '.join(map(str, args.split_seeds))}"
+                   f"{' --skip-finetune' if finetune is None and key == 'clothing' else ''}")
+        text = (f"### {title}\n\nCommand: `{command}`  \n"
                 f"Machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
                 f"torch {torch.__version__}, no GPU; wall time {time.perf_counter() - start:.0f} s. "
-                f"Split (seed {args.seed}): {counts}.\n\n{markdown.records_table(rows)}\n\n"
-                f"{target_lines(rows, focus)}")
+                f"Splits: {sizes}. Test split only; mean ± sample std over split seeds.\n\n"
+                f"{markdown.records_table(summarise(per_seed))}\n\n{target_lines(per_seed, focus is not None)}")
         out = args.out_dir / f"tagging_{key}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
-        console.print(markdown.records_table(rows))
+        (args.out_dir / f"tagging_{key}_rows.json").write_text(json.dumps(per_seed, indent=1), encoding="utf-8")
+        console.print(text)
         console.print(f"wrote {out}")
 
 

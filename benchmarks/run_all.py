@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 # (result file, title, the invocations that write it: a script and its arguments, run from the repository root)
 SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("features", "Feature extraction throughput (issue 2)", ["bench_features.py"]),
-    ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 3)", ["bench_tagging.py --finetune-seeds 0 1"]),
+    ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 14)", ["bench_tagging.py --split-seeds 0 1 2"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
     ("hierarchy_finetune", "Hierarchical classification, backbone fine-tuned (issue 4)",

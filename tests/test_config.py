@@ -132,3 +132,42 @@ def test_every_shipped_config_loads_into_its_dataclass(path: Path) -> None:
     kind = next(cls for prefix, cls in CONFIG_CLASSES.items() if path.name.startswith(prefix))
     config = load_config(kind, path)
     assert to_dict(config) == to_dict(from_dict(kind, to_dict(config)))  # survives a round trip
+
+
+PAPERS = SHIPPED / "papers"
+#: Per paper recipe, the elements its config must set (dotted keys of the loaded dataclass).
+PAPER_ELEMENTS: dict[str, dict[str, object]] = {
+    "tagging_street_fashion_attributes.yaml": {
+        "backbone.name": "resnet50", "mode": "finetune", "finetune_freeze": 2, "loss": "bce", "positive_weight": 2.0,
+        "label_importance": {"gender": 2.0}, "beta": 1.0, "thresholds.method": "fixed", "train.optimizer": "sgd",
+        "train.scheduler": "step", "train.lr": 0.001},
+    "tagging_jd_fashion_style.yaml": {
+        "backbone.name": "densenet121", "mode": "per_label", "loss": "weighted_bce", "max_weight": 600.0,
+        "beta": 2.0, "thresholds.method": "val", "thresholds.average": "macro", "train.optimizer": "adam"},
+    "tagging_imaterialist.yaml": {
+        "backbone.name": "inception_v3", "mode": "finetune", "finetune_freeze": 0, "loss": "bce", "beta": 1.0,
+        "thresholds.average": "micro", "train.lr": 0.0001},
+    "hierarchy_hmcn_f.yaml": {
+        "variant": "hmcn", "loss_weighting": "sum", "hidden": 384, "dropout": 0.6, "beta": 0.5,
+        "train.optimizer": "adam", "train.lr": 0.001},
+}
+
+
+def _get(config: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def test_every_paper_recipe_is_tested() -> None:
+    assert sorted(p.name for p in PAPERS.glob("*.yaml")) == sorted(PAPER_ELEMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_ELEMENTS))
+def test_paper_recipe_loads_with_local_weights_and_sets_the_papers_elements(name: str, tmp_path: Path) -> None:
+    kind = next(cls for prefix, cls in CONFIG_CLASSES.items() if name.startswith(prefix))
+    weights = tmp_path / "imagenet.pth"
+    config = load_config(kind, PAPERS / name, {"backbone.weights": str(weights)})
+    assert config.backbone.weights == str(weights)  # type: ignore[attr-defined]
+    for key, expected in PAPER_ELEMENTS[name].items():
+        assert _get(config, key) == expected, key

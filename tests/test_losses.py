@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashionlens.losses import label_weights, masked_bce, masked_cross_entropy
+from fashionlens.errors import ConfigError
+from fashionlens.losses import DEFAULT_MAX_WEIGHT, importance_vector, label_weights, masked_bce, masked_cross_entropy
 
 NAN = np.nan
 
@@ -99,3 +100,63 @@ def test_masked_cross_entropy_all_unlabelled_is_zero_with_gradient() -> None:
     loss.backward()
     assert logits.grad is not None
     assert torch.all(logits.grad == 0)
+
+
+def test_unbalanced_weights_are_the_street_fashion_papers_eq1() -> None:
+    """``loss: bce`` with K: weight K on every positive term, 1 on every negative, whatever the label ratio."""
+    targets = np.array([[1, 0], [0, 0], [0, 1], [NAN, 1]], dtype=np.float32)
+    pos, neg = label_weights(targets, positive_weight=2.0, balanced=False)
+    np.testing.assert_allclose(pos, [2.0, 2.0])
+    np.testing.assert_allclose(neg, [1.0, 1.0])
+    logits = torch.tensor([[0.3, -1.0], [-0.2, 0.5], [1.0, 2.0], [0.0, -0.4]])
+    target = torch.as_tensor(targets)
+    loss = masked_bce(logits, target, torch.as_tensor(pos), torch.as_tensor(neg))
+    by_hand = 0.0
+    for j in range(2):
+        terms = []
+        for i in range(4):
+            y = float(targets[i, j])
+            if math.isnan(y):
+                continue
+            p = 1 / (1 + math.exp(-float(logits[i, j])))
+            terms.append(-(2.0 * y * math.log(p) + (1 - y) * math.log(1 - p)))
+        by_hand += sum(terms) / len(terms)
+    assert float(loss) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_importance_multiplies_both_weights_of_a_label() -> None:
+    targets = np.array([[1, 1], [0, 0], [0, 1], [0, 0]], dtype=np.float32)
+    plain_pos, plain_neg = label_weights(targets, positive_weight=2.0)
+    pos, neg = label_weights(targets, positive_weight=2.0, importance=[3.0, 1.0])
+    np.testing.assert_allclose(pos, plain_pos * [3.0, 1.0])
+    np.testing.assert_allclose(neg, plain_neg * [3.0, 1.0])
+    logits = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    target = torch.as_tensor(targets)
+    per_label = [masked_bce(logits[:, [j]], target[:, [j]], torch.as_tensor(plain_pos[[j]]),
+                            torch.as_tensor(plain_neg[[j]])) for j in range(2)]
+    weighted = masked_bce(logits, target, torch.as_tensor(pos), torch.as_tensor(neg))
+    assert float(weighted) == pytest.approx(float(3.0 * per_label[0] + per_label[1]), rel=1e-5)
+    with pytest.raises(ConfigError, match="importance"):
+        label_weights(targets, importance=[1.0, -1.0])
+    with pytest.raises(ConfigError, match="importance"):
+        label_weights(targets, importance=[1.0])
+
+
+def test_weight_cap_is_configurable_and_can_be_lifted() -> None:
+    """The JD paper's Sport label (1:527): the default cap of 20 flattens its weight, a higher cap or none keeps it."""
+    targets = np.zeros((528, 1), dtype=np.float32)
+    targets[0, 0] = 1.0
+    uncapped = 528 / 2
+    assert label_weights(targets)[0][0] == pytest.approx(DEFAULT_MAX_WEIGHT)
+    assert label_weights(targets, max_weight=100.0)[0][0] == pytest.approx(100.0)
+    assert label_weights(targets, max_weight=None)[0][0] == pytest.approx(uncapped)
+    with pytest.raises(ConfigError, match="max_weight"):
+        label_weights(targets, max_weight=0.0)
+    with pytest.raises(ConfigError, match="positive_weight"):
+        label_weights(targets, positive_weight=0.0)
+
+
+def test_importance_vector_names_unknown_labels() -> None:
+    np.testing.assert_allclose(importance_vector(["a", "b"], {"b": 2.0}), [1.0, 2.0])
+    with pytest.raises(ConfigError, match="nope"):
+        importance_vector(["a"], {"nope": 2.0})

@@ -14,6 +14,7 @@ from fashionlens.metrics import (
     iter_ranked_counts,
     macro_fbeta,
     mean_average_precision,
+    micro_fbeta,
     per_class_table,
     per_label_scores,
     relevance_matrix,
@@ -230,3 +231,19 @@ def test_retrieval_metrics_by_hand():
 def test_retrieval_map_normalises_by_list_length():
     # 5 relevant items but a list of 2: both slots relevant is the best possible list.
     assert retrieval_metrics(np.ones((1, 2), dtype=bool), np.array([5]), ks=(1,))["mAP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_micro_fbeta_agrees_with_sklearn(seed, beta):
+    truth, _, pred = random_multilabel(seed)
+    expected = skm.fbeta_score(truth, pred, beta=beta, average="micro", zero_division=0)
+    assert micro_fbeta(truth, pred, beta=beta) == pytest.approx(expected)
+
+
+def test_micro_fbeta_by_hand_pools_counts_and_drops_unlabelled():
+    truth = np.array([[1, 0], [1, NAN], [0, 1]], dtype=float)
+    pred = np.array([[1, 1], [0, 1], [0, 1]], dtype=bool)
+    # labelled entries: tp = 2 (row 0 label 0, row 2 label 1), fp = 1 (row 0 label 1), fn = 1 (row 1 label 0)
+    assert micro_fbeta(truth, pred) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert micro_fbeta(np.nan_to_num(truth), pred) == pytest.approx(4 / 7)  # the NaN entry as a negative: one more FP

@@ -7,7 +7,17 @@ import pytest
 from sklearn.metrics import fbeta_score
 
 from fashionlens.errors import ConfigError, DataError, ModelError
-from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
+from fashionlens.metrics import micro_fbeta
+from fashionlens.thresholds import (
+    apply_thresholds,
+    best_thresholds,
+    fbeta_curve,
+    micro_thresholds,
+    plateau_thresholds,
+    select_thresholds,
+    shrink_thresholds,
+    topk_decode,
+)
 
 NAN = np.nan
 # Ranked: pos 0.9, neg 0.8, neg 0.7, pos 0.6, neg 0.2. F2 at each cut: 5/9, 1/2, 5/11, 10/12, 10/13;
@@ -113,3 +123,61 @@ def test_topk_decode():
     np.testing.assert_array_equal(topk_decode(scores, 1), [[0, 1, 0, 0], [1, 0, 0, 0]])  # tie -> lower index
     with pytest.raises(ConfigError, match=r"k in 1\.\.4"):
         topk_decode(scores, 5)
+
+
+def test_plateau_takes_the_centre_of_the_near_best_cuts():
+    """Scores 0.9..0.1, positives at 0.9, 0.8, 0.7, 0.3: F1 peaks at the 0.65 cut (6/7); within one SE of it
+    (sqrt(F (1-F) / 4) = 0.175) lie the cuts 0.65, 0.55 and 0.25, so the plateau's centre is 0.45."""
+    scores = np.array([[0.9], [0.8], [0.7], [0.6], [0.5], [0.4], [0.3], [0.2], [0.1]])
+    truth = np.array([[1], [1], [1], [0], [0], [0], [1], [0], [0]], dtype=float)
+    exact = best_thresholds(truth, scores, beta=1.0)
+    plateau = plateau_thresholds(truth, scores, beta=1.0)
+    cuts = np.array([0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15])
+    fbeta = fbeta_curve(truth[:, 0], scores[:, 0], cuts, beta=1.0)
+    best = fbeta.max()
+    on_plateau = cuts[fbeta >= best - np.sqrt(best * (1 - best) / 4) - 1e-12]
+    assert exact.thresholds[0] == pytest.approx(0.65)
+    np.testing.assert_allclose(on_plateau, [0.65, 0.55, 0.25])
+    assert plateau.thresholds[0] == pytest.approx(0.45)
+
+
+def test_plateau_with_many_positives_is_the_exact_optimum():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((4000, 1)) < 0.5).astype(float)
+    scores = np.clip(truth * 0.3 + rng.random((4000, 1)) * 0.7, 0, 1)
+    exact = best_thresholds(truth, scores, beta=2.0).thresholds[0]
+    assert plateau_thresholds(truth, scores, beta=2.0).thresholds[0] == pytest.approx(exact, abs=0.05)
+
+
+def test_shrink_thresholds():
+    np.testing.assert_allclose(shrink_thresholds([0.1, 0.9], 0.5), [0.3, 0.7])
+    np.testing.assert_allclose(shrink_thresholds([0.1, 0.9], 0.0), [0.1, 0.9])
+    with pytest.raises(ConfigError, match="shrinkage"):
+        shrink_thresholds([0.1], 1.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_micro_thresholds_beat_per_label_ones_on_micro_f1(seed):
+    """Coordinate ascent on the pooled counts: never below the per-label start, and above it where labels differ."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((300, 5)) < [0.5, 0.3, 0.1, 0.05, 0.02]).astype(float)
+    scores = np.clip(truth * rng.uniform(0.1, 0.6, 5) + rng.random((300, 5)) * 0.6, 0, 1)
+    per_label = best_thresholds(truth, scores, beta=1.0).thresholds
+    micro = micro_thresholds(truth, scores, beta=1.0).thresholds
+    start = micro_fbeta(truth, apply_thresholds(scores, per_label))
+    reached = micro_fbeta(truth, apply_thresholds(scores, micro))
+    assert reached >= start - 1e-12
+    brute = max(micro_fbeta(truth, scores >= t) for t in np.linspace(0, 1, 101))  # one shared cut
+    assert reached >= brute - 1e-12
+
+
+def test_select_thresholds_dispatches_and_rejects_unknown_rules():
+    truth = np.array([[1], [0], [1], [0]], dtype=float)
+    scores = np.array([[0.9], [0.2], [0.6], [0.4]])
+    np.testing.assert_allclose(select_thresholds(truth, scores, 1.0).thresholds,
+                               best_thresholds(truth, scores, 1.0).thresholds)
+    np.testing.assert_allclose(select_thresholds(truth, scores, 1.0, shrink=1.0).thresholds, [0.5])
+    with pytest.raises(ConfigError, match="rule"):
+        select_thresholds(truth, scores, 1.0, rule="magic")
+    with pytest.raises(ConfigError, match="average"):
+        select_thresholds(truth, scores, 1.0, average="weighted")

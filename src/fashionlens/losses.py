@@ -2,44 +2,79 @@
 
 The weighted binary cross-entropy of the JD style / street-fashion attribute papers is
 
-    L = -Σ_labels mean_rows [ A·y·ln p + B·(1-y)·ln(1-p) ]
+    L = -Σ_labels w_l · mean_rows [ A·y·ln p + B·(1-y)·ln(1-p) ]
 
-with per-label weights A (positives) and B (negatives) derived from the training set's label ratio, so that a
-label with 5 % positives is not learned as "always no". Rows whose target is NaN (unlabelled) contribute nothing.
+with per-label weights A (positives) and B (negatives) and an optional importance ``w_l`` per label. Two choices
+of (A, B) exist (see :func:`label_weights`): the street-fashion paper's eq. 1, ``A = K`` and ``B = 1`` (its best
+``K`` is 2), and the "balanced" weighting from the training set's label ratio, so that a label with 5 % positives
+is not learned as "always no". Rows whose target is NaN (unlabelled) contribute nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fashionlens.errors import ConfigError
 
-def label_weights(targets: np.ndarray, positive_weight: float = 1.0, max_weight: float = 20.0,
+DEFAULT_MAX_WEIGHT = 20.0
+"""Default cap on any balanced weight: a label with a handful of positives cannot dominate the loss."""
+
+
+def label_weights(targets: np.ndarray, positive_weight: float = 1.0, max_weight: float | None = DEFAULT_MAX_WEIGHT,
+                  balanced: bool = True, importance: Sequence[float] | np.ndarray | None = None,
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label (A, B) from the positive:negative ratio of the labelled training rows.
+    """Per-label (A, B): the weights on positive and negative terms of :func:`masked_bce`.
 
-    ``A = K · n / (2·n_pos)`` and ``B = n / (2·n_neg)`` (n = labelled rows), the "balanced" weighting: both
-    classes contribute equally in expectation, and ``K`` (the street-fashion paper's user-set positive weight)
-    then shifts the balance towards recall. Weights are clipped to ``max_weight`` so that a label with a handful of
-    positives cannot dominate; a label with no positives (or no negatives) gets weight 1 on both sides.
+    With ``balanced`` (``loss: weighted_bce``), ``A = K · n / (2·n_pos)`` and ``B = n / (2·n_neg)`` (n = labelled
+    rows): both classes contribute equally in expectation, and ``K`` then shifts the balance towards recall.
+    Without it (``loss: bce``), ``A = K`` and ``B = 1``: the street-fashion paper's eq. 1. The balanced weights
+    are clipped to ``max_weight`` (``None``: no cap) and a label with no positives (or no negatives) gets 1 on both
+    sides before ``K``. Finally both weights of label ``l`` are multiplied by ``importance[l]``.
 
     Args:
         targets: ``(n, L)`` array of 1/0 with NaN for unlabelled.
-        positive_weight: The user-set factor ``K`` on positives.
-        max_weight: Upper bound on any weight.
+        positive_weight: The user-set factor ``K`` on positives (> 0).
+        max_weight: Upper bound on a balanced weight (> 0), or ``None`` for none.
+        balanced: Derive A and B from each label's ratio (else A = K, B = 1).
+        importance: ``(L,)`` non-negative per-label factors (default all 1).
     """
-    labelled = ~np.isnan(targets)
-    n = labelled.sum(axis=0).astype(np.float64)
-    n_pos = np.nansum(targets, axis=0).astype(np.float64)
-    n_neg = n - n_pos
-    degenerate = (n_pos == 0) | (n_neg == 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos = np.where(degenerate, 1.0, n / (2.0 * n_pos))
-        neg = np.where(degenerate, 1.0, n / (2.0 * n_neg))
-    pos = np.clip(np.where(degenerate, 1.0, pos * positive_weight), 0.0, max_weight)
-    neg = np.clip(neg, 0.0, max_weight)
+    if not positive_weight > 0:
+        raise ConfigError(f"positive_weight must be > 0, got {positive_weight}")
+    if max_weight is not None and not max_weight > 0:
+        raise ConfigError(f"max_weight must be > 0 (or null for no cap), got {max_weight}")
+    n_labels = targets.shape[1]
+    if balanced:
+        labelled = ~np.isnan(targets)
+        n = labelled.sum(axis=0).astype(np.float64)
+        n_pos = np.nansum(targets, axis=0).astype(np.float64)
+        n_neg = n - n_pos
+        degenerate = (n_pos == 0) | (n_neg == 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos = np.where(degenerate, 1.0, n / (2.0 * n_pos))
+            neg = np.where(degenerate, 1.0, n / (2.0 * n_neg))
+        cap = np.inf if max_weight is None else max_weight
+        pos = np.minimum(np.where(degenerate, 1.0, pos * positive_weight), cap)
+        neg = np.minimum(neg, cap)
+    else:
+        pos, neg = np.full(n_labels, float(positive_weight)), np.ones(n_labels)
+    if importance is not None:
+        factors = np.asarray(importance, dtype=np.float64)
+        if factors.shape != (n_labels,) or not np.isfinite(factors).all() or (factors < 0).any():
+            raise ConfigError(f"label importance must be {n_labels} non-negative numbers, got {factors.tolist()}")
+        pos, neg = pos * factors, neg * factors
     return pos.astype(np.float32), neg.astype(np.float32)
+
+
+def importance_vector(names: Sequence[str], importance: Mapping[str, float]) -> np.ndarray:
+    """``(L,)`` factors for labels ``names`` from a ``{label: factor}`` mapping (absent labels: 1)."""
+    unknown = sorted(set(importance) - set(names))
+    if unknown:
+        raise ConfigError(f"label_importance names unknown label(s) {unknown}")
+    return np.array([float(importance.get(name, 1.0)) for name in names], dtype=np.float64)
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None,

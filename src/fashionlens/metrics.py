@@ -151,6 +151,19 @@ def macro_fbeta(y_true: ArrayLike, y_pred: ArrayLike, beta: float = 2.0, zero_di
     return float(np.nanmean(fbeta))
 
 
+def micro_fbeta(y_true: ArrayLike, y_pred: ArrayLike, beta: float = 1.0, zero_division: float = 0.0) -> float:
+    """F-beta of the confusion counts pooled over every labelled entry (the iMaterialist leaderboard's micro F1).
+
+    Equal to scikit-learn's ``fbeta_score(average="micro")`` on data without NaN; NaN entries are dropped.
+    """
+    truth = as_multilabel_truth(y_true)
+    pred = _binary(y_pred, truth.shape)
+    if np.isnan(truth).all():
+        raise DataError("micro F-beta is undefined: y_true has no labelled entries")
+    tp, fp, fn = (counts.sum() for counts in _confusion(truth, pred, axis=0))
+    return float(precision_recall_fbeta(tp, fp, fn, beta, zero_division)[2])
+
+
 def sample_f1(y_true: ArrayLike, y_pred: ArrayLike, zero_division: float = 1.0) -> float:
     """Mean over samples of per-sample F1 over that sample's labelled entries (iMaterialist's metric).
 
@@ -253,6 +266,7 @@ METRICS: dict[str, MultiLabelMetric] = {
     "macro_f2": MultiLabelMetric(partial(macro_fbeta, beta=2.0), needs_scores=False),
     "macro_f1": MultiLabelMetric(partial(macro_fbeta, beta=1.0), needs_scores=False),
     "sample_f1": MultiLabelMetric(sample_f1, needs_scores=False),
+    "micro_f1": MultiLabelMetric(partial(micro_fbeta, beta=1.0), needs_scores=False),
     "mAP": MultiLabelMetric(mean_average_precision, needs_scores=True),
 }
 

@@ -1,13 +1,20 @@
 """Per-label decision thresholds ("threshold moving") for multi-label tagging.
 
 A fixed 0.5 cut on sigmoid outputs is rarely best: rare attributes get low scores, and a recall-weighted F2
-prefers lower cuts than F1. So each label gets the threshold that maximises its F-beta on validation data.
+prefers lower cuts than F1. So each label gets the threshold that maximises its F-beta on held-out predictions.
 The search is exact: one sort per label gives the counts at every distinct score (see
 :func:`fashionlens.metrics.iter_ranked_counts`), so no grid can beat it. Decisions are ``score >= threshold``.
+
+With few positives per label the exact optimum fits noise. Three remedies live here and in the tagging task:
+choose on more data (out-of-fold predictions, :mod:`fashionlens.tasks.tagging`), take the centre of the F-beta
+plateau within one standard error (:func:`plateau_thresholds`), and shrink towards a prior cut
+(:func:`shrink_thresholds`). :func:`micro_thresholds` optimises the micro-averaged F-beta (iMaterialist's metric)
+instead of each label's own. :func:`select_thresholds` dispatches on the rule names used in configs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,18 +56,50 @@ class ThresholdResult:
     beta: float
 
 
+RULES = ("exact", "plateau")
+AVERAGES = ("macro", "micro")
+
+
+def _cut_fbeta(counts: RankedCounts, beta: float) -> FloatArray:
+    """F-beta at every cut of one block; -1 at rows that are not a valid cut (inside a tie, unlabelled)."""
+    fbeta = precision_recall_fbeta(counts.tp, counts.fp, counts.n_pos - counts.tp, beta)[2]
+    return np.where(counts.cut, fbeta, -1.0)
+
+
+def _cut_thresholds(counts: RankedCounts) -> FloatArray:
+    """The threshold of every cut: midway between the last score predicted positive and the next lower one."""
+    below = np.vstack([counts.scores[1:], counts.scores[-1:]])
+    midpoint = 0.5 * counts.scores + 0.5 * below
+    return np.where(midpoint > below, midpoint, counts.scores)
+
+
 def _best_cuts(counts: RankedCounts, beta: float) -> tuple[FloatArray, FloatArray]:
     """Best threshold and F-beta per label of one block; NaN F-beta where the label has no positive."""
-    fbeta = precision_recall_fbeta(counts.tp, counts.fp, counts.n_pos - counts.tp, beta)[2]
-    fbeta = np.where(counts.cut, fbeta, -1.0)
+    fbeta = _cut_fbeta(counts, beta)
     best = fbeta.max(axis=0)
     row = np.argmax(fbeta >= best - TIE_TOLERANCE, axis=0)
-    columns = np.arange(fbeta.shape[1])
-    here = counts.scores[row, columns]
-    below = counts.scores[np.minimum(row + 1, len(fbeta) - 1), columns]
-    midpoint = 0.5 * here + 0.5 * below
-    thresholds = np.where(midpoint > below, midpoint, here)
+    thresholds = _cut_thresholds(counts)[row, np.arange(fbeta.shape[1])]
     return thresholds, np.where(counts.n_pos > 0, best, np.nan)
+
+
+def _plateau_cuts(counts: RankedCounts, beta: float) -> tuple[FloatArray, FloatArray]:
+    """Centre of each label's F-beta plateau within one standard error of its best, and the F-beta there.
+
+    The standard error of the best F-beta is taken as ``sqrt(F (1 - F) / n_pos)``, the binomial error of a
+    proportion over the label's positives: with 8 positives the plateau is wide and its centre moves little with
+    any one of them, with 500 it shrinks to the exact optimum.
+    """
+    fbeta = _cut_fbeta(counts, beta)
+    best = fbeta.max(axis=0)
+    se = np.sqrt(np.clip(best * (1.0 - best), 0.0, None) / np.maximum(counts.n_pos, 1))
+    on_plateau = fbeta >= best - se - TIE_TOLERANCE
+    cuts = _cut_thresholds(counts)
+    high = np.where(on_plateau, cuts, -np.inf).max(axis=0)
+    low = np.where(on_plateau, cuts, np.inf).min(axis=0)
+    centre = 0.5 * high + 0.5 * low
+    fbeta_at = np.array([fbeta[np.argmin(np.where(counts.cut[:, j], np.abs(cuts[:, j] - centre[j]), np.inf)), j]
+                         for j in range(fbeta.shape[1])])
+    return centre, np.where(counts.n_pos > 0, fbeta_at, np.nan)
 
 
 def best_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float = 2.0, grid: ArrayLike | None = None,
@@ -84,13 +123,35 @@ def best_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float = 2.0, gri
     Returns:
         The thresholds, their F-beta and the curves.
     """
+    return _search(y_true, scores, beta, grid, fallback, _best_cuts)
+
+
+def plateau_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float = 2.0, grid: ArrayLike | None = None,
+                       fallback: float = 0.5) -> ThresholdResult:
+    """Per label, the centre of the thresholds whose F-beta lies within one standard error of the best.
+
+    A regularised :func:`best_thresholds` for small validation sets: instead of the single best cut, whose
+    position depends on one or two positives, it takes the midpoint of the range of cuts that are statistically
+    as good (see :func:`_plateau_cuts` for the standard error). ``best_fbeta`` holds the F-beta at the cut nearest
+    the chosen threshold. Arguments as :func:`best_thresholds`.
+    """
+    return _search(y_true, scores, beta, grid, fallback, _plateau_cuts)
+
+
+def _search(y_true: ArrayLike, scores: ArrayLike, beta: float, grid: ArrayLike | None, fallback: float,
+            pick: Callable[[RankedCounts, float], tuple[FloatArray, FloatArray]]) -> ThresholdResult:
     truth = as_multilabel_truth(y_true)
     values = as_scores(scores, truth.shape)
-    picks = [_best_cuts(counts, beta) for counts in iter_ranked_counts(truth, values)]
-    thresholds = np.concatenate([pick[0] for pick in picks])
-    best = np.concatenate([pick[1] for pick in picks])
+    picks = [pick(counts, beta) for counts in iter_ranked_counts(truth, values)]
+    thresholds = np.concatenate([p[0] for p in picks])
+    best = np.concatenate([p[1] for p in picks])
     no_positive = np.flatnonzero(np.isnan(best))
     thresholds[no_positive] = fallback
+    return _with_curves(truth, values, thresholds, best, no_positive.tolist(), beta, grid)
+
+
+def _with_curves(truth: FloatArray, values: FloatArray, thresholds: FloatArray, best: FloatArray,
+                 no_positive: list[int], beta: float, grid: ArrayLike | None) -> ThresholdResult:
     if grid is None:
         in_unit = values.min() >= 0 and values.max() <= 1
         grid = np.linspace(0.01, 0.99, 99) if in_unit else np.linspace(values.min(), values.max(), 99)
@@ -98,7 +159,85 @@ def best_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float = 2.0, gri
     if points.ndim != 1:
         raise ConfigError(f"threshold grid must be 1-D, got shape {points.shape}")
     curves = np.stack([fbeta_curve(truth[:, j], values[:, j], points, beta) for j in range(truth.shape[1])])
-    return ThresholdResult(thresholds, best, points, curves, no_positive.tolist(), beta)
+    return ThresholdResult(thresholds, best, points, curves, no_positive, beta)
+
+
+def micro_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float = 1.0, grid: ArrayLike | None = None,
+                     fallback: float = 0.5, passes: int = 3) -> ThresholdResult:
+    """Per-label thresholds maximising the micro-averaged F-beta (counts pooled over labels), by coordinate ascent.
+
+    Starts from each label's own best cut (:func:`best_thresholds`), then, label by label, moves its threshold to
+    the cut (or to "predict none") that maximises the pooled F-beta with the other labels' decisions fixed; each
+    step is an exact search, so the pooled score never decreases. ``passes`` full sweeps are made (it usually
+    settles after two). ``best_fbeta`` holds each label's own F-beta at the chosen threshold.
+
+    Args:
+        y_true: ``(n, L)`` truth of 1/0/NaN; NaN entries are ignored.
+        scores: ``(n, L)`` scores.
+        beta: β of the micro F-beta.
+        grid: As :func:`best_thresholds`.
+        fallback: Threshold of labels without positives (they add only false positives, so are cut above).
+        passes: Sweeps over the labels.
+    """
+    truth = as_multilabel_truth(y_true)
+    values = as_scores(scores, truth.shape)
+    start = best_thresholds(truth, values, beta=beta, fallback=fallback, grid=grid)
+    thresholds = start.thresholds.copy()
+    options = []  # per label: candidate thresholds and the (tp, fp, n_pos) each gives, "predict none" first
+    for j in range(truth.shape[1]):
+        counts = next(iter_ranked_counts(truth[:, [j]], values[:, [j]]))
+        valid = counts.cut[:, 0]
+        above = float(values[:, j].max()) + 1.0
+        options.append((np.concatenate([[above], _cut_thresholds(counts)[valid, 0]]),
+                        np.concatenate([[0], counts.tp[valid, 0]]), np.concatenate([[0], counts.fp[valid, 0]]),
+                        int(counts.n_pos[0])))
+    decisions = apply_thresholds(values, thresholds)
+    labelled_pos, labelled_neg = truth == 1, truth == 0
+    tp = (decisions & labelled_pos).sum(axis=0)
+    fp = (decisions & labelled_neg).sum(axis=0)
+    n_pos = labelled_pos.sum(axis=0)
+    for _ in range(passes):
+        for j, (cuts, cut_tp, cut_fp, _n) in enumerate(options):
+            other_tp, other_fp = tp.sum() - tp[j], fp.sum() - fp[j]
+            all_tp, all_fp = other_tp + cut_tp, other_fp + cut_fp
+            pooled = precision_recall_fbeta(all_tp, all_fp, n_pos.sum() - all_tp, beta)[2]
+            best = np.argmax(pooled >= pooled.max() - TIE_TOLERANCE)
+            thresholds[j], tp[j], fp[j] = cuts[best], cut_tp[best], cut_fp[best]
+    own = precision_recall_fbeta(tp, fp, n_pos - tp, beta)[2]
+    own = np.where(n_pos > 0, own, np.nan)
+    return _with_curves(truth, values, thresholds, own, start.no_positive_labels, beta, grid)
+
+
+def shrink_thresholds(thresholds: ArrayLike, amount: float, toward: float = 0.5) -> FloatArray:
+    """``(1 - amount) · t + amount · toward``: pull tuned thresholds towards a prior cut (0 keeps them as they are).
+
+    ``toward`` = 0.5 is the decision point weighted BCE is trained for, where a balanced loss already makes
+    positives and negatives equally costly.
+    """
+    if not 0.0 <= amount <= 1.0:
+        raise ConfigError(f"threshold shrinkage must lie in [0, 1], got {amount}")
+    return (1.0 - amount) * np.asarray(thresholds, dtype=np.float64) + amount * toward
+
+
+def select_thresholds(y_true: ArrayLike, scores: ArrayLike, beta: float, rule: str = "exact",
+                      average: str = "macro", shrink: float = 0.0, fallback: float = 0.5) -> ThresholdResult:
+    """The thresholds a config asks for: ``rule`` ``exact`` (:func:`best_thresholds`) or ``plateau``
+    (:func:`plateau_thresholds`) for ``average`` = ``macro``, :func:`micro_thresholds` for ``micro``, then
+    :func:`shrink_thresholds` by ``shrink`` towards ``fallback``."""
+    if rule not in RULES:
+        raise ConfigError(f"unknown threshold rule '{rule}'; use one of {RULES}")
+    if average not in AVERAGES:
+        raise ConfigError(f"unknown threshold average '{average}'; use one of {AVERAGES}")
+    if average == "micro":
+        result = micro_thresholds(y_true, scores, beta=beta, fallback=fallback)
+    elif rule == "plateau":
+        result = plateau_thresholds(y_true, scores, beta=beta, fallback=fallback)
+    else:
+        result = best_thresholds(y_true, scores, beta=beta, fallback=fallback)
+    if shrink:
+        result = ThresholdResult(shrink_thresholds(result.thresholds, shrink, fallback), result.best_fbeta,
+                                 result.grid, result.curves, result.no_positive_labels, result.beta)
+    return result
 
 
 def fbeta_curve(y_true_col: ArrayLike, scores_col: ArrayLike, thresholds: ArrayLike, beta: float = 2.0) -> FloatArray:

@@ -40,6 +40,8 @@ def train(
     epochs: int | None = typer.Option(None, help="Training epochs."),
     lr: float | None = typer.Option(None, help="Learning rate."),
     beta: float | None = typer.Option(None, help="F-beta used for threshold moving (default 2)."),
+    thresholds: str | None = typer.Option(None, help="Threshold method: oof | val | plateau | fixed "
+                                                     "(default: oof for frozen features, plateau for finetune)."),
     device: str | None = typer.Option(None, help="cpu | cuda | auto."),
     seed: int | None = typer.Option(None, help="Random seed."),
 ) -> None:
@@ -49,6 +51,7 @@ def train(
 
     overrides = {"mode": mode, "loss": loss, "backbone.name": backbone, "backbone.weights": weights,
                  "expand_heads": expand or None, "train.epochs": epochs, "train.lr": lr, "beta": beta,
+                 "thresholds.method": thresholds,
                  "train.device": device, "train.seed": seed}
     config = load_config(TaggingConfig, config_path, overrides)
     manifest = load_manifest(manifest_path)
@@ -103,8 +106,10 @@ def predict(
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
     strict: bool = STRICT_OPTION,
+    beta: float | None = typer.Option(None, help="Decide with the threshold set tuned for F-beta (default: F1; "
+                                                 "2 for the JD paper's recall-weighted F2)."),
 ) -> None:
-    """Tag images: probabilities and thresholded decisions per label."""
+    """Tag images: each decided tag with its probability (F1 thresholds unless --beta), and every probability."""
     from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
 
     manifest = prediction_manifest(images, manifest_path, out)
@@ -119,9 +124,10 @@ def predict(
         tagger = load_tagger(model)
         predictions = tagger.predict(manifest, skip_bad_images=True)
     failed = unpredicted_rows([predictions.tags, *predictions.heads.values()], len(manifest))
-    table = predictions_table(manifest.frame["path"][~failed].tolist(), tagger, predictions.subset(~failed))
+    table = predictions_table(manifest.frame["path"][~failed].tolist(), tagger, predictions.subset(~failed),
+                              beta=beta)
     finish_predictions(table, manifest, failed, out, strict,
-                       ["path", "tags", *[c for c in table.columns if c.startswith("class:")]])
+                       ["path", "tag_probs", *[c for c in table.columns if c.startswith("class:")]])
 
 
 @app.command("ensemble")

@@ -17,7 +17,7 @@ from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.tagging import Predictions, Tagger, tune_thresholds
+from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, threshold_set, tune_thresholds
 from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
 
 
@@ -25,12 +25,20 @@ class TagPredictor(Protocol):
     """Anything that predicts tag probabilities for a manifest: a :class:`Tagger` or a :class:`TaggerEnsemble`."""
 
     labels: LabelSpace
-    thresholds: np.ndarray
+    threshold_sets: dict[float, np.ndarray]
+
+    @property
+    def thresholds(self) -> np.ndarray: ...
+
+    @property
+    def tag_names(self) -> list[str]: ...
+
+    def thresholds_for(self, beta: float | None = None) -> np.ndarray: ...
 
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
                 skip_bad_images: bool = False) -> Predictions: ...
 
-    def decide(self, predictions: Predictions) -> np.ndarray: ...
+    def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -49,9 +57,10 @@ def evaluate_predictions(labels: LabelSpace, thresholds: np.ndarray, predictions
                          top_k: int = 3) -> TaggingEvaluation:
     """Score ``predictions`` against the labels of ``manifest``.
 
-    Summary keys: ``macro_f{beta}@0.5``, ``macro_f{beta}@tuned``, ``macro_f1@tuned``, ``sample_f1@tuned``, ``mAP``,
-    ``macro_f{beta}@top{k}`` (top-k decoding), per-head ``acc_<head>``, and, when ``focus`` names a subset of labels,
-    the same macro figures over that subset (suffix ``[focus]``).
+    Summary keys: ``macro_f{beta}@0.5``, ``macro_f{beta}@tuned``, ``macro_f1@tuned``, ``sample_f1@tuned``,
+    ``micro_f1@tuned`` (each also ``@0.5``), ``mAP``, ``macro_f{beta}@top{k}`` (top-k decoding), per-head
+    ``acc_<head>``, and, when ``focus`` names a subset of labels, the same macro figures over that subset (suffix
+    ``[focus]``). ``thresholds`` are the "tuned" ones: pass the set tuned for ``beta`` to score the paper's metric.
     """
     summary: dict[str, float] = {}
     per_label = pd.DataFrame()
@@ -67,6 +76,8 @@ def evaluate_predictions(labels: LabelSpace, thresholds: np.ndarray, predictions
         summary["macro_f1@tuned"] = metrics.macro_fbeta(truth, tuned, beta=1.0)
         summary["sample_f1@0.5"] = metrics.sample_f1(truth, half)
         summary["sample_f1@tuned"] = metrics.sample_f1(truth, tuned)
+        summary["micro_f1@0.5"] = metrics.micro_fbeta(truth, half, beta=1.0)
+        summary["micro_f1@tuned"] = metrics.micro_fbeta(truth, tuned, beta=1.0)
         summary["mAP"] = metrics.mean_average_precision(truth, predictions.tags)
         per_label = metrics.per_label_scores(truth, tuned, beta=beta, names=labels.tags)
         per_label.insert(1, "threshold", thresholds)
@@ -99,10 +110,12 @@ def evaluate_predictions(labels: LabelSpace, thresholds: np.ndarray, predictions
 def evaluate_tagger(tagger: TagPredictor, manifest: Manifest, split: str = "val", beta: float = 2.0,
                     focus: Sequence[str] | None = None, show_progress: bool = True
                     ) -> tuple[TaggingEvaluation, Predictions]:
-    """Predict one split of ``manifest`` and score it (see :func:`evaluate_predictions`)."""
+    """Predict one split of ``manifest`` and score it with the tagger's F-``beta`` thresholds (see
+    :func:`evaluate_predictions`)."""
     rows = manifest.split_subset(split)
     predictions = tagger.predict(rows, show_progress=show_progress)
-    return evaluate_predictions(tagger.labels, tagger.thresholds, predictions, rows, split, beta, focus), predictions
+    thresholds = tagger.thresholds_for(beta)
+    return evaluate_predictions(tagger.labels, thresholds, predictions, rows, split, beta, focus), predictions
 
 
 def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequence[TaggingEvaluation],
@@ -126,7 +139,8 @@ def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequenc
             truth = labels.tag_targets(manifest)
             curves[split] = np.stack([fbeta_curve(truth[:, j], predictions[split].tags[:, j], grid, beta)
                                       for j in range(len(labels.tags))])
-        plots.plot_threshold_curves(grid, curves, labels.tags, tagger.thresholds, out / "threshold_curves.png", beta)
+        plots.plot_threshold_curves(grid, curves, labels.tags, tagger.thresholds_for(beta),
+                                    out / "threshold_curves.png", beta)
         lines += [f"![F{beta:g} vs threshold](threshold_curves.png)", ""]
     if history:
         plots.plot_training_curves(history, out / "training_curves.png")
@@ -144,10 +158,15 @@ def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequenc
 
 
 class TaggerEnsemble:
-    """Probability-level ensemble: a (weighted) mean of members' probabilities, then its own thresholds."""
+    """Probability-level ensemble: a (weighted) mean of members' probabilities, then its own threshold sets.
+
+    Like :class:`Tagger`, it keeps one threshold set per β (:meth:`fit_thresholds` tunes F1 and the asked β) and
+    decides with F1 by default.
+    """
 
     def __init__(self, members: Sequence[Tagger], weights: Sequence[float] | None = None,
-                 thresholds: np.ndarray | None = None, member_dirs: Sequence[str] = ()):
+                 thresholds: np.ndarray | None = None, member_dirs: Sequence[str] = (),
+                 threshold_sets: dict[float, np.ndarray] | None = None):
         if not members:
             raise ModelError("an ensemble needs at least one member")
         first = members[0].labels
@@ -160,8 +179,25 @@ class TaggerEnsemble:
         self.members = list(members)
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
         self.labels = first
-        self.thresholds = thresholds if thresholds is not None else np.full(len(first.tags), 0.5, dtype=np.float32)
+        self.threshold_sets = dict(threshold_sets or {})
+        self._fixed = thresholds if thresholds is not None else np.full(len(first.tags), 0.5, dtype=np.float32)
         self.member_dirs = list(member_dirs)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The default decision set: F1 when tuned, else the one set given (0.5 by default)."""
+        if self.threshold_sets:
+            return self.threshold_sets.get(1.0, self.threshold_sets[min(self.threshold_sets)])
+        return self._fixed
+
+    def thresholds_for(self, beta: float | None = None) -> np.ndarray:
+        """The set tuned for F-beta (``None``: the default decision set)."""
+        return threshold_set(self.threshold_sets, beta, self.thresholds, "ensemble")
+
+    @property
+    def tag_names(self) -> list[str]:
+        """The first member's display names."""
+        return self.members[0].tag_names
 
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
                 skip_bad_images: bool = False) -> Predictions:
@@ -172,35 +208,43 @@ class TaggerEnsemble:
         heads = {h: sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)) for h in self.labels.heads}
         return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)  # type: ignore[misc]
 
-    def decide(self, predictions: Predictions) -> np.ndarray:
-        """Boolean decisions with the ensemble's thresholds."""
-        return apply_thresholds(predictions.tags, self.thresholds)
+    def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray:
+        """Boolean decisions with the ensemble's F-``beta`` thresholds (default: the F1 set)."""
+        return apply_thresholds(predictions.tags, self.thresholds_for(beta))
 
     def fit_thresholds(self, manifest: Manifest, beta: float = 2.0, show_progress: bool = True) -> Predictions:
-        """Tune per-label thresholds on the ``val`` split of ``manifest``; returns its predictions."""
+        """Tune per-label thresholds for F1 and F-``beta`` on the ``val`` split of ``manifest``; returns its
+        predictions."""
         rows = manifest.split_subset("val")
         predictions = self.predict(rows, show_progress=show_progress)
-        self.thresholds = tune_thresholds(self.labels.tag_targets(rows), predictions.tags, self.labels, beta)
+        truth = self.labels.tag_targets(rows)
+        self.threshold_sets = {b: tune_thresholds(truth, predictions.tags, self.labels, b)
+                               for b in sorted({1.0, float(beta)})}
         return predictions
 
     def save(self, path: str | Path) -> Path:
-        """Write ``ensemble.json`` (member directories and weights), labels and thresholds."""
+        """Write ``ensemble.json`` (member directories and weights), labels, thresholds and threshold sets."""
+        sets = {f"{b:g}": dict(zip(self.labels.tags, map(float, v), strict=True))
+                for b, v in sorted(self.threshold_sets.items())}
         documents = {"ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
                      "labels": self.labels.to_json(),
-                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds), strict=True))}
+                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds), strict=True)),
+                     "threshold_sets": sets}
         return save_model_dir(path, {}, documents)
 
     @classmethod
     def load(cls, path: str | Path) -> TaggerEnsemble:
         """Load an ensemble directory and its members."""
-        _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"])
+        _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"], optional_json=["threshold_sets"])
         members = [Tagger.load(d) for d in docs["ensemble"]["members"]]
         labels = LabelSpace.from_json(docs["labels"])
-        if len(docs["thresholds"]) != len(labels.tags):
-            raise ModelError(f"{path}/thresholds.json has {len(docs['thresholds'])} thresholds for "
-                             f"{len(labels.tags)} labels")
-        thresholds = np.array([docs["thresholds"][t] for t in labels.tags], dtype=np.float32)
-        return cls(members, docs["ensemble"]["weights"], thresholds, docs["ensemble"]["members"])
+        thresholds = threshold_array(docs["thresholds"], labels, f"{path}/thresholds.json")
+        try:
+            sets = {float(b): threshold_array(doc, labels, f"{path}/threshold_sets.json[{b}]")
+                    for b, doc in (docs.get("threshold_sets") or {}).items()}
+        except ValueError as error:
+            raise ModelError(f"{path}/threshold_sets.json has a key that is not a beta: {error}") from error
+        return cls(members, docs["ensemble"]["weights"], thresholds, docs["ensemble"]["members"], sets)
 
 
 def load_tagger(path: str | Path) -> Tagger | TaggerEnsemble:
@@ -208,12 +252,21 @@ def load_tagger(path: str | Path) -> Tagger | TaggerEnsemble:
     return TaggerEnsemble.load(path) if (Path(path) / "ensemble.json").is_file() else Tagger.load(path)
 
 
-def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions: Predictions) -> pd.DataFrame:
-    """One row per image: each tag's probability and decision, each head's top class and probability."""
-    decisions = predictor.decide(predictions)
+def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions: Predictions,
+                      beta: float | None = None) -> pd.DataFrame:
+    """One row per image: the tags decided with the F-``beta`` threshold set (default F1), ``tag_probs`` (each
+    decided tag with its probability, for reading), each tag's probability, each head's top class and probability.
+
+    Tags carry the names that say what a positive means (:attr:`Tagger.tag_names`, e.g. ``gender=female``).
+    """
+    decisions = predictor.decide(predictions, beta)
+    names = predictor.tag_names
     columns: dict[str, Any] = {"path": list(paths)}
-    columns["tags"] = [";".join(t for t, d in zip(predictor.labels.tags, row, strict=True) if d) for row in decisions]
-    for j, tag in enumerate(predictor.labels.tags):
+    columns["tags"] = [";".join(t for t, d in zip(names, row, strict=True) if d) for row in decisions]
+    columns["tag_probs"] = [" ".join(f"{names[j]}:{predictions.tags[i, j]:.2f}"
+                                     for j in np.argsort(-predictions.tags[i], kind="stable") if decisions[i, j])
+                            for i in range(len(decisions))]
+    for j, tag in enumerate(names):
         columns[f"p:{tag}"] = np.round(predictions.tags[:, j], 4)
     for head, classes in predictor.labels.heads.items():
         probs = predictions.heads[head]

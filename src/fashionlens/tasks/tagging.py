@@ -7,8 +7,10 @@ label, plus softmax heads for multi-class attributes). Training modes:
 * ``finetune`` -- backbone and head end to end on images, first stages frozen;
 * ``per_label`` -- one small model per label, each with its own early stopping (and optionally its own LR/epochs).
 
-Afterwards each label's decision threshold is moved to the value that maximises its F-beta on the validation split
-(threshold moving), and the thresholds are saved with the model.
+Afterwards each label's decision threshold is moved to the value that maximises its F-beta on held-out predictions
+(threshold moving; see :class:`ThresholdConfig` for the methods: out-of-fold, validation, plateau, fixed 0.5). One
+threshold set is saved per β (F1 for the decisions a person reads, the config's β -- F2 for the JD paper -- for the
+paper's evaluation), and :meth:`Tagger.decide` picks one.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from fashionlens import metrics
 from fashionlens.config import from_dict, to_dict
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.engine import TrainConfig, Trainer
+from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import ConfigError, DataError, ModelError
-from fashionlens.losses import label_weights, masked_bce, masked_cross_entropy
+from fashionlens.losses import DEFAULT_MAX_WEIGHT, importance_vector, label_weights, masked_bce, masked_cross_entropy
 from fashionlens.models.heads import TaggingHead
 from fashionlens.runtime import default_workers, resolve_device, seed_everything
 from fashionlens.tasks.common import (
@@ -46,10 +48,52 @@ from fashionlens.tasks.common import (
     tensor_loader,
 )
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.thresholds import apply_thresholds, best_thresholds
+from fashionlens.thresholds import AVERAGES, apply_thresholds, select_thresholds
 
 MODES = ("features", "finetune", "per_label")
 LOSSES = ("bce", "weighted_bce")
+THRESHOLD_METHODS = ("auto", "oof", "val", "plateau", "fixed")
+EPOCH_SELECTIONS = ("best", "per_label")
+DECISION_BETA = 1.0
+"""β of the threshold set :meth:`Tagger.decide` uses by default: F1, a balance a person reading the tags expects."""
+
+
+@dataclass
+class ThresholdConfig:
+    """How per-label decision thresholds are chosen (the ``thresholds:`` section of a tagging config).
+
+    Attributes:
+        method: ``oof`` -- fit ``folds`` heads on folds of train+val and pick each threshold on the pooled
+            out-of-fold predictions, then refit the shipped head on all of train+val (frozen-feature ``features``
+            mode only); ``val`` -- the exact F-beta optimum on the validation split; ``plateau`` -- the centre of the
+            validation F-beta plateau within one standard error; ``fixed`` -- 0.5 for every label; ``auto`` --
+            ``oof`` in ``features`` mode, ``plateau`` otherwise.
+        folds: Folds of the ``oof`` method.
+        average: ``macro`` maximises each label's own F-beta; ``micro`` the F-beta pooled over labels
+            (iMaterialist's leaderboard metric).
+        shrink: Pull each threshold this fraction of the way towards 0.5 (0 = not at all).
+    """
+
+    method: str = "auto"
+    folds: int = 5
+    average: str = "macro"
+    shrink: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in THRESHOLD_METHODS:
+            raise ConfigError(f"unknown thresholds.method '{self.method}'; use one of {THRESHOLD_METHODS}")
+        if self.folds < 2:
+            raise ConfigError(f"thresholds.folds must be >= 2, got {self.folds}")
+        if self.average not in AVERAGES:
+            raise ConfigError(f"unknown thresholds.average '{self.average}'; use one of {AVERAGES}")
+        if not 0.0 <= self.shrink <= 1.0:
+            raise ConfigError(f"thresholds.shrink must lie in [0, 1], got {self.shrink}")
+
+    def resolved(self, mode: str) -> str:
+        """The method actually used in training ``mode`` (``auto`` resolved)."""
+        if self.method == "auto":
+            return "oof" if mode == "features" else "plateau"
+        return self.method
 
 
 def _default_tagging_train() -> TrainConfig:
@@ -67,11 +111,16 @@ class TaggingConfig:
     min_class_count: int = 2
     loss: str = "weighted_bce"
     positive_weight: float = 1.0
+    max_weight: float | None = DEFAULT_MAX_WEIGHT
+    label_importance: dict[str, float] = field(default_factory=dict)
     hidden: int = 1024
     dropout: float = 0.5
     mode: str = "features"
     finetune_freeze: int = 2
     beta: float = 2.0
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    positive_names: dict[str, str] = field(default_factory=dict)
+    select_epoch: str = "best"
     train: TrainConfig = field(default_factory=_default_tagging_train)
     per_label_train: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -82,6 +131,22 @@ class TaggingConfig:
             raise ConfigError(f"unknown tagging loss '{self.loss}'; use one of {LOSSES}")
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
+        if not self.positive_weight > 0:
+            raise ConfigError(f"positive_weight must be > 0, got {self.positive_weight}")
+        if self.max_weight is not None and not self.max_weight > 0:
+            raise ConfigError(f"max_weight must be > 0 (or null for no cap), got {self.max_weight}")
+        bad = {k: v for k, v in self.label_importance.items() if not (isinstance(v, int | float) and v >= 0)}
+        if bad:
+            raise ConfigError(f"label_importance values must be non-negative numbers, got {bad}")
+        if self.select_epoch not in EPOCH_SELECTIONS:
+            raise ConfigError(f"unknown select_epoch '{self.select_epoch}'; use one of {EPOCH_SELECTIONS}")
+        if self.select_epoch == "per_label" and (self.mode != "features"
+                                                 or self.thresholds.resolved(self.mode) == "oof"):
+            raise ConfigError("select_epoch 'per_label' keeps head snapshots of one run on frozen features: it needs "
+                              "mode 'features' and a thresholds.method chosen on val (val, plateau or fixed), not oof")
+        if self.thresholds.resolved(self.mode) == "oof" and self.mode != "features":
+            raise ConfigError(f"thresholds.method 'oof' refits the head on {self.thresholds.folds} folds and is "
+                              f"offered for mode 'features' only; use val, plateau or fixed in mode '{self.mode}'")
 
 
 @dataclass
@@ -128,10 +193,38 @@ class PerLabelHeads(nn.Module):
         return out
 
 
-def _build_head(config: TaggingConfig, labels: LabelSpace, in_features: int) -> nn.Module:
+class EpochSelectedHead(nn.Module):
+    """Head snapshots of one training run, each tag read from the snapshot of the epoch where it scored best.
+
+    The JD paper's per-label models, within one run: ``snapshots[0]`` is the epoch the monitored metric selected (it
+    also gives every multi-class head), and tag ``j`` comes from ``snapshots[choice[j]]``.
+    """
+
+    def __init__(self, snapshots: Sequence[nn.Module], choice: Sequence[int]):
+        super().__init__()
+        self.snapshots = nn.ModuleList(snapshots)
+        self.register_buffer("choice", torch.as_tensor(list(choice), dtype=torch.long))
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each tag's logit from its chosen snapshot; multi-class heads from the first."""
+        outputs = [snapshot(features) for snapshot in self.snapshots]
+        out = dict(outputs[0])
+        if "tags" in out:
+            stacked = torch.stack([o["tags"] for o in outputs])  # (snapshots, n, L)
+            columns = torch.arange(stacked.shape[2], device=stacked.device)
+            choice: torch.Tensor = self.choice  # type: ignore[assignment]
+            out["tags"] = stacked[choice.to(stacked.device), :, columns].T
+        return out
+
+
+def _build_head(config: TaggingConfig, labels: LabelSpace, in_features: int, snapshots: int = 1) -> nn.Module:
     if config.mode == "per_label":
         return PerLabelHeads(in_features, labels, config.hidden, config.dropout)
     head_sizes = {h: len(c) for h, c in labels.heads.items()}
+    if config.select_epoch == "per_label":
+        heads = [TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
+                 for _ in range(snapshots)]
+        return EpochSelectedHead(heads, [0] * len(labels.tags))
     return TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
 
 
@@ -139,19 +232,31 @@ class TaggingObjective:
     """Loss and batched prediction of a tagging model over rows addressed by index.
 
     Batches are ``(inputs, row_indices)``: inputs are features or images, and targets are looked up by row, so the
-    same objective serves cached features and images alike.
+    same objective serves cached features and images alike. The tag loss is :func:`masked_bce` with the weights of
+    :func:`label_weights` on ``train_rows``: balanced for ``weighted_bce``, ``K`` on positives and 1 on negatives
+    for ``bce`` (the street-fashion paper's eq. 1), times each label's ``importance``.
     """
 
     def __init__(self, labels: LabelSpace, tag_targets: np.ndarray, head_targets: Mapping[str, np.ndarray],
-                 loss: str, positive_weight: float, train_rows: np.ndarray):
+                 loss: str, positive_weight: float, train_rows: np.ndarray,
+                 max_weight: float | None = DEFAULT_MAX_WEIGHT, importance: Mapping[str, float] | None = None):
         self.labels = labels
         self.tag_targets = torch.as_tensor(tag_targets)
         self.head_targets = {h: torch.as_tensor(t) for h, t in head_targets.items()}
         self.pos_weight: torch.Tensor | None = None
         self.neg_weight: torch.Tensor | None = None
-        if loss == "weighted_bce" and labels.tags:
-            pos, neg = label_weights(tag_targets[train_rows], positive_weight=positive_weight)
+        if labels.tags:
+            factors = importance_vector(labels.tags, importance or {})
+            pos, neg = label_weights(tag_targets[train_rows], positive_weight=positive_weight, max_weight=max_weight,
+                                     balanced=loss == "weighted_bce", importance=factors)
             self.pos_weight, self.neg_weight = torch.as_tensor(pos), torch.as_tensor(neg)
+
+    @classmethod
+    def from_config(cls, config: TaggingConfig, labels: LabelSpace, tag_targets: np.ndarray,
+                    head_targets: Mapping[str, np.ndarray], train_rows: np.ndarray) -> TaggingObjective:
+        """The objective ``config`` describes, with weights from ``train_rows``."""
+        return cls(labels, tag_targets, head_targets, config.loss, config.positive_weight, train_rows,
+                   config.max_weight, {k: v for k, v in config.label_importance.items() if k in labels.tags})
 
     def loss_from_outputs(self, outputs: Mapping[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Sum of the per-label (weighted) BCE and each head's cross-entropy."""
@@ -224,21 +329,58 @@ def validation_metrics(predictions: Predictions, tag_targets: np.ndarray, head_t
 
 
 class Tagger:
-    """A trained tagger: label space, thresholds, and the network from images to probabilities.
+    """A trained tagger: label space, threshold sets, and the network from images to probabilities.
 
-    Load one with :meth:`load`; predict with :meth:`predict` (a manifest) or :meth:`predict_paths` (image files).
+    Load one with :meth:`load`; predict with :meth:`predict` (a manifest) or :meth:`predict_paths` (image files);
+    turn probabilities into tags with :meth:`decide`, which uses the F1 threshold set unless told another β.
+
+    Args:
+        config: The training config (``config.beta`` names the paper-evaluation set).
+        labels: What the model predicts.
+        head: The tagging head.
+        thresholds: The ``config.beta`` threshold set, ``(L,)``.
+        backbone: The fine-tuned backbone (``None``: built from ``config.backbone`` when needed).
+        metrics_summary: Training figures saved with the model.
+        threshold_sets: Further sets by β (e.g. ``{1.0: ...}``).
     """
 
     def __init__(self, config: TaggingConfig, labels: LabelSpace, head: nn.Module, thresholds: np.ndarray,
-                 backbone: nn.Module | None = None, metrics_summary: dict[str, Any] | None = None):
+                 backbone: nn.Module | None = None, metrics_summary: dict[str, Any] | None = None,
+                 threshold_sets: Mapping[float, np.ndarray] | None = None):
         self.config = config
         self.labels = labels
         self.head = head.eval()
-        self.thresholds = np.asarray(thresholds, dtype=np.float32)
-        if len(self.thresholds) != len(labels.tags):
-            raise ModelError(f"tagger has {len(self.thresholds)} thresholds for {len(labels.tags)} labels")
+        self.threshold_sets: dict[float, np.ndarray] = {}
+        for beta, values in {**(threshold_sets or {}), config.beta: thresholds}.items():
+            array = np.asarray(values, dtype=np.float32)
+            if array.shape != (len(labels.tags),):
+                raise ModelError(f"tagger has {array.size} F{beta:g} thresholds for {len(labels.tags)} labels")
+            self.threshold_sets[float(beta)] = array
         self._backbone = backbone
         self.metrics = metrics_summary or {}
+
+    @property
+    def decision_beta(self) -> float:
+        """β of the set :meth:`decide` uses by default: F1 when the model has it (older models: ``config.beta``)."""
+        return DECISION_BETA if DECISION_BETA in self.threshold_sets else self.config.beta
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The default decision thresholds (the :attr:`decision_beta` set)."""
+        return self.threshold_sets[self.decision_beta]
+
+    def thresholds_for(self, beta: float | None = None) -> np.ndarray:
+        """The threshold set tuned for F-beta (``None``: the default decision set).
+
+        Raises:
+            ModelError: The model has no set for ``beta``.
+        """
+        return threshold_set(self.threshold_sets, beta, self.thresholds, "tagger")
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Names that say what a positive means (``positive_names`` of the config, e.g. ``gender=female``)."""
+        return [self.config.positive_names.get(tag, tag) for tag in self.labels.tags]
 
     @property
     def backbone(self) -> nn.Module:
@@ -268,48 +410,86 @@ class Tagger:
         """Probabilities for image files."""
         return self.predict(manifest_of_paths(paths), show_progress=show_progress)
 
-    def decide(self, predictions: Predictions) -> np.ndarray:
-        """Boolean tag decisions with the saved per-label thresholds."""
-        return apply_thresholds(predictions.tags, self.thresholds)
+    def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray:
+        """Boolean tag decisions with the threshold set tuned for F-beta (default: :attr:`decision_beta`)."""
+        return apply_thresholds(predictions.tags, self.thresholds_for(beta))
 
     def save(self, path: str | Path, extra_json: Mapping[str, Any] | None = None) -> Path:
-        """Write the model directory (weights, labels, thresholds, config, metrics)."""
+        """Write the model directory (weights, labels, thresholds, threshold sets, config, metrics).
+
+        ``thresholds.json`` holds the ``config.beta`` set as ``{label: threshold}``; ``threshold_sets.json`` holds
+        every set as ``{"<beta>": {label: threshold}}``.
+        """
         state: dict[str, Any] = {"head": self.head.state_dict()}
         if self.config.mode == "finetune":
             state["backbone"] = self.backbone.state_dict()
+        sets = {f"{beta:g}": dict(zip(self.labels.tags, map(float, values), strict=True))
+                for beta, values in sorted(self.threshold_sets.items())}
         documents = {"config": to_dict(self.config), "labels": self.labels.to_json(),
-                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds), strict=True)),
+                     "thresholds": sets[f"{self.config.beta:g}"], "threshold_sets": sets,
                      "metrics": self.metrics, **(extra_json or {})}
         return save_model_dir(path, state, documents)
 
     @classmethod
     def load(cls, path: str | Path) -> Tagger:
         """Load a model directory written by :meth:`save` (no training config needed)."""
-        state, docs = read_model_dir(path, ["config", "labels", "thresholds"], optional_json=["metrics"])
+        state, docs = read_model_dir(path, ["config", "labels", "thresholds"],
+                                     optional_json=["metrics", "threshold_sets"])
         try:
             config = from_dict(TaggingConfig, docs["config"], where=f"{path}/config.json")
         except ConfigError as error:
             raise ModelError(str(error)) from error
         labels = LabelSpace.from_json(docs["labels"])
-        thresholds_doc = docs["thresholds"]
-        missing = [t for t in labels.tags if t not in thresholds_doc]
-        if missing or len(thresholds_doc) != len(labels.tags):
-            raise ModelError(f"{path}/thresholds.json has {len(thresholds_doc)} thresholds for "
-                             f"{len(labels.tags)} labels (missing: {missing[:5]})")
-        thresholds = np.array([thresholds_doc[t] for t in labels.tags], dtype=np.float32)
+        thresholds = threshold_array(docs["thresholds"], labels, f"{path}/thresholds.json")
+        sets_doc = docs.get("threshold_sets") or {}
+        if not isinstance(sets_doc, dict):
+            raise ModelError(f"{path}/threshold_sets.json must map beta to {{label: threshold}}")
+        try:
+            sets = {float(beta): threshold_array(doc, labels, f"{path}/threshold_sets.json[{beta}]")
+                    for beta, doc in sets_doc.items()}
+        except ValueError as error:
+            raise ModelError(f"{path}/threshold_sets.json has a key that is not a beta: {error}") from error
         backbone = None
         if config.mode == "finetune":
             backbone = build_backbone(replace(config.backbone, pretrained=False), freeze="all")
             backbone.load_state_dict(state["backbone"])
             backbone.weights_id = state_fingerprint(backbone)
         in_features = backbone.num_features if backbone is not None else _head_in_features(state["head"])
-        head = _build_head(config, labels, in_features)
+        snapshots = len({k.split(".")[1] for k in state["head"] if k.startswith("snapshots.")}) or 1
+        head = _build_head(config, labels, in_features, snapshots)
         try:
             head.load_state_dict(state["head"])
         except RuntimeError as error:
             raise ModelError(f"{path}/model.pt does not match labels.json/config.json: "
                              f"{str(error).splitlines()[0]}") from error
-        return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=docs.get("metrics"))
+        return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=docs.get("metrics"),
+                   threshold_sets=sets)
+
+
+def threshold_set(sets: Mapping[float, np.ndarray], beta: float | None, default: np.ndarray,
+                  owner: str) -> np.ndarray:
+    """The set tuned for F-``beta`` among ``sets`` (``None``: ``default``); a one-line ModelError when absent."""
+    if beta is None:
+        return default
+    if float(beta) not in sets:
+        raise ModelError(f"this {owner} has threshold sets for beta {sorted(sets)}, not {beta:g}")
+    return sets[float(beta)]
+
+
+def threshold_array(doc: Any, labels: LabelSpace, where: str) -> np.ndarray:
+    """``{label: threshold}`` as an array in label order; a one-line ModelError when it does not fit."""
+    if not isinstance(doc, dict):
+        raise ModelError(f"{where} must map each label to its threshold")
+    missing = [t for t in labels.tags if t not in doc]
+    if missing or len(doc) != len(labels.tags):
+        raise ModelError(f"{where} has {len(doc)} thresholds for {len(labels.tags)} labels (missing: {missing[:5]})")
+    try:
+        values = np.array([float(doc[t]) for t in labels.tags], dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{where} holds a threshold that is not a number: {error}") from error
+    if not np.isfinite(values).all():
+        raise ModelError(f"{where} holds a threshold that is not finite")
+    return values
 
 
 def _head_in_features(head_state: Mapping[str, torch.Tensor]) -> int:
@@ -318,21 +498,55 @@ def _head_in_features(head_state: Mapping[str, torch.Tensor]) -> int:
 
 
 def tune_thresholds(tag_targets: np.ndarray, tag_probs: np.ndarray, labels: LabelSpace, beta: float,
-                    console: Console | None = None) -> np.ndarray:
-    """Per-label thresholds maximising F-beta on validation; labels without validation positives keep 0.5."""
+                    console: Console | None = None, rule: str = "exact", average: str = "macro",
+                    shrink: float = 0.0) -> np.ndarray:
+    """Per-label thresholds for F-beta on held-out predictions (see
+    :func:`~fashionlens.thresholds.select_thresholds`); labels without held-out positives keep 0.5."""
     if not labels.tags:
         return np.zeros(0, dtype=np.float32)
-    result = best_thresholds(tag_targets, tag_probs, beta=beta, fallback=0.5)
+    result = select_thresholds(tag_targets, tag_probs, beta=beta, rule=rule, average=average, shrink=shrink,
+                               fallback=0.5)
     if result.no_positive_labels and console is not None:
-        names = [labels.tags[i] if isinstance(i, (int, np.integer)) else i for i in result.no_positive_labels]
-        console.print(f"[yellow]warning: no validation positives for {names}; their threshold stays 0.5")
+        names = [labels.tags[i] for i in result.no_positive_labels]
+        console.print(f"[yellow]warning: no held-out positives for {names}; their threshold stays 0.5")
     return np.asarray(result.thresholds, dtype=np.float32)
+
+
+def threshold_betas(config: TaggingConfig) -> list[float]:
+    """The β of every threshold set a tagger trained with ``config`` saves: F1 (decisions) and ``config.beta``."""
+    return sorted({DECISION_BETA, float(config.beta)})
+
+
+def threshold_sets_from(config: TaggingConfig, labels: LabelSpace, truth: np.ndarray, probs: np.ndarray,
+                        method: str, console: Console | None = None) -> dict[float, np.ndarray]:
+    """One threshold set per :func:`threshold_betas` from held-out ``probs`` (validation or out-of-fold).
+
+    ``method`` ``fixed`` gives 0.5 everywhere; ``plateau`` the plateau rule; ``val`` and ``oof`` the exact optimum.
+    """
+    if method == "fixed":
+        return {beta: np.full(len(labels.tags), 0.5, dtype=np.float32) for beta in threshold_betas(config)}
+    rule = "plateau" if method == "plateau" else "exact"
+    options = config.thresholds
+    return {beta: tune_thresholds(truth, probs, labels, beta, console if beta == config.beta else None, rule,
+                                  options.average, options.shrink) for beta in threshold_betas(config)}
+
+
+def fold_assignment(n_rows: int, folds: int, seed: int) -> np.ndarray:
+    """A seeded, balanced assignment of ``n_rows`` rows to ``folds`` folds (fold ids 0..folds-1)."""
+    if n_rows < folds:
+        raise DataError(f"{folds} threshold folds need at least {folds} train+val rows, got {n_rows}")
+    return np.random.default_rng(seed).permutation(np.arange(n_rows) % folds)
 
 
 def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path | None = None,
                  console: Console | None = None, show_progress: bool = True,
                  features: np.ndarray | None = None) -> Tagger:
-    """Train a tagger on the ``train`` split, select epochs and thresholds on ``val``, and save it to ``out_dir``.
+    """Train a tagger on the ``train`` split, select epochs and thresholds, and save it to ``out_dir``.
+
+    Epochs are selected on ``val``. Thresholds follow ``config.thresholds``: with ``oof`` (the default in
+    ``features`` mode) ``folds`` heads are trained on folds of train+val for the selected number of epochs, each
+    label's thresholds are chosen on their pooled out-of-fold predictions, and the shipped head is refit on all of
+    train+val for the same number of epochs; the other methods choose on the ``val`` predictions.
 
     Args:
         manifest: Rows with ``split`` set (``train`` and ``val`` are required).
@@ -351,6 +565,7 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
                             f"(fashionlens data split)")
     labels = LabelSpace.from_manifest(manifest.subset(split == "train"), config.tags, config.heads,
                                       config.expand_heads, config.min_class_count)
+    importance_vector(labels.tags, config.label_importance)  # names an unknown label before any training
     tag_targets = labels.tag_targets(manifest)
     head_targets = labels.head_targets(manifest)
     if labels.tags:
@@ -359,42 +574,102 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
             warnings.warn(f"label(s) {no_pos} have no positives in training; their threshold falls back to 0.5",
                           stacklevel=2)
             console.print(f"[yellow]warning: no training positives for {no_pos}")
-    objective = TaggingObjective(labels, tag_targets, head_targets, config.loss, config.positive_weight, train_rows)
+    objective = TaggingObjective.from_config(config, labels, tag_targets, head_targets, train_rows)
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
     backbone = None
     if config.mode != "finetune" and features is None:
         features = frozen_features(manifest, config.backbone, show_progress=show_progress)
     seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
+    best_epoch = config.train.epochs
     if config.mode == "finetune":
         head, backbone = _train_finetune(manifest, config, labels, objective, train_rows, val_rows, run_dir,
                                          console, show_progress)
+    elif config.mode == "per_label":
+        assert features is not None
+        head = _train_per_label(features, config, labels, objective, train_rows, val_rows, run_dir, console,
+                                show_progress)
     else:
         assert features is not None
-        train_fn = _train_per_label if config.mode == "per_label" else _train_joint
-        head = train_fn(features, config, labels, objective, train_rows, val_rows, run_dir, console, show_progress)
+        head, best_epoch = _train_joint(features, config, labels, objective, train_rows, val_rows, run_dir, console,
+                                        show_progress)
     tagger = Tagger(config, labels, head, np.full(len(labels.tags), 0.5, dtype=np.float32), backbone=backbone)
     val_predictions = (tagger.predict_features(features[val_rows]) if features is not None
                        else tagger.predict(manifest.subset(split == "val"), show_progress=show_progress))
-    tagger.thresholds = tune_thresholds(tag_targets[val_rows], val_predictions.tags, labels, config.beta, console)
     summary = validation_metrics(val_predictions, tag_targets[val_rows],
                                  {h: t[val_rows] for h, t in head_targets.items()}, config.beta)
-    if labels.tags:
-        tuned = metrics.macro_fbeta(tag_targets[val_rows], tagger.decide(val_predictions), beta=config.beta)
+    method = config.thresholds.resolved(config.mode)
+    summary_extra: dict[str, Any] = {"threshold_method": method}
+    if method == "oof" and labels.tags:
+        assert features is not None
+        pooled = np.concatenate([train_rows, val_rows])
+        console.print(f"thresholds: {config.thresholds.folds}-fold out-of-fold predictions on train+val "
+                      f"({len(pooled)} rows, {best_epoch} epochs each)")
+        probs = out_of_fold_probs(features, config, labels, tag_targets, head_targets, pooled, best_epoch,
+                                   show_progress)
+        sets = threshold_sets_from(config, labels, tag_targets[pooled], probs, method, console)
+        summary_extra[f"oof_macro_f{config.beta:g}@0.5"] = metrics.macro_fbeta(tag_targets[pooled], probs >= 0.5,
+                                                                                 beta=config.beta)
+        summary_extra[f"oof_macro_f{config.beta:g}@tuned"] = metrics.macro_fbeta(
+            tag_targets[pooled], apply_thresholds(probs, sets[config.beta]), beta=config.beta)
+        refit_objective = TaggingObjective.from_config(config, labels, tag_targets, head_targets, pooled)
+        console.print(f"refitting the head on train+val ({len(pooled)} rows)")
+        seed_everything(config.train.seed)
+        head = _train_fixed_epochs(features, config, labels, refit_objective, pooled, best_epoch, show_progress)
+        summary_extra["refit_epochs"] = best_epoch
+    else:
+        sets = threshold_sets_from(config, labels, tag_targets[val_rows], val_predictions.tags, method, console)
+    tagger = Tagger(config, labels, head, sets.get(config.beta, np.zeros(0, dtype=np.float32)), backbone=backbone,
+                    threshold_sets=sets)
+    if labels.tags and method != "oof":
+        tuned = metrics.macro_fbeta(tag_targets[val_rows], apply_thresholds(val_predictions.tags,
+                                                                            sets[config.beta]), beta=config.beta)
         summary[f"val_macro_f{config.beta:g}@tuned"] = tuned
-    tagger.metrics = summary
+    tagger.metrics = {**summary, **summary_extra}
     if out_dir:
         tagger.save(out_dir)
         console.print(f"saved tagger to {out_dir}")
     return tagger
 
 
+def out_of_fold_probs(features: np.ndarray, config: TaggingConfig, labels: LabelSpace, tag_targets: np.ndarray,
+                       head_targets: Mapping[str, np.ndarray], pooled: np.ndarray, epochs: int,
+                       show_progress: bool) -> np.ndarray:
+    """``(len(pooled), L)`` tag probabilities of each pooled row from a head trained without its fold.
+
+    Fold ``k`` of :func:`fold_assignment` (seeded by ``config.train.seed``) is predicted by a head trained for
+    ``epochs`` epochs on the other folds, with loss weights from those rows and seed ``config.train.seed + 1 + k``.
+    """
+    fold = fold_assignment(len(pooled), config.thresholds.folds, config.train.seed)
+    probs = np.zeros((len(pooled), len(labels.tags)), dtype=np.float32)
+    for k in range(config.thresholds.folds):
+        fit_rows, held_out = pooled[fold != k], fold == k
+        objective = TaggingObjective.from_config(config, labels, tag_targets, head_targets, fit_rows)
+        seed_everything(config.train.seed + 1 + k)
+        head = _train_fixed_epochs(features, config, labels, objective, fit_rows, epochs, show_progress)
+        loader = tensor_loader([features[pooled[held_out]].astype(np.float32), np.arange(held_out.sum())],
+                               batch_size=1024, shuffle=False)
+        logits, _ = predict_outputs(head, loader, int(held_out.sum()), torch.device("cpu"))
+        probs[held_out] = logits_to_predictions(logits, labels, int(held_out.sum())).tags
+    return probs
+
+
+def _train_fixed_epochs(features: np.ndarray, config: TaggingConfig, labels: LabelSpace,
+                        objective: TaggingObjective, rows: np.ndarray, epochs: int, show_progress: bool) -> nn.Module:
+    """A joint head trained on ``rows`` for exactly ``epochs`` epochs (no validation rows to select on)."""
+    train_config = replace(config.train, epochs=epochs, monitor="train_loss", mode="min", early_stop_patience=None)
+    head = _build_head(config, labels, features.shape[1])
+    loader = tensor_loader([features[rows], torch.as_tensor(rows)], train_config.batch_size, shuffle=True,
+                           seed=train_config.seed)
+    return _fit(head, objective.loss, None, loader, train_config, None, Console(quiet=True), show_progress)[0]
+
+
 def _fit(model: nn.Module, objective_loss: Callable[..., torch.Tensor],
-         evaluate: Callable[[nn.Module], dict[str, float]], train_loader: Any, train_config: TrainConfig,
-         run_dir: Path | None, console: Console, show_progress: bool) -> nn.Module:
+         evaluate: Callable[[nn.Module], dict[str, float]] | None, train_loader: Any, train_config: TrainConfig,
+         run_dir: Path | None, console: Console, show_progress: bool) -> tuple[nn.Module, TrainResult]:
     trainer = Trainer(model, train_config, objective_loss, evaluate, run_dir=run_dir, console=console,
                       show_progress=show_progress)
-    trainer.fit(train_loader)
-    return trainer.model.cpu().eval()
+    result = trainer.fit(train_loader)
+    return trainer.model.cpu().eval(), result
 
 
 def _evaluator(objective: TaggingObjective, loader: Any, n_rows: int, val_rows: np.ndarray, labels: LabelSpace,
@@ -422,13 +697,68 @@ def _feature_evaluator(objective: TaggingObjective, features: np.ndarray, val_ro
 
 def _train_joint(features: np.ndarray, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
                  train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
-                 show_progress: bool) -> nn.Module:
+                 show_progress: bool) -> tuple[nn.Module, int]:
+    """The joint head with early stopping on ``val``, and its best epoch (1-based)."""
     device = resolve_device(config.train.device)
-    head = _build_head(config, labels, features.shape[1])
+    head = _build_head(replace(config, select_epoch="best"), labels, features.shape[1])  # snapshots assembled below
     loader = tensor_loader([features[train_rows], torch.as_tensor(train_rows)], config.train.batch_size,
                            shuffle=True, seed=config.train.seed)
     evaluate = _feature_evaluator(objective, features, val_rows, labels, config.beta, device)
-    return _fit(head, objective.loss, evaluate, loader, config.train, run_dir, console, show_progress)
+    tracker = _PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate).bind(
+        features[val_rows]) if config.select_epoch == "per_label" and labels.tags else None
+    model, result = _fit(head, objective.loss, tracker or evaluate, loader, config.train, run_dir, console,
+                         show_progress)
+    if tracker is not None:
+        model = tracker.selected(model, result.best_epoch, config, labels, features.shape[1])
+        console.print(f"per-label epochs: {dict(zip(labels.tags, tracker.best_epoch.tolist(), strict=True))}")
+    return model, max(result.best_epoch, 1)
+
+
+class _PerLabelEpochs:
+    """Engine evaluate callback that also keeps, per tag, the head of the epoch where its val F-beta (at its best
+    threshold) peaked; :meth:`selected` assembles them into an :class:`EpochSelectedHead`."""
+
+    def __init__(self, val_truth: np.ndarray, beta: float, evaluate: Callable[[nn.Module], dict[str, float]]):
+        self.val_truth, self.beta, self.evaluate = val_truth, beta, evaluate
+        self.best = np.full(val_truth.shape[1], -np.inf)
+        self.best_epoch = np.zeros(val_truth.shape[1], dtype=np.int64)
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.epoch = 0
+        self._rows = np.arange(len(val_truth))
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        self.epoch += 1
+        out = self.evaluate(model)
+        probs = self.last_probs(model)
+        score = np.nan_to_num(select_thresholds(self.val_truth, probs, beta=self.beta).best_fbeta, nan=-1.0)
+        improved = score > self.best + 1e-12
+        if improved.any():
+            self.best[improved], self.best_epoch[improved] = score[improved], self.epoch
+            self.states[self.epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.states = {e: s for e, s in self.states.items() if e in set(self.best_epoch.tolist())}
+        return out
+
+    def last_probs(self, model: nn.Module) -> np.ndarray:
+        """Val tag probabilities of ``model`` (features captured by the first evaluation)."""
+        logits, _ = predict_outputs(model, self._loader, len(self._rows), next(model.parameters()).device)
+        return logits_to_predictions(logits, LabelSpace(tags=[""] * self.val_truth.shape[1]), len(self._rows)).tags
+
+    def bind(self, features: np.ndarray) -> _PerLabelEpochs:
+        """Attach the val features (rows aligned with ``val_truth``)."""
+        self._loader = tensor_loader([features.astype(np.float32), self._rows], batch_size=2048, shuffle=False)
+        return self
+
+    def selected(self, best_model: nn.Module, best_epoch: int, config: TaggingConfig, labels: LabelSpace,
+                 in_features: int) -> EpochSelectedHead:
+        """Snapshot 0: the monitor's best epoch; then one snapshot per other epoch some tag peaked at."""
+        others = sorted(set(self.best_epoch.tolist()) - {best_epoch})
+        snapshots: list[nn.Module] = [best_model]
+        for epoch in others:
+            snapshot = _build_head(replace(config, select_epoch="best"), labels, in_features)
+            snapshot.load_state_dict(self.states[epoch])
+            snapshots.append(snapshot)
+        index = {epoch: i + 1 for i, epoch in enumerate(others)}
+        return EpochSelectedHead(snapshots, [index.get(int(e), 0) for e in self.best_epoch]).eval()
 
 
 def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
@@ -453,8 +783,7 @@ def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelS
         if len(sub_train) == 0 or len(sub_val) == 0:
             console.print(f"[yellow]warning: label '{name}' has no labelled train/val rows; left untrained")
             continue
-        sub_objective = TaggingObjective(space, sub_tags, head_targets, config.loss, config.positive_weight,
-                                         sub_train)
+        sub_objective = TaggingObjective.from_config(config, space, sub_tags, head_targets, sub_train)
         overrides = dict(config.per_label_train.get(name, {}))
         if space.tags and np.nansum(sub_tags[sub_val]) == 0 and config.train.monitor == "val_map":
             console.print(f"[yellow]warning: label '{name}' has no validation positives; selecting on val_loss")
@@ -486,7 +815,7 @@ def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpac
     device = resolve_device(config.train.device)
 
     evaluate = _evaluator(objective, val_loader, len(manifest), val_rows, labels, config.beta, device)
-    trained = _fit(net, objective.loss, evaluate, train_loader, config.train, run_dir, console, show_progress)
+    trained = _fit(net, objective.loss, evaluate, train_loader, config.train, run_dir, console, show_progress)[0]
     backbone_out: Any = net.backbone
     backbone_out.weights_id = state_fingerprint(backbone_out)
     return trained.head if isinstance(trained, TaggingNet) else head, backbone_out

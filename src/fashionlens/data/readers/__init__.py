@@ -14,7 +14,7 @@ from fashionlens.data.readers.deepfashion import (
 from fashionlens.data.readers.deepfashion2 import read_deepfashion2
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.readers.generic import read_generic
-from fashionlens.data.readers.imaterialist import read_imaterialist
+from fashionlens.data.readers.imaterialist import read_imaterialist, read_imaterialist_merged
 from fashionlens.data.readers.jd_style import read_jd_style
 from fashionlens.data.records import Manifest
 
@@ -29,7 +29,7 @@ READERS: dict[str, Reader] = {
     "deepfashion-inshop": read_deepfashion_inshop,
     "deepfashion-consumer2shop": read_deepfashion_consumer2shop,
     "deepfashion2": read_deepfashion2,
-    "imaterialist": read_imaterialist,
+    "imaterialist": read_imaterialist_merged,
     "jd-style": read_jd_style,
 }
 

@@ -132,3 +132,50 @@ def _key(json_path: Path, entry: Any, key: str, where: str) -> str:
     if value is None or str(value).strip() == "":
         raise DataError(f"{json_path}: {where} has no '{key}'")
     return str(value).strip()
+
+
+MERGED_FILES = ("train.json", "validation.json")
+"""The annotated files of an iMaterialist folder, merged by :func:`read_imaterialist_merged`."""
+
+
+def read_imaterialist_merged(source: str | Path, *, skip_missing: bool = True) -> Manifest:
+    """One manifest with one label space from an iMaterialist folder's ``train.json`` and ``validation.json``.
+
+    ``source`` is the folder (each file's images in the folder named after it, as :func:`read_imaterialist`
+    expects) or, for ``fashionlens data build imaterialist FILE.json``, a single JSON file read on its own. Rows keep
+    their split (``train`` / ``val``). The label space is the union of both files' labels, in numeric order; an
+    annotated image lists *all* its labels, so it is 0 -- a true negative -- for a label seen only in the other
+    file, while an image without an annotation stays unlabelled for every label.
+
+    Raises:
+        DataError: Neither file is in the folder, or one of them is malformed (see :func:`read_imaterialist`).
+    """
+    source = Path(source).expanduser()
+    if not source.is_dir():
+        return read_imaterialist(source, skip_missing=skip_missing)
+    files = [source / name for name in MERGED_FILES if (source / name).is_file()]
+    if not files:
+        raise DataError(f"{source} holds none of {', '.join(MERGED_FILES)} (the iMaterialist annotation files)")
+    parts = [read_imaterialist(path, skip_missing=skip_missing) for path in files]
+    names = sorted({name for part in parts for name in part.tag_names},
+                   key=lambda label: (not label.isdigit(), label.zfill(12)))
+    frames = []
+    for part in parts:
+        frame = part.frame.copy()
+        annotated = ~np.isnan(part.tag_matrix()).all(axis=1) if part.tag_names else np.zeros(len(frame), bool)
+        for name in names:
+            if TAG_PREFIX + name not in frame:
+                frame[TAG_PREFIX + name] = np.where(annotated, 0.0, np.nan).astype(np.float32)
+        frames.append(frame)
+    merged = pd.concat(frames, ignore_index=True)
+    tag_columns = [TAG_PREFIX + name for name in names]
+    merged = merged[[c for c in merged.columns if c not in tag_columns] + tag_columns]
+    duplicated = merged["path"].duplicated()
+    if duplicated.any():
+        raise DataError(f"image {merged['path'][duplicated].iloc[0]} appears in more than one of "
+                        f"{', '.join(f.name for f in files)}")
+    stats: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.stats.items():
+            stats[key] = stats.get(key, 0) + int(value)
+    return Manifest(merged, name="imaterialist", stats=stats)
