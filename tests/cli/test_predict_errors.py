@@ -92,7 +92,7 @@ def test_tag_predict_prints_good_rows_and_the_error_column(work: Path) -> None:
     assert _status(result) == 1
     lines = result.stdout.splitlines()
     lines = lines[next(i for i, line in enumerate(lines) if line.split()[:1] == ["path"]):]  # after progress bars
-    assert lines[0].split() == ["path", "tags", "class:colour", "error"]
+    assert lines[0].split() == ["path", "tag_probs", "class:colour", "error"]
     assert "good0.jpg" in lines[1] and "corrupt.jpg" in lines[2] and "corrupt or truncated" in lines[2]
     assert len(_unreadable_lines(result)) == 1
 

@@ -123,7 +123,9 @@ def test_ensemble_tunes_thresholds_on_its_weighted_mean(members: tuple[Path, Man
     assert not np.allclose(f2, expected)  # β matters here: the check above tells 0.25 from 2
 
     predictions = tmp_path / "predictions.csv"
-    assert run_cli("tag", "predict", "--model", out, "-m", manifest_path, "-o", predictions).exit_code == 0
+    # decisions use the F1 set unless --beta names another tuned set
+    assert run_cli("tag", "predict", "--model", out, "-m", manifest_path, "-o", predictions, "--beta", "0.25"
+                   ).exit_code == 0
     table = pd.read_csv(predictions)
     np.testing.assert_allclose(table[["p:striped", "p:bright"]].to_numpy(), mean, atol=1e-4)
     decided = (mean >= np.array(expected))

@@ -182,6 +182,9 @@ class TaggerEnsemble:
         self.threshold_sets = dict(threshold_sets or {})
         self._fixed = thresholds if thresholds is not None else np.full(len(first.tags), 0.5, dtype=np.float32)
         self.member_dirs = list(member_dirs)
+        # The β that fit_thresholds tuned for: its set is what thresholds.json holds, as for a Tagger's config.beta.
+        self.tuned_beta = next((b for b, v in self.threshold_sets.items()
+                                if thresholds is not None and np.allclose(v, thresholds)), None)
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -220,15 +223,18 @@ class TaggerEnsemble:
         truth = self.labels.tag_targets(rows)
         self.threshold_sets = {b: tune_thresholds(truth, predictions.tags, self.labels, b)
                                for b in sorted({1.0, float(beta)})}
+        self.tuned_beta = float(beta)
         return predictions
 
     def save(self, path: str | Path) -> Path:
-        """Write ``ensemble.json`` (member directories and weights), labels, thresholds and threshold sets."""
+        """Write ``ensemble.json`` (member directories and weights), labels, thresholds (the set tuned for the β of
+        :meth:`fit_thresholds`, as a tagger's ``thresholds.json`` holds its ``config.beta`` set) and every set."""
         sets = {f"{b:g}": dict(zip(self.labels.tags, map(float, v), strict=True))
                 for b, v in sorted(self.threshold_sets.items())}
         documents = {"ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
                      "labels": self.labels.to_json(),
-                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds), strict=True)),
+                     "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds_for(self.tuned_beta)),
+                                            strict=True)),
                      "threshold_sets": sets}
         return save_model_dir(path, {}, documents)
 
