@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from fashionlens.tasks.common import BackboneConfig, frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, evaluate_hierarchy, train_hierarchy
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "hierarchy_fashion_products.yaml"
 QUIET = Console(quiet=True)
 
@@ -137,7 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audit.md")
-    parser.add_argument("--audit-out", type=Path, default=ROOT / "benchmarks" / "results" / "audit")
+    parser.add_argument("--audit-out", type=Path, default=ROOT / "runs" / "audit",
+                        help="Where the full audit report goes (its grids are copied into benchmarks/results).")
     parser.add_argument("--flip-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--flip-rate", type=float, default=0.05)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -167,6 +170,8 @@ def main() -> None:
                             console=console, show_progress=False)
     write_audit(audit, args.audit_out)
     seconds = time.perf_counter() - start
+    for grid in ("label_issues", "duplicates"):  # the report's thumbnails stay out of the repository
+        shutil.copy(args.audit_out / f"{grid}.png", RESULTS / f"audit_{grid}.png")
     counts = [{"check": f"label issues: {name}", "flagged": v["issues"], "labelled rows": v["labelled"]}
               for name, v in audit.summary["fields"].items()]
     counts += [{"check": "taxonomy breaks", "flagged": audit.summary["taxonomy_breaks"],
@@ -180,7 +185,8 @@ def main() -> None:
     lines += ["## The real catalogue: all 8,080 products", "",
               f"`fashionlens audit -m fpi.parquet --levels masterCategory,subCategory,articleType -o audit/` "
               f"({seconds:.0f} s with cached features).", "", markdown.records_table(counts), "",
-              "Top 24 articleType issues (grid: `benchmarks/results/audit/label_issues.png`):", "",
+              "Top 24 articleType issues (the grid `benchmarks/results/audit_label_issues.png` shows the 24 most "
+              "suspicious labels of any level; `audit_duplicates.png` the closest duplicate pairs):", "",
               markdown.table(top[["item_id", "given", "suggested", "quality", "suggested_probability"]]), ""]
 
     if not args.skip_cleaning:

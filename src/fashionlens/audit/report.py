@@ -27,9 +27,17 @@ GRID_ITEMS = 24
 _THUMB_SIDE = 128
 
 
+def _top_items(issues: pd.DataFrame) -> pd.DataFrame:
+    """The first :data:`GRID_ITEMS` distinct items, each at its most suspicious field, with its other flagged fields."""
+    others = issues.groupby("item_id", sort=False)["field"].agg(lambda fields: ", ".join(fields.iloc[1:]))
+    top = issues.drop_duplicates("item_id").head(GRID_ITEMS).copy()
+    top["also"] = top["item_id"].map(others).fillna("")
+    return top
+
+
 def _label_captions(table: pd.DataFrame) -> list[str]:
     return [f"{row.item_id} ({row.field})\ngiven: {row.given}\nsuggested: {row.suggested}\nquality {row.quality:.3f}"
-            for row in table.itertuples()]
+            + (f"\nalso flagged: {row.also!s}" if row.also else "") for row in table.itertuples()]
 
 
 def _thumb(directory: Path, path: str) -> str:
@@ -91,11 +99,10 @@ def _html(directory: Path, audit: CatalogueAudit) -> str:
              "<pre>" + html.escape(json.dumps({k: summary[k] for k in ("fields", "taxonomy_breaks", "duplicate_pairs",
                                                                     "duplicate_clusters", "photos")}, indent=1))
              + "</pre>"]
-    issues = audit.label_issues.head(GRID_ITEMS)
+    issues = _top_items(audit.label_issues) if len(audit.label_issues) else audit.label_issues
     if len(issues):
-        parts += ["<h2>Label issues: given vs suggested</h2>", _html_cards(directory, [
-            (str(row.path), f"{row.item_id} ({row.field})\ngiven: {row.given}\nsuggested: {row.suggested}\n"
-                       f"quality {row.quality:.3f}") for row in issues.itertuples()])]
+        parts += ["<h2>Label issues: given vs suggested</h2>", _html_cards(
+            directory, list(zip(issues["path"].astype(str), _label_captions(issues), strict=True)))]
     pairs = audit.duplicates.head(GRID_ITEMS // 2)
     if len(pairs):
         cards: list[tuple[str, str]] = []
@@ -123,7 +130,7 @@ def write_audit(audit: CatalogueAudit, out_dir: str | Path) -> Path:
             getattr(audit, name).to_csv(tmp / f"{name}.csv", index=False)
         write_json(tmp / "summary.json", audit.summary)
         grids = {"label_issues": "label_issues.png", "duplicates": "duplicates.png", "outliers": "outliers.png"}
-        issues = audit.label_issues.head(GRID_ITEMS)
+        issues = _top_items(audit.label_issues) if len(audit.label_issues) else audit.label_issues
         if len(issues):
             save_captioned_grid(issues["path"].tolist(), _label_captions(issues), tmp / grids["label_issues"],
                                 title="label issues: given vs suggested")

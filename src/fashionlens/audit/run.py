@@ -71,8 +71,8 @@ class CatalogueAudit:
     """Findings of an audit; every table carries ``item_id`` and ``path`` of the rows it names.
 
     Attributes:
-        label_issues: Suspicious labels (``field``, ``given``, ``suggested``, ``quality``, ...), most suspicious first
-            within each field.
+        label_issues: Suspicious labels (``field``, ``given``, ``suggested``, ``quality``, ...), most suspicious
+            (lowest label quality) first, all fields together.
         taxonomy_breaks: Rows whose parent class disagrees with the catalogue's majority parent of their class.
         duplicates: Near-duplicate pairs (``a_*`` and ``b_*`` columns, ``similarity``, ``cluster``, ``kind``,
             ``differs``).
@@ -183,7 +183,9 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
         issues.append(table)
         judged[name] = int(values.notna().sum())
         console.print(f"label issues: {name}: {len(table)} of {judged[name]} labelled rows flagged")
-    label_issues = _with_items(pd.concat(issues, ignore_index=True), manifest)
+    # Self-confidence is comparable across fields: the most suspicious label of any field comes first.
+    label_issues = _with_items(pd.concat(issues, ignore_index=True).sort_values("quality", kind="stable",
+                                                                                ignore_index=True), manifest)
     level_frame = manifest.frame[[f"class:{name}" for name in config.levels]]
     level_frame.columns = list(config.levels)
     breaks = _with_items(taxonomy_breaks(level_frame.reset_index(drop=True), config.levels), manifest)

@@ -37,7 +37,7 @@ def save_captioned_grid(paths: Sequence[str | Path], captions: Sequence[str], pa
     if len(captions) != len(paths):
         raise DataError(f"{len(paths)} images but {len(captions)} captions")
     rows = -(-len(paths) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.3 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.7 * rows), squeeze=False)
     for cell, axis in enumerate(axes.ravel()):
         axis.set_xticks([])
         axis.set_yticks([])
