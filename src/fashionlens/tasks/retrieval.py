@@ -249,7 +249,7 @@ class Embedder:
         Raises:
             ModelError: Missing or inconsistent files.
         """
-        state, docs = read_model_dir(path, ["config", "embedder"])
+        state, docs = read_model_dir(path, ["config", "embedder"], optional_json=["metrics"])
         try:
             config = from_dict(RetrievalConfig, docs["config"], where=f"{path}/config.json")
         except ConfigError as error:
