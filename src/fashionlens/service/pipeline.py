@@ -392,11 +392,12 @@ def _tag_predictions(tagger: TagModel, member_features: Sequence[np.ndarray]) ->
 
 
 def _tag_answers(tagger: TagModel, predictions: Predictions) -> list[dict[str, Any]]:
-    decisions = tagger.decide(predictions)
+    decisions = tagger.decide(predictions)  # the F1 set: what a person reading tags wants (F2 favours recall)
+    names = tagger.tag_names  # names that say what a positive means, e.g. gender=female
     answers = []
     for row in range(len(predictions.tags)):
         order = np.argsort(-predictions.tags[row], kind="stable")
-        scores = [{"label": tagger.labels.tags[j], "probability": round(float(predictions.tags[row, j]), 4),
+        scores = [{"label": names[j], "probability": round(float(predictions.tags[row, j]), 4),
                    "threshold": round(float(tagger.thresholds[j]), 4), "decision": bool(decisions[row, j])}
                   for j in order]
         heads = {}
