@@ -180,6 +180,16 @@ def test_oof_thresholds_are_the_config_beta_optimum_on_out_of_fold_predictions()
     assert tagger.metrics["threshold_method"] == "oof"
 
 
+def test_default_threshold_method_is_out_of_fold_for_frozen_heads_and_plateau_for_finetuning() -> None:
+    """The default holds on unseen photos: frozen heads pick thresholds on out-of-fold predictions, never on val."""
+    manifest, features = synthetic()
+    config = quick_config("auto", heads=[])
+    config.train.epochs = 3
+    tagger = train_tagger(manifest, config, console=QUIET, show_progress=False, features=features)
+    assert tagger.metrics["threshold_method"] == "oof"
+    assert TaggingConfig().thresholds.resolved("finetune") == "plateau"
+
+
 @pytest.mark.slow  # two to twelve small fits: ~10-40 s on a loaded 2-core box
 def test_oof_thresholds_hold_up_where_val_thresholds_overfit() -> None:
     """Four rare labels, a validation split with ~3 positives each: the exact F2 optimum on val fits those few
