@@ -138,16 +138,20 @@ PAPERS = SHIPPED / "papers"
 #: Per paper recipe, the elements its config must set (dotted keys of the loaded dataclass).
 PAPER_ELEMENTS: dict[str, dict[str, object]] = {
     "tagging_street_fashion_attributes.yaml": {
-        "backbone.name": "resnet50", "mode": "finetune", "finetune_freeze": 2, "loss": "bce", "positive_weight": 2.0,
+        "backbone.name": "resnet50", "backbone.input_size": 224,
+        "mode": "finetune", "finetune_freeze": 2, "loss": "bce", "positive_weight": 2.0,
         "label_importance": {"gender": 2.0}, "beta": 1.0, "thresholds.method": "fixed", "train.optimizer": "sgd",
         "train.scheduler": "step", "train.lr": 0.001},
     "tagging_jd_fashion_style.yaml": {
-        "backbone.name": "densenet121", "mode": "per_label", "loss": "weighted_bce", "max_weight": 600.0,
+        "backbone.name": "densenet121", "backbone.input_size": 224,
+        "mode": "per_label", "loss": "weighted_bce", "max_weight": 600.0,
         "beta": 2.0, "thresholds.method": "val", "thresholds.average": "macro", "train.optimizer": "adam"},
     "tagging_imaterialist.yaml": {
-        "backbone.name": "inception_v3", "mode": "finetune", "finetune_freeze": 0, "loss": "bce", "beta": 1.0,
+        "backbone.name": "inception_v3", "backbone.input_size": 299,
+        "mode": "finetune", "finetune_freeze": 0, "loss": "bce", "beta": 1.0,
         "thresholds.average": "micro", "train.lr": 0.0001},
     "hierarchy_hmcn_f.yaml": {
+        "backbone.input_size": None,
         "variant": "hmcn", "loss_weighting": "sum", "hidden": 384, "dropout": 0.6, "beta": 0.5,
         "train.optimizer": "adam", "train.lr": 0.001},
 }

@@ -123,6 +123,25 @@ def test_invalid_freeze_is_a_config_error(freeze: object) -> None:
         create_backbone("efficientnet_lite0", pretrained=False, freeze=freeze)  # type: ignore[arg-type]
 
 
+def test_input_size_overrides_the_preprocessing_and_reaches_the_feature_cache_key() -> None:
+    from fashionlens.data.transforms import describe, eval_transform
+    from fashionlens.tasks.common import BackboneConfig, build_backbone
+
+    default = create_backbone("efficientnet_lite0", pretrained=False)
+    resized = build_backbone(BackboneConfig(pretrained=False, input_size=160))
+    assert resized.preprocess.input_size == 160 != default.preprocess.input_size
+    assert resized.preprocess.mean == default.preprocess.mean  # only the size changes
+    with torch.no_grad():
+        assert resized.eval()(torch.zeros(1, 3, 160, 160)).shape == (1, resized.num_features)
+    assert describe(eval_transform(resized.preprocess)) != describe(eval_transform(default.preprocess))
+
+
+@pytest.mark.parametrize("size", [0, 16, 4096])
+def test_invalid_input_size_is_a_config_error(size: int) -> None:
+    with pytest.raises(ConfigError, match="input_size"):
+        create_backbone("efficientnet_lite0", pretrained=False, input_size=size)
+
+
 def _save_bare(backbone: Backbone, path: Path) -> None:
     torch.save(backbone.model.state_dict(), path)
 

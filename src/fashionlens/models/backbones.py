@@ -7,6 +7,7 @@ where the weights come from (``weights_id``), because cached features are only v
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ from fashionlens.errors import ConfigError, ModelError
 from fashionlens.models.efficientnet_lite import LITE_VARIANTS, create_classifier, resolve_variant
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+#: Accepted network input sides (pixels): below, the stages pool away the whole image; above, a CPU pass takes seconds.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def create_backbone(
     pretrained: bool = True,
     weights: str | Path | None = None,
     freeze: int | str | None = None,
+    input_size: int | None = None,
 ) -> Backbone:
     """Build a pooled-feature backbone from any timm architecture.
 
@@ -162,12 +166,18 @@ def create_backbone(
             under a checkpoint's ``"state_dict"`` or ``"model"`` key; a saved :class:`Backbone` works too.
             Classifier tensors are ignored.
         freeze: See :meth:`Backbone.freeze`.
+        input_size: Side of the square network input (e.g. a paper's resolution); ``None``: the size the weights
+            were trained at (timm's pretrained config). The pooled features work at any size; the feature cache and
+            ONNX metadata follow the preprocessing, so each size has its own.
 
     Raises:
         ModelError: Unknown name (close matches are listed), unreadable or mismatched weights file, or hub weights
             that cannot be fetched.
-        ConfigError: Invalid ``freeze``.
+        ConfigError: Invalid ``freeze`` or ``input_size``.
     """
+    if input_size is not None and not MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE:
+        raise ConfigError(f"backbone input_size must lie in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}] pixels, "
+                          f"got {input_size}")
     variant = resolve_variant(name)
     if variant is not None:
         name = variant.name
@@ -188,6 +198,8 @@ def create_backbone(
         if weights is not None:
             weights_id = _load_weights_file(model, Path(weights), name)
     backbone = Backbone(model, name, weights_id)
+    if input_size is not None:
+        backbone.preprocess = dataclasses.replace(backbone.preprocess, input_size=input_size)
     backbone.freeze(freeze)
     return backbone.train()
 

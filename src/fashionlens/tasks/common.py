@@ -44,7 +44,11 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class BackboneConfig:
-    """Which pretrained network turns images into features, and how much of it trains."""
+    """Which pretrained network turns images into features, and how much of it trains.
+
+    ``input_size`` overrides the network input side (e.g. a paper's resolution); ``None`` keeps the size the weights
+    were trained at.
+    """
 
     name: str = "efficientnet_lite0"
     pretrained: bool = True
@@ -52,12 +56,13 @@ class BackboneConfig:
     freeze: int | str | None = "all"
     batch_size: int = 64
     num_workers: int | None = None
+    input_size: int | None = None
 
 
 def build_backbone(config: BackboneConfig, freeze: int | str | None = None) -> Any:
     """Create the backbone described by ``config`` (``freeze`` overrides ``config.freeze``)."""
     return create_backbone(config.name, pretrained=config.pretrained, weights=config.weights,
-                           freeze=config.freeze if freeze is None else freeze)
+                           freeze=config.freeze if freeze is None else freeze, input_size=config.input_size)
 
 
 def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
