@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fashionlens.data.images import load_image
+from fashionlens.data.images import decode_reduced
 from fashionlens.errors import ImageError
 
 #: Long side of the thumbnail the blank check looks at (JPEG draft decoding makes it cheap).
@@ -40,12 +40,13 @@ class PhotoLimits:
 
 def inspect_photo(path: str, limits: PhotoLimits) -> tuple[str, str, int, int, float]:
     """``(problem, detail, width, height, grey std)`` of one file; ``problem`` is ``""`` for a normal photo."""
-    try:
-        with Image.open(path) as header:
-            width, height = header.size
-        thumbnail = load_image(path, max_side=_PROBE_SIDE)
-    except (ImageError, OSError, ValueError, SyntaxError) as error:
-        return "unreadable", str(error).splitlines()[0] if str(error) else type(error).__name__, 0, 0, float("nan")
+    try:  # one decode: the file's upright size, and the pixels (a JPEG straight at a reduced scale)
+        decoded = decode_reduced(path, max_side=_PROBE_SIDE)
+    except ImageError as error:
+        return "unreadable", str(error).splitlines()[0], 0, 0, float("nan")
+    width, height = decoded.full_size
+    thumbnail = decoded.image
+    thumbnail.thumbnail((_PROBE_SIDE, _PROBE_SIDE), Image.Resampling.BILINEAR)
     std = float(np.asarray(thumbnail.convert("L"), dtype=np.float32).std())
     short, long = min(width, height), max(width, height)
     if short < limits.min_side:

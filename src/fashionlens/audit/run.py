@@ -20,8 +20,8 @@ from fashionlens.audit.labels import RANK_METHODS, RankBy, label_issue_table, ta
 from fashionlens.audit.photos import PhotoLimits, outlier_scores, photo_table
 from fashionlens.data.records import Manifest
 from fashionlens.errors import DataError
-from fashionlens.features import extract_features, progress_bar
-from fashionlens.tasks.common import default_cache_dir
+from fashionlens.features import progress_bar
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.retrieval import Embedder
 
 
@@ -152,24 +152,19 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
     embedder = embedder or Embedder.untrained()
 
     start = time.perf_counter()
-    if vectors is None:
-        network: Any = embedder.backbone()
-        result = extract_features(manifest, network, cache_dir=default_cache_dir() / "features",
-                                  batch_size=embedder.config.backbone.batch_size,
-                                  num_workers=embedder.config.backbone.num_workers, skip_bad_images=True,
-                                  show_progress=show_progress)
-        readable = ~np.isnan(result.vectors).any(axis=1)
-        features = result.vectors[readable]
+    if vectors is None:  # the shared cache path every task uses; unreadable images stay NaN rows
+        frozen = frozen_features(manifest, embedder.config.backbone, backbone=embedder.backbone(),
+                                 show_progress=show_progress, skip_bad_images=True)
+        readable = ~np.isnan(frozen).any(axis=1)
+        features = frozen[readable]
         embeddings = embedder.embed_features(features) if len(features) else np.zeros((0, embedder.dim), np.float32)
-        cached = result.cached
     else:
         readable = ~np.isnan(vectors).any(axis=1)
         features = embeddings = np.asarray(vectors[readable], dtype=np.float32)
-        cached = len(manifest)
     readable_rows = np.flatnonzero(readable)
     timings["features"] = time.perf_counter() - start
-    console.print(f"features: {len(manifest)} images ({cached} cached or given, {int((~readable).sum())} "
-                  f"unreadable) in {timings['features']:.1f} s")
+    console.print(f"features: {len(manifest)} images ({int((~readable).sum())} unreadable) in "
+                  f"{timings['features']:.1f} s")
 
     start = time.perf_counter()
     readable_frame = manifest.frame.iloc[readable_rows].reset_index(drop=True)
@@ -209,13 +204,12 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
     distance, z = outlier_scores(embeddings, config.photos.outlier_neighbours)
     outliers = pd.DataFrame({"row": readable_rows, "distance": distance.round(4), "z": z.round(2)})
     outliers = _with_items(outliers.sort_values("z", ascending=False, ignore_index=True), manifest)
-    flagged_outliers = outliers[outliers["z"] > config.photos.outlier_z]
-    checks.loc[flagged_outliers["row"].to_numpy(), "problem"] = np.where(
-        checks.loc[flagged_outliers["row"].to_numpy(), "problem"] == "", "outlier",
-        checks.loc[flagged_outliers["row"].to_numpy(), "problem"])
-    for row, zscore in zip(flagged_outliers["row"], flagged_outliers["z"], strict=True):
-        if checks.at[row, "problem"] == "outlier":
-            checks.at[row, "detail"] = f"neighbour-distance z-score {zscore:.1f} > {config.photos.outlier_z}"
+    # A photo far from every other one is an outlier, unless a check above already named a problem with it.
+    far = outliers[(outliers["z"] > config.photos.outlier_z).to_numpy()
+                   & (checks.loc[outliers["row"], "problem"] == "").to_numpy()]
+    checks.loc[far["row"], "problem"] = "outlier"
+    checks.loc[far["row"], "detail"] = [f"neighbour-distance z-score {z:.1f} > {config.photos.outlier_z}"
+                                        for z in far["z"]]
     photos = _with_items(checks[checks["problem"] != ""].reset_index(drop=True), manifest)
     timings["photos"] = time.perf_counter() - start
 

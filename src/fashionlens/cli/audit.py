@@ -14,6 +14,7 @@ from fashionlens.cli.common import (
     SHARDS_OPTION,
     BatchJob,
     console,
+    load_embedder,
     load_manifest,
 )
 
@@ -28,6 +29,7 @@ def audit(
                                         "paths that break the catalogue's taxonomy are flagged."),
     embedder: Path = typer.Option(None, "--embedder", help="Embedder directory for duplicates and outliers "
                                                            "(default: untrained ImageNet features)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
     folds: int = typer.Option(5, help="Folds of the out-of-fold label heads."),
     rank_by: str = typer.Option("self_confidence", help="Label-quality score: self_confidence | normalized_margin."),
     pca_dims: int = typer.Option(None, help="Fit the label heads on this many principal components (faster on "
@@ -45,14 +47,13 @@ def audit(
     """Audit a catalogue: label issues (cleanlab confident learning on out-of-fold heads), near-duplicates
     (FAISS self-join) and broken or odd photos; writes CSVs, report.md and report.html."""
     from fashionlens.audit import AuditConfig, audit_catalogue, write_audit
-    from fashionlens.tasks.retrieval import Embedder
 
     config = AuditConfig(fields=list(field or []), levels=[v.strip() for v in levels.split(",") if v.strip()],
                          folds=folds, rank_by=rank_by,  # type: ignore[arg-type]  # validated by AuditConfig
                          duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed,
                          pca_dims=pca_dims)
     catalogue = load_manifest(manifest)
-    model = Embedder.load(embedder) if embedder is not None else Embedder.untrained()
+    model = load_embedder(embedder, backbone)
     vectors = None
     job = BatchJob(engine, shards, shard_size, ray_address, actors)
     if job.sharded:  # embed on the local or Ray batch engine into resumable shards, then audit their vectors
@@ -60,7 +61,7 @@ def audit(
 
         from fashionlens.inference import ModelSpec, read_arrays
 
-        spec = ModelSpec("embed", str(embedder) if embedder is not None else None, model.config.backbone.name)
+        spec = ModelSpec("embed", str(embedder) if embedder is not None else None, backbone)
         arrays = read_arrays(job.run(catalogue, spec, out))
         vectors = np.where(arrays.ok[:, None], arrays.columns["embedding"], np.nan)
     result = audit_catalogue(catalogue, config, embedder=model, vectors=vectors, show_progress=progress)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fashionlens.inference import ModelSpec
+    from fashionlens.tasks.retrieval import Embedder
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,6 +32,14 @@ err_console = Console(stderr=True)
 def load_manifest(path: Path) -> Manifest:
     """Load a manifest saved by ``fashionlens data build``."""
     return Manifest.load(path)
+
+
+def load_embedder(model: Path | None, backbone: str) -> Embedder:
+    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted."""
+    from fashionlens.tasks.common import BackboneConfig
+    from fashionlens.tasks.retrieval import Embedder
+
+    return Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
 
 
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:

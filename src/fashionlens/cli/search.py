@@ -21,13 +21,13 @@ from fashionlens.cli.common import (
     BatchJob,
     console,
     err_console,
+    load_embedder,
     load_manifest,
     parse_filters,
 )
 
 if TYPE_CHECKING:
     from fashionlens.index import SearchHit
-    from fashionlens.tasks.retrieval import Embedder
 
 embed_app = typer.Typer(help="Train and evaluate embedding models for visual search.", no_args_is_help=True)
 index_app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is_help=True)
@@ -49,14 +49,6 @@ def _hits_table(query: str, hits: list[SearchHit], as_json: bool) -> None:
     for hit in hits:
         table.add_row(str(hit.rank), hit.item_id, f"{hit.score:.4f}", *[str(hit.metadata.get(f)) for f in fields])
     console.print(table)
-
-
-def _embedder(model: Path | None, backbone: str) -> Embedder:
-    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted."""
-    from fashionlens.tasks.common import BackboneConfig
-    from fashionlens.tasks.retrieval import Embedder
-
-    return Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
 
 
 MODEL_HELP = "Embedder directory (from 'embed train'); omitted: the untrained ImageNet baseline."
@@ -112,7 +104,7 @@ def evaluate(
     from fashionlens.errors import ConfigError
     from fashionlens.tasks.retrieval import evaluate_similar_items, evaluate_street_to_shop
 
-    embedder = _embedder(model, backbone)
+    embedder = load_embedder(model, backbone)
     manifest = load_manifest(manifest_path)
     if task == "similar":
         scores = evaluate_similar_items(embedder, manifest, split, k=k, fields=field, grid_path=grid,
@@ -184,9 +176,9 @@ def index_build(
 
         spec = ModelSpec("embed", str(model) if model is not None else None, backbone)
         folder = job.run(catalogue, spec, out)
-        index = catalogue_index_from_shards(folder, _embedder(model, backbone), catalogue, out, kind=kind)
+        index = catalogue_index_from_shards(folder, load_embedder(model, backbone), catalogue, out, kind=kind)
     else:
-        index = build_catalogue_index(_embedder(model, backbone), catalogue, out, kind=kind, show_progress=True)
+        index = build_catalogue_index(load_embedder(model, backbone), catalogue, out, kind=kind, show_progress=True)
     console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
 
 
@@ -200,7 +192,7 @@ def index_add(
     """Embed and add items (the index must come from the same model)."""
     from fashionlens.tasks.retrieval import add_to_index, open_index
 
-    embedder = _embedder(model, backbone)
+    embedder = load_embedder(model, backbone)
     index = open_index(index_dir, embedder)
     add_to_index(index, embedder, load_manifest(manifest_path))
     index.save(index_dir)
@@ -241,7 +233,7 @@ def search(
     """Catalogue items matching each photo (the index must come from the same model)."""
     from fashionlens.tasks.retrieval import open_index, search_images
 
-    embedder = _embedder(model, backbone)
+    embedder = load_embedder(model, backbone)
     index = open_index(index_dir, embedder)
     for image, hits in zip(images, search_images(index, embedder, images, k, parse_filters(filters)), strict=True):
         _hits_table(str(image), hits, as_json)
