@@ -27,8 +27,8 @@ import torch
 
 from fashionlens.data.readers import read_fashion_product_images
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
+from fashionlens.data.transforms import eval_transform
 from fashionlens.inference import LocalEngine, ModelSpec, ShardPlan, read_arrays, run_job
-from fashionlens.inference.models import split_transform
 from fashionlens.inference.ray_engine import RayEngine, decode_images, import_ray
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.labels import LabelSpace
@@ -64,7 +64,7 @@ def _stage_rates(manifest: Manifest, spec: ModelSpec, n: int) -> tuple[float, fl
     start = time.perf_counter()
     batch = decode_images(_rows(manifest, n), model.preprocess)
     decode_rate = n / (time.perf_counter() - start)
-    _, finish = split_transform(model.preprocess)
+    _, finish = eval_transform(model.preprocess, separate=True)
     images = finish(torch.from_numpy(batch["image"]))
     start = time.perf_counter()
     with torch.inference_mode():

@@ -21,7 +21,6 @@ prediction path, so a difference in either the graph or the preprocessing shows 
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -38,8 +37,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from fashionlens import __version__
-from fashionlens.data.dataset import ManifestImageDataset
-from fashionlens.data.images import load_image
+from fashionlens.data.images import DECODE_MAX_SIDE, load_image
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import ModelError
 from fashionlens.io import atomic_path
@@ -59,8 +57,6 @@ DEFAULT_ATOL = 1e-4
 """Largest absolute difference from PyTorch that :func:`export_onnx` accepts when verifying: float32 kernels of the
 two runtimes sum in different orders, which moves probabilities and unit-length embeddings by about 1e-6."""
 
-MAX_SIDE: int | None = inspect.signature(ManifestImageDataset).parameters["max_side"].default
-"""Long side that images are shrunk to right after decoding, as the PyTorch pipeline's dataset does."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +154,7 @@ def preprocessing_record(preprocess: Preprocess) -> dict[str, Any]:
         "antialias": bool(resize.antialias),
         "resize": list(resize.size or ()),
         "crop": ",".join(crops) if crops else "none (whole image resized to the square input)",
-        "max_side": MAX_SIDE,
+        "max_side": DECODE_MAX_SIDE,
         "color": "RGB (EXIF-upright; transparency on white)",
         "layout": "NCHW float32: pixels / 255, then (x - mean) / std per channel",
         "pretrained_interpolation": preprocess.interpolation,

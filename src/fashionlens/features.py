@@ -29,7 +29,7 @@ from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
-from fashionlens.runtime import default_workers, resolve_device
+from fashionlens.runtime import check_runtime, default_workers, resolve_device
 
 
 class FeatureExtractor(Protocol):
@@ -121,7 +121,7 @@ def progress_bar(description: str) -> Progress:
 def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
                      batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
                      skip_bad_images: bool = False, shard_size: int = 2048, flush_seconds: float = 30.0,
-                     show_progress: bool = True) -> FeatureResult:
+                     show_progress: bool = True, runtime: str = "auto") -> FeatureResult:
     """Pooled backbone features for every row of ``manifest``.
 
     Args:
@@ -136,12 +136,14 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
         flush_seconds: Most seconds of work held in memory before it is written as a shard: with ``shard_size``,
             the bound on what a killed run loses (an exception or Ctrl-C loses nothing already computed).
         show_progress: Draw a rich progress bar.
+        runtime: ``auto``, ``torch`` or ``onnx`` (see :mod:`fashionlens.runtime`).
     """
     if len(manifest) == 0:
         raise DataError(f"manifest '{manifest.name}' has no rows to extract features from")
     if shard_size < 1 or flush_seconds < 0:
         raise ConfigError(f"invalid feature cache options: shard_size={shard_size} (>= 1), "
                           f"flush_seconds={flush_seconds} (>= 0)")
+    check_runtime(runtime)
     transform = eval_transform(backbone.preprocess)
     cache = FeatureCache(cache_dir, backbone.name, backbone.weights_id, describe(transform)) if cache_dir else None
     keys = image_keys(manifest)

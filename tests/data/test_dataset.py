@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.images import DECODE_MAX_SIDE
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ImageError
 
@@ -71,9 +72,9 @@ def test_all_bad_batch_collates_to_empty_tensors() -> None:
     assert rows.dtype == torch.long and rows.numel() == 0
 
 
-def test_max_side_shrinks_before_the_transform(tmp_path: Path) -> None:
-    Image.new("RGB", (400, 200)).save(tmp_path / "wide.png")
+def test_the_decode_policy_shrinks_before_the_transform(tmp_path: Path) -> None:
+    Image.new("RGB", (4 * DECODE_MAX_SIDE, 2 * DECODE_MAX_SIDE)).save(tmp_path / "wide.png")
     manifest = Manifest(pd.DataFrame({"path": [str(tmp_path / "wide.png")]}))
-    item = ManifestImageDataset(manifest, lambda image: torch.tensor(image.size), max_side=50)[0]
+    item = ManifestImageDataset(manifest, lambda image: torch.tensor(image.size))[0]
     assert item is not None
-    assert item[0].tolist() == [50, 25]
+    assert item[0].tolist() == [DECODE_MAX_SIDE, DECODE_MAX_SIDE // 2]

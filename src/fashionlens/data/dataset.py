@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from fashionlens.data.images import load_image
+from fashionlens.data.images import decode_for_model
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ImageError
 
@@ -20,30 +20,29 @@ Sample = tuple[torch.Tensor, int]
 
 
 class ManifestImageDataset(Dataset[Sample | None]):
-    """Decode, crop (when a box exists) and transform the images of a manifest.
+    """Decode (by the one model-input policy, :func:`~fashionlens.data.images.decode_for_model`), crop (when a box
+    exists) and transform the images of a manifest.
 
     Args:
         manifest: Rows to read.
         transform: Maps an RGB PIL image to a tensor.
         skip_bad_images: When true, an unreadable image yields ``None`` (dropped by :func:`collate_skipping`
             and counted by the caller); when false, it raises :class:`ImageError` naming the file.
-        max_side: Shrink large originals to this long side right after decoding (saves time on 2400 px photos).
     """
 
     def __init__(self, manifest: Manifest, transform: Callable[[Image.Image], torch.Tensor],
-                 skip_bad_images: bool = False, max_side: int | None = 1024):
+                 skip_bad_images: bool = False):
         self.paths = manifest.frame["path"].tolist()
         self.boxes = _boxes(manifest)
         self.transform = transform
         self.skip_bad_images = skip_bad_images
-        self.max_side = max_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Sample | None:
         try:
-            image = load_image(self.paths[index], bbox=self.boxes[index], max_side=self.max_side)
+            image = decode_for_model(self.paths[index], bbox=self.boxes[index]).image
         except ImageError:
             if self.skip_bad_images:
                 return None

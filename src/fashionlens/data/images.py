@@ -52,6 +52,11 @@ Image.MAX_IMAGE_PIXELS = _HEADER_PIXELS_CEILING
 #: images (see :mod:`fashionlens.features`) are not reused across decoders.
 DECODER_ID = "pil-rgb-jpeg-draft-v1"
 
+DECODE_MAX_SIDE = 1024
+"""Long side every image is shrunk to right after decoding, before any model transform (:func:`decode_for_model`):
+catalogue files, manifest rows, uploads and ONNX inputs alike, so that one photo gets identical features on every
+path. Part of the decode policy that :data:`DECODER_ID` names."""
+
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _EXIF_ORIENTATION = 0x0112
 #: EXIF orientation -> the transpose that makes the stored pixels upright (as :func:`PIL.ImageOps.exif_transpose`).
@@ -288,13 +293,33 @@ def load_image(path: str | Path, bbox: tuple[float, float, float, float] | None 
     """Load ``path`` as upright RGB, optionally cropped to ``bbox`` and shrunk so its long side is ``max_side``.
 
     Shrinking right after decoding keeps later transforms cheap on 2400-pixel catalogue originals; JPEGs are decoded
-    at a reduced scale when that still leaves ``max_side`` pixels (see :func:`decode_reduced`).
+    at a reduced scale when that still leaves ``max_side`` pixels (see :func:`decode_reduced`). Model inputs use
+    :func:`decode_for_model`, which fixes ``max_side``.
     """
-    decoded = decode_reduced(path, max_side=max_side, bbox=bbox)
+    return _reduce(decode_reduced(path, max_side=max_side, bbox=bbox), bbox, max_side).image
+
+
+def decode_for_model(data: bytes | Path | str, bbox: tuple[float, float, float, float] | None = None,
+                     source: str | None = None, limits: DecodeLimits | None = None) -> DecodedImage:
+    """The one decode policy of every model input: bytes or a file in, the same upright RGB pixels out.
+
+    Decodes (bounded by ``limits``), crops to ``bbox`` (file coordinates) and shrinks the long side to
+    :data:`DECODE_MAX_SIDE`. The result's ``full_size`` is the upright size of the whole file.
+
+    Raises:
+        ImageError: As :func:`decode_image`.
+    """
+    return _reduce(decode_reduced(data, source, max_side=DECODE_MAX_SIDE, bbox=bbox, limits=limits), bbox,
+                   DECODE_MAX_SIDE)
+
+
+def _reduce(decoded: DecodedImage, bbox: tuple[float, float, float, float] | None,
+            max_side: int | None) -> DecodedImage:
+    """Crop a decoded image to ``bbox`` (file coordinates, rescaled to a draft decode) and shrink it to ``max_side``."""
     image = decoded.image
     if bbox is not None and decoded.scale != 1.0:
         bbox = (bbox[0] * decoded.scale, bbox[1] * decoded.scale, bbox[2] * decoded.scale, bbox[3] * decoded.scale)
     image = crop_box(image, bbox)
     if max_side is not None and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return image
+    return DecodedImage(image, decoded.full_size)

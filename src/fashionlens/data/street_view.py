@@ -34,7 +34,7 @@ from scipy import ndimage
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
-from fashionlens.data.images import load_image
+from fashionlens.data.images import decode_for_model, load_image
 from fashionlens.data.records import BBOX_COLUMNS, META_PREFIX, Manifest
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
@@ -261,7 +261,7 @@ class StreetViewSimulator:
                 key = f"{source}|{bbox}"
                 target = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}-v{view}.jpg"
                 if not target.is_file():
-                    picture = self.render(load_image(source, bbox=bbox, max_side=1024), key, view)
+                    picture = self.render(decode_for_model(source, bbox=bbox).image, key, view)
                     with atomic_path(target, durable=False) as tmp:
                         picture.save(tmp, format="JPEG", quality=95)
                 paths.append(str(target))

@@ -8,7 +8,7 @@ tightly and a crop would cut off sleeves, hems and shoes. Training adds the augm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import torch
 from PIL import Image
@@ -45,15 +45,34 @@ class AugmentConfig:
     min_crop_scale: float = 0.7
 
 
-def eval_transform(preprocess: PreprocessLike) -> v2.Compose:
-    """Deterministic transform: resize to the square input, to float tensor, normalise."""
+@overload
+def eval_transform(preprocess: PreprocessLike, separate: Literal[False] = False) -> v2.Compose: ...
+
+
+@overload
+def eval_transform(preprocess: PreprocessLike, separate: Literal[True]) -> tuple[v2.Compose, v2.Compose]: ...
+
+
+def eval_transform(preprocess: PreprocessLike, separate: bool = False) -> v2.Compose | tuple[v2.Compose, v2.Compose]:
+    """Deterministic transform: resize to the square input, to float tensor, normalise.
+
+    With ``separate`` (as timm's ``create_transform(separate=True)``) the two stages come apart: the CPU side (PIL
+    image → resized ``uint8`` tensor, run in decode workers) and the model side (``uint8`` batch → normalised float,
+    run beside the network). Decode workers then ship a quarter of the bytes of float32, and running both stages in
+    order gives exactly the single transform's tensor.
+    """
     size = int(preprocess.input_size)
-    return v2.Compose([
+    cpu_side = v2.Compose([
         v2.PILToTensor(),
         v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+    ])
+    model_side = v2.Compose([
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(preprocess.mean), list(preprocess.std)),
     ])
+    if separate:
+        return cpu_side, model_side
+    return v2.Compose([*cpu_side.transforms, *model_side.transforms])
 
 
 def train_transform(preprocess: PreprocessLike, augment: AugmentConfig | None = None) -> v2.Compose:

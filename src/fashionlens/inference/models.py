@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torchvision.transforms import v2
 
-from fashionlens.data.transforms import eval_transform
 from fashionlens.errors import ConfigError
 
 Task = Literal["tag", "embed"]
@@ -128,17 +126,3 @@ def model_fingerprint(spec: ModelSpec, model_id: str | None) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:20]
-
-
-def split_transform(preprocess: Any) -> tuple[v2.Compose, v2.Compose]:
-    """The evaluation transform cut in two: decode side (to a resized uint8 tensor) and model side (float, normalise).
-
-    Decode workers send uint8 images to the model workers, a quarter of the bytes of float32 (this matters between
-    machines); running the same steps in the same order keeps the result identical to the in-process pipeline.
-    """
-    transform = eval_transform(preprocess)
-    steps = list(transform.transforms)
-    cut = next((i for i, step in enumerate(steps) if isinstance(step, v2.ToDtype)), None)
-    if cut is None:
-        raise ConfigError("the evaluation transform has no ToDtype step to split at")
-    return v2.Compose(steps[:cut]), v2.Compose(steps[cut:])

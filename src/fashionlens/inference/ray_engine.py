@@ -36,8 +36,9 @@ import torch
 
 from fashionlens.data.dataset import ManifestImageDataset
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
+from fashionlens.data.transforms import eval_transform
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.inference.models import BatchModel, ModelSpec, split_transform
+from fashionlens.inference.models import BatchModel, ModelSpec
 from fashionlens.inference.shards import ShardPlan
 from fashionlens.runtime import resolve_device
 
@@ -108,7 +109,7 @@ def decode_images(batch: pd.DataFrame, preprocess: Any) -> dict[str, np.ndarray]
     Uses the same :class:`~fashionlens.data.dataset.ManifestImageDataset` as the local engine, with the first half
     of the same evaluation transform, so both engines feed the model identical pixels.
     """
-    to_uint8, _ = split_transform(preprocess)
+    to_uint8, _ = eval_transform(preprocess, separate=True)
     size = int(preprocess.input_size)
     frame = batch[["path", *BBOX_COLUMNS]].reset_index(drop=True)
     dataset = ManifestImageDataset(Manifest(frame, name="batch"), to_uint8, skip_bad_images=True)
@@ -128,7 +129,7 @@ class ModelActor:
         self.model = spec.load()
         self.device = resolve_device(device)
         self.model.backbone.to(self.device)
-        _, self.finish = split_transform(self.model.preprocess)
+        _, self.finish = eval_transform(self.model.preprocess, separate=True)
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from fashionlens.data.images import DecodeLimits, decode_reduced
+from fashionlens.data.images import DecodeLimits, decode_for_model
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
@@ -44,10 +44,6 @@ from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPrediction
 from fashionlens.tasks.retrieval import Embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
-
-DECODE_MAX_SIDE = 1024
-"""Long side uploads are shrunk to right after decoding, as :class:`~fashionlens.data.dataset.ManifestImageDataset`
-does for training and catalogue images, so an upload and the same file in a manifest get identical features."""
 
 TASKS = ("tags", "hierarchy", "embedding")
 TOP_ALTERNATIVES = 3
@@ -226,10 +222,8 @@ class Pipeline:
             ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
-        decoded = decode_reduced(data, source=source, max_side=DECODE_MAX_SIDE, limits=self.decode_limits)
+        decoded = decode_for_model(data, source=source, limits=self.decode_limits)
         image, size = decoded.image, decoded.full_size
-        if max(image.size) > DECODE_MAX_SIDE:
-            image.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.Resampling.BILINEAR)
         keys = {key for task in wanted for key in self._task_keys[task]}
         return Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
 

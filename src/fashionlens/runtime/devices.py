@@ -8,6 +8,19 @@ import random
 import numpy as np
 import torch
 
+from fashionlens.errors import ConfigError
+
+RUNTIMES = ("auto", "torch", "onnx")
+"""Inference runtimes: ``torch`` (PyTorch, channels-last on CPU), ``onnx`` (onnxruntime on CPU), ``auto`` (onnx on
+CPU, torch on CUDA)."""
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` when it is one of :data:`RUNTIMES`, else a one-line :class:`ConfigError`."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    return runtime
+
 
 def resolve_device(device: str | None = None) -> torch.device:
     """``"auto"``/``None`` picks CUDA when present, else CPU; otherwise the named device.
