@@ -29,7 +29,8 @@ from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
-from fashionlens.runtime import check_runtime, default_workers, resolve_device
+from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device
+from fashionlens.runtime.compiled import compile_backbone
 
 
 class FeatureExtractor(Protocol):
@@ -143,7 +144,6 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
     if shard_size < 1 or flush_seconds < 0:
         raise ConfigError(f"invalid feature cache options: shard_size={shard_size} (>= 1), "
                           f"flush_seconds={flush_seconds} (>= 0)")
-    check_runtime(runtime)
     transform = eval_transform(backbone.preprocess)
     cache = FeatureCache(cache_dir, backbone.name, backbone.weights_id, describe(transform)) if cache_dir else None
     keys = image_keys(manifest)
@@ -158,9 +158,8 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
     start = time.perf_counter()
     failed: list[str] = []
     if todo:
+        compiled = compile_backbone(backbone, runtime, device)
         torch_device = resolve_device(device)
-        backbone.eval()
-        backbone.to(torch_device)
         subset = manifest.subset(np.isin(np.arange(len(manifest)), todo))
         dataset = ManifestImageDataset(subset, transform, skip_bad_images=skip_bad_images)
         workers = default_workers() if num_workers is None else num_workers
@@ -169,31 +168,36 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
                             prefetch_factor=4 if workers else None)
         pending_keys: list[str] = []
         pending_vectors: list[np.ndarray] = []
-        done = 0
         flushed_at = time.monotonic()
+        done = 0
+        local_rows = np.asarray(todo)
+
+        def store(rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+            nonlocal pending_keys, pending_vectors, flushed_at, done
+            output = outputs[SINGLE_OUTPUT]
+            pending_keys += [keys[r] for r in rows]
+            pending_vectors.append(output)
+            if cache and (len(pending_keys) >= shard_size or time.monotonic() - flushed_at >= flush_seconds):
+                cache.put(pending_keys, np.concatenate(pending_vectors))
+                pending_keys, pending_vectors = [], []
+                flushed_at = time.monotonic()
+            done += len(rows)
+            rate = done / (time.perf_counter() - start)
+            progress.update(task, completed=done, rate=f"{rate:.1f} img/s {compiled.runtime}")
+
+        # Batches carry dataset-local indices: map them to manifest rows before the forward loop places them.
+        batches = ((images, local_rows[local.numpy()]) for images, local in loader)
         try:
             with progress_bar(f"features {backbone.name}") as progress:
                 task = progress.add_task(f"features {backbone.name}", total=len(todo), rate="",
                                          visible=show_progress)
-                for images, local in loader:
-                    batch_rows = [todo[i] for i in local.tolist()]
-                    if batch_rows:
-                        output = backbone(images.to(torch_device, non_blocking=True)).float().cpu().numpy()
-                        vectors[batch_rows] = output
-                        pending_keys += [keys[r] for r in batch_rows]
-                        pending_vectors.append(output)
-                    done += batch_size
-                    if cache and pending_keys and (len(pending_keys) >= shard_size
-                                                   or time.monotonic() - flushed_at >= flush_seconds):
-                        cache.put(pending_keys, np.concatenate(pending_vectors))
-                        pending_keys, pending_vectors = [], []
-                        flushed_at = time.monotonic()
-                    completed = min(done, len(todo))
-                    rate = completed / (time.perf_counter() - start)
-                    progress.update(task, completed=completed, rate=f"{rate:.1f} img/s")
+                outputs, _ = forward_batches(compiled, batches, len(manifest), on_batch=store)
         finally:  # also on an error or Ctrl-C: what was computed is kept for the rerun
             if cache and pending_keys:
                 cache.put(pending_keys, np.concatenate(pending_vectors))
+        if SINGLE_OUTPUT in outputs:
+            computed = ~np.isnan(outputs[SINGLE_OUTPUT]).all(axis=1)
+            vectors[computed] = outputs[SINGLE_OUTPUT][computed]
         failed = [manifest.frame["path"].iloc[r] for r in todo if np.isnan(vectors[r]).all()]
     seconds = time.perf_counter() - start
     return FeatureResult(vectors=vectors, computed=len(todo) - len(failed), cached=len(manifest) - len(todo),

@@ -263,6 +263,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             _remove(tmp)
 
 
+def default_cache_dir() -> Path:
+    """Where fashionlens caches derived files (features, compiled networks): ``$FASHIONLENS_CACHE`` or
+    ``~/.cache/fashionlens``."""
+    return Path(os.environ.get("FASHIONLENS_CACHE", Path.home() / ".cache" / "fashionlens"))
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write ``text`` to ``path``."""
     with atomic_path(path) as tmp:

@@ -26,7 +26,9 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted image upload, in MiB."),
     max_batch: int = typer.Option(4, help="Most concurrent requests answered by one forward pass."),
     workers: int | None = typer.Option(None, help="Inference threads (default: one per core)."),
-    threads: int | None = typer.Option(None, help="torch threads per inference thread (default: cores / workers)."),
+    threads: int | None = typer.Option(None, help="Runtime threads per inference thread (default: cores / workers)."),
+    runtime: str = typer.Option("auto", help="Where the backbones run: auto (onnxruntime on CPU, PyTorch on CUDA), "
+                                             "torch or onnx."),
     max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, help="Most requests waiting for decoding, and for "
                                                           "inference; more get 503 with Retry-After."),
     decoders: int = typer.Option(DEFAULT_DECODERS, help="Uploads decoded at once (each may take ~7 bytes per "
@@ -49,6 +51,7 @@ def serve(
 
     from fashionlens.data.images import DecodeLimits
     from fashionlens.errors import ConfigError
+    from fashionlens.runtime import check_runtime
     from fashionlens.service.app import create_app
     from fashionlens.service.batching import plan_threads
 
@@ -63,16 +66,18 @@ def serve(
         if not max_image_mp > 0:
             raise ConfigError(f"--max-image-mp must be > 0, got {max_image_mp}")
         limits = dataclasses.replace(limits, max_pixels=max(1, int(max_image_mp * 1_000_000)))
+    check_runtime(runtime)
     workers, threads = plan_threads(workers, threads)
     torch.set_num_threads(threads)  # FAISS runs on one thread in each serving thread (see service.pipeline)
     if not api_key and not _is_loopback(host):
         err_console.print(f"warning: serving on {host} without --api-key (or {API_KEY_ENV}): anyone who can reach "
                           f"port {port} can use the API", highlight=False, soft_wrap=True)
-    err_console.print(f"loading models… ({workers} inference thread(s) x {threads} torch thread(s), {decoders} "
+    err_console.print(f"loading models… ({workers} inference thread(s) x {threads} {runtime} thread(s), {decoders} "
                       f"decoder(s), queue {max_queue})")
     app = create_app(tagger, hierarchy, index, embedder, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      max_batch=max_batch, workers=workers, max_queue=max_queue, decoders=decoders,
-                     api_key=api_key or None, decode_limits=limits, audit_dir=audit)
+                     api_key=api_key or None, decode_limits=limits, audit_dir=audit, runtime=runtime,
+                     threads=threads)
     err_console.print(f"fashionlens service on http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -76,7 +76,8 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
                index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_batch: int = 4, workers: int = 1,
                max_queue: int = DEFAULT_MAX_QUEUE, decoders: int = DEFAULT_DECODERS, api_key: str | None = None,
-               decode_limits: DecodeLimits | None = None, audit_dir: str | Path | None = None) -> FastAPI:
+               decode_limits: DecodeLimits | None = None, audit_dir: str | Path | None = None,
+               runtime: str = "auto", threads: int | None = None) -> FastAPI:
     """Load the given models and build the app (any model may be omitted; its endpoints then answer 404).
 
     Args:
@@ -95,6 +96,8 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
         decode_limits: Pixel cap and accepted image formats (default: the environment's, see
             :meth:`~fashionlens.data.images.DecodeLimits.from_env`).
         audit_dir: A saved catalogue audit (``fashionlens audit``) served read-only at ``/v1/audit``.
+        runtime: ``auto`` (onnxruntime on CPU), ``torch`` or ``onnx``: where the backbones run.
+        threads: Intra-op threads per inference thread (``None``: the runtime's default).
 
     Raises:
         ModelError: A model directory is missing or broken.
@@ -103,7 +106,7 @@ def create_app(tagger_dir: str | Path | None = None, hierarchy_dir: str | Path |
         DataError: ``audit_dir`` is not a saved audit.
     """
     audit = AuditView(Path(audit_dir)) if audit_dir is not None else None
-    pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir, decode_limits)
+    pipeline = Pipeline.load(tagger_dir, hierarchy_dir, index_dir, embedder_dir, decode_limits, runtime, threads)
     pipeline.warm_up()
     return build_app(pipeline, max_upload_bytes, max_batch, workers, max_queue, decoders, api_key, audit)
 

@@ -39,6 +39,8 @@ from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
 from fashionlens.models.backbones import Backbone
+from fashionlens.runtime import check_runtime
+from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
 from fashionlens.tasks.common import BackboneConfig
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
 from fashionlens.tasks.retrieval import Embedder
@@ -109,12 +111,16 @@ class Pipeline:
         items: ``item_id`` → image file (or ``None``) of every catalogue item; :meth:`load` reads it from the index.
         decode_limits: Pixel cap and accepted formats of uploads (default: :meth:`DecodeLimits.from_env`, read
             once, here, so that a malformed environment stops the service at start-up).
+        runtime: Where the backbones run: ``auto`` (onnxruntime on CPU), ``torch`` or ``onnx`` (see
+            :func:`~fashionlens.runtime.compiled.compile_backbone`).
+        threads: Intra-op threads of each backbone's runtime (``None``: one per core); a service running ``W``
+            inference threads passes ``cores // W`` (see :func:`~fashionlens.service.batching.plan_threads`).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
                  index: CatalogueIndex | None = None, embedder: Embedder | None = None,
                  sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None,
-                 decode_limits: DecodeLimits | None = None):
+                 decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None):
         if embedder is not None and index is not None and embedder.model_id != index.model_id:
             raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
                                       f"{embedder.model_id!r}; pass the embedder that built it")
@@ -127,7 +133,8 @@ class Pipeline:
         self.decode_limits = decode_limits or DecodeLimits.from_env()
         # the index's own columns, so that a filter is refused here exactly when the index would refuse it
         self._fields = [ITEM_ID, *index.info()["fields"]] if index is not None else []
-        self._backbones: dict[BackboneKey, Backbone] = {}
+        self.runtime, self.threads = check_runtime(runtime), threads
+        self._backbones: dict[BackboneKey, CompiledBackbone] = {}
         self._transforms: dict[BackboneKey, v2.Compose] = {}
         self._task_keys: dict[str, list[BackboneKey]] = {}
         if tagger is not None:
@@ -141,7 +148,8 @@ class Pipeline:
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
              index_dir: str | Path | None = None, embedder_dir: str | Path | None = None,
-             decode_limits: DecodeLimits | None = None) -> Pipeline:
+             decode_limits: DecodeLimits | None = None, runtime: str = "auto",
+             threads: int | None = None) -> Pipeline:
         """Load the given model directories once (any may be ``None``).
 
         Without ``embedder_dir`` the index is searched by photo only when it was built with the untrained baseline
@@ -170,14 +178,14 @@ class Pipeline:
                     sources["embedder"] = "untrained baseline (ImageNet features)"
         elif embedder_dir is not None:
             raise ConfigError(f"--embedder {embedder_dir} was given without --index; photo search needs both")
-        return cls(tagger, hierarchy, index, embedder, sources, items, decode_limits)
+        return cls(tagger, hierarchy, index, embedder, sources, items, decode_limits, runtime, threads)
 
     def _register(self, module: nn.Module, owner: str) -> BackboneKey:
         backbone = _as_backbone(module, owner)
         transform = eval_transform(backbone.preprocess)
         key = BackboneKey(backbone.name, backbone.weights_id, describe(transform))
         if key not in self._backbones:
-            self._backbones[key] = backbone.eval()
+            self._backbones[key] = compile_backbone(backbone, self.runtime, threads=self.threads)
             self._transforms[key] = transform
         return key
 
@@ -239,7 +247,7 @@ class Pipeline:
             rows = [i for i, job in enumerate(jobs) if key in job.inputs]
             if rows:
                 batch = torch.stack([jobs[i].inputs[key] for i in rows])
-                features.rows[key], features.values[key] = rows, backbone(batch).float().numpy()
+                features.rows[key], features.values[key] = rows, backbone(batch)
         answers: list[dict[str, Any] | FashionlensError] = [{"image": {"width": j.size[0], "height": j.size[1]}}
                                                             for j in jobs]
         for task, answer_rows in self._task_rows(jobs).items():
@@ -302,7 +310,11 @@ class Pipeline:
     def info(self) -> dict[str, Any]:
         """Models, versions, index size: what ``GET /v1/info`` reports."""
         return {
-            "versions": {name: _version(name) for name in ("fashionlens", "torch", "timm", "faiss-cpu", "fastapi")},
+            "versions": {name: _version(name) for name in ("fashionlens", "torch", "timm", "onnxruntime", "faiss-cpu",
+                                                           "fastapi")},
+            "runtime": {"asked": self.runtime, "threads": self.threads,
+                        "backbones": {f"{key.name} ({key.weights_id})": compiled.runtime
+                                      for key, compiled in self._backbones.items()}},
             "available": self.available,
             "tagger": self._tagger_info(),
             "hierarchy": None if self.hierarchy is None else {
@@ -316,11 +328,11 @@ class Pipeline:
         }
 
     def warm_up(self) -> None:
-        """One forward pass per backbone, so the first real request does not pay for lazy initialisation."""
+        """One forward pass per backbone, so the first real request does not pay for lazy initialisation (a fresh
+        ONNX graph still waits for a real upload for its check against PyTorch)."""
         blank = Image.new("RGB", (64, 64), (255, 255, 255))
-        with torch.inference_mode():
-            for key, backbone in self._backbones.items():
-                backbone(self._transforms[key](blank)[None])
+        for key, backbone in self._backbones.items():
+            backbone.warm_up(self._transforms[key](blank)[None])
 
     # ------------------------------------------------------------------------------------------------ internals
     def _one(self, job: Job) -> dict[str, Any]:
@@ -360,7 +372,8 @@ class Pipeline:
         return [_hit(h) for h in self.index.search(vector[None], k, filters)[0]]
 
     def _task_backbones(self, task: str) -> list[str]:
-        return [f"{key.name} ({key.weights_id})" for key in self._task_keys.get(task, [])]
+        return [f"{key.name} ({key.weights_id}; {self._backbones[key].runtime})"
+                for key in self._task_keys.get(task, [])]
 
     def _tagger_info(self) -> dict[str, Any] | None:
         if self.tagger is None:
