@@ -21,7 +21,6 @@ prediction path, so a difference in either the graph or the preprocessing shows 
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,18 +29,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from fashionlens import __version__
-from fashionlens.data.images import DECODE_MAX_SIDE, load_image
+from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.images import DECODE_MAX_SIDE, decode_for_model
+from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import ModelError
 from fashionlens.io import atomic_path
 from fashionlens.models.backbones import Backbone, Preprocess
+from fashionlens.runtime import forward_batches
+from fashionlens.runtime.compiled import OnnxForward, export_graph
 
 if TYPE_CHECKING:
     from fashionlens.tasks.retrieval import Embedder
@@ -227,15 +231,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, verify_images: Sequence[
                 "preprocessing": preprocessing_record(preprocess), "input_name": INPUT_NAME,
                 "outputs": output_names, **extra}
     size = preprocess.input_size
-    data = _to_onnx(graph, torch.zeros(2, 3, size, size), output_names, opset, dynamo)
-    model = onnx.load_from_string(data)
+    props = {key: json.dumps(value) for key, value in metadata.items()}
+    model = onnx.load_from_string(export_graph(graph, torch.zeros(2, 3, size, size), output_names, opset, dynamo,
+                                               metadata=props))
     model.producer_name, model.producer_version = "fashionlens", __version__
     model.doc_string = f"fashionlens {kind} exported from {model_dir.name}"
-    onnx.helper.set_model_props(model, {key: json.dumps(value) for key, value in metadata.items()})
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as error:
-        raise ModelError(f"ONNX export of {model_dir} is invalid: {str(error).splitlines()[0]}") from error
     result = ExportResult(Path(out), kind, output_names)
     with atomic_path(out) as tmp:
         onnx.save(model, tmp)
@@ -246,41 +246,6 @@ def export_onnx(model_dir: str | Path, out: str | Path, verify_images: Sequence[
                                  f"on {len(verify_images)} image(s); {out} was not written")
             result = ExportResult(Path(out), kind, output_names, diff, len(verify_images))
     return result
-
-
-def _to_onnx(graph: nn.Module, example: torch.Tensor, output_names: list[str], opset: int,
-             dynamo: bool | None) -> bytes:
-    """Serialised ONNX of ``graph`` with a dynamic batch axis on the input and every output."""
-    buffer = io.BytesIO()
-    errors: list[str] = []
-    if dynamo is not True:
-        axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]}
-        try:
-            target: Any = buffer  # the TorchScript exporter writes to file objects too, though typed for paths
-            torch.onnx.export(graph, (example,), target, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                              output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
-            return buffer.getvalue()
-        except Exception as error:  # the legacy exporter is deprecated: any failure falls back to torch.export
-            if dynamo is False:
-                raise ModelError(f"ONNX export failed: {type(error).__name__}: {_first_line(error)}") from error
-            errors.append(f"TorchScript exporter: {type(error).__name__}: {_first_line(error)}")
-    try:
-        batch = torch.export.Dim("batch", min=1)
-        # torch.export emits opset 18 natively; asking for less makes it down-convert, which fails on Pad.
-        program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=max(opset, 18), verbose=False,
-                                    input_names=[INPUT_NAME], output_names=output_names,
-                                    dynamic_shapes=({0: batch},), optimize=True)
-        if program is None:
-            raise RuntimeError("torch.onnx.export returned no program")
-        return bytes(program.model_proto.SerializeToString())
-    except Exception as error:  # exporter failures come in many library-specific types
-        errors.append(f"torch.export exporter: {type(error).__name__}: {_first_line(error)}")
-        raise ModelError(f"ONNX export failed ({'; '.join(errors)})") from error
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------------------- runner
@@ -309,16 +274,8 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"ONNX model not found: {self.path}")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own pybind exception types
-            raise ModelError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from error
-        raw = self.session.get_modelmeta().custom_metadata_map
+        self.forward = OnnxForward(self.path, threads)
+        raw = self.forward.metadata
         if raw.get("kind") is None:
             raise ModelError(f"{self.path} has no fashionlens metadata ('kind'); export it with "
                              f"'fashionlens export onnx'")
@@ -335,7 +292,9 @@ class OnnxModel:
         mean, std = (tuple(float(v) for v in record[key]) for key in ("mean", "std"))
         self.preprocess = Preprocess(int(record["input_size"]), (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]),
                                      str(record["pretrained_interpolation"]), float(record["pretrained_crop_pct"]))
-        self.max_side: int | None = record.get("max_side")
+        if record.get("max_side") != DECODE_MAX_SIDE:
+            raise ModelError(f"{self.path} was exported for images shrunk to {record.get('max_side')} px, not "
+                             f"{DECODE_MAX_SIDE} as this fashionlens decodes them; re-export the model")
         self.transform = eval_transform(self.preprocess)
         if describe(self.transform) != record["transform"]:
             raise ModelError(f"{self.path} was exported with preprocessing '{record['transform']}', which this "
@@ -362,12 +321,12 @@ class OnnxModel:
         return np.asarray(tag_probabilities >= self.thresholds[None, :])
 
     def load(self, path: str | Path) -> Image.Image:
-        """Decode an image file as the PyTorch pipeline does (upright RGB, long side shrunk to ``max_side``).
+        """Decode an image file by fashionlens' one decode policy (upright RGB, long side shrunk to ``max_side``).
 
         Raises:
             ImageError: Missing or undecodable file (named).
         """
-        return load_image(path, max_side=self.max_side)
+        return decode_for_model(path).image
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The network input ``(N, 3, size, size)`` float32 of RGB PIL images."""
@@ -376,21 +335,25 @@ class OnnxModel:
             return np.zeros((0, 3, size, size), dtype=np.float32)
         return torch.stack([self.transform(image.convert("RGB")) for image in images]).numpy()
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs of the graph on an already preprocessed batch."""
-        values = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return dict(zip(self.output_names, (np.asarray(v) for v in values), strict=True))
+    def run(self, batch: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        """Outputs of the graph on an already preprocessed batch, by name."""
+        output = self.forward(batch)
+        return dict(output) if isinstance(output, dict) else {self.output_names[0]: output}
 
-    def predict(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Outputs for PIL images or image files, in batches of ``batch_size``."""
-        parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(images), batch_size):
-            chunk = [image if isinstance(image, Image.Image) else self.load(image)
-                     for image in images[start:start + batch_size]]
-            parts.append(self.run(self.preprocess_images(chunk)))
-        if not parts:
+    def predict(self, images: Sequence[str | Path], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Outputs for image files, in batches of ``batch_size``, through the same dataset and batched forward pass
+        as every fashionlens prediction.
+
+        Raises:
+            ImageError: A file is missing or not a decodable image (named).
+        """
+        manifest = Manifest(pd.DataFrame({"path": [str(p) for p in images]}), name="onnx")
+        loader = DataLoader(ManifestImageDataset(manifest, self.transform), batch_size=batch_size,
+                            collate_fn=collate_skipping)
+        outputs, _ = forward_batches(self.run, loader, len(manifest))
+        if not outputs:
             return self.run(self.preprocess_images([]))
-        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
+        return {name: outputs[name] for name in self.output_names}
 
 
 # ---------------------------------------------------------------------------------------------------------- verify

@@ -68,7 +68,7 @@ class LocalEngine:
                 subset = Manifest(manifest.frame.iloc[rows[0]:rows[-1] + 1], name=f"{manifest.name}-{shard}")
                 result = extract_features(subset, model.backbone, cache_dir=None, batch_size=self.batch_size,
                                           num_workers=self.num_workers, device=self.device, skip_bad_images=True,
-                                          show_progress=False)
+                                          show_progress=False, runtime=model.spec.runtime)
                 ok = ~np.isnan(result.vectors).all(axis=1)
                 plan.write(shard, rows, paths[rows], ok, model.outputs(result.vectors))
                 images += len(rows)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fashionlens.errors import ConfigError
+from fashionlens.runtime import check_runtime
 
 Task = Literal["tag", "embed"]
 TASKS: tuple[Task, ...] = ("tag", "embed")
@@ -30,13 +31,18 @@ class ModelSpec:
         task: ``tag`` (a saved tagger directory) or ``embed`` (a saved embedder directory, or the untrained baseline).
         path: The model directory; ``None`` only for the untrained ImageNet embedder of ``backbone``.
         backbone: Backbone of the untrained embedder (ignored when ``path`` is given).
+        runtime: Where the backbone runs (``auto``, ``torch``, ``onnx``; see
+            :func:`~fashionlens.runtime.compiled.compile_backbone`). Runtimes agree to ~1e-6, so a job may resume
+            under another one.
     """
 
     task: Task
     path: str | None = None
     backbone: str = "efficientnet_lite0"
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
         if self.task not in TASKS:
             raise ConfigError(f"unknown batch task '{self.task}'; use one of {TASKS}")
         if self.task == "tag" and self.path is None:

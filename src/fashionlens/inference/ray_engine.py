@@ -41,6 +41,7 @@ from fashionlens.errors import ConfigError, DataError
 from fashionlens.inference.models import BatchModel, ModelSpec
 from fashionlens.inference.shards import ShardPlan
 from fashionlens.runtime import resolve_device
+from fashionlens.runtime.compiled import compile_backbone
 
 
 def import_ray() -> ModuleType:
@@ -127,16 +128,14 @@ class ModelActor:
 
     def __init__(self, spec: ModelSpec, device: str | None = None):
         self.model = spec.load()
-        self.device = resolve_device(device)
-        self.model.backbone.to(self.device)
+        self.backbone = compile_backbone(self.model.backbone, spec.runtime, resolve_device(device))
         _, self.finish = eval_transform(self.model.preprocess, separate=True)
 
-    @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Backbone features of the batch's readable images (NaN rows for the others), then the model's outputs."""
         ok = np.asarray(batch["ok"], dtype=bool)
         images = self.finish(torch.from_numpy(np.ascontiguousarray(batch["image"])))
-        features = self.model.backbone(images.to(self.device)).float().cpu().numpy()
+        features = self.backbone(images)
         features[~ok] = np.nan
         return {"row": batch["row"], "ok": ok, **self.model.outputs(features)}
 
