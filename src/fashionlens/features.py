@@ -30,7 +30,7 @@ from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device
-from fashionlens.runtime.compiled import compile_backbone
+from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
 
 
 class FeatureExtractor(Protocol):
@@ -122,7 +122,7 @@ def progress_bar(description: str) -> Progress:
 def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
                      batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
                      skip_bad_images: bool = False, shard_size: int = 2048, flush_seconds: float = 30.0,
-                     show_progress: bool = True, runtime: str = "auto") -> FeatureResult:
+                     show_progress: bool = True, runtime: str | CompiledBackbone = "auto") -> FeatureResult:
     """Pooled backbone features for every row of ``manifest``.
 
     Args:
@@ -137,7 +137,8 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
         flush_seconds: Most seconds of work held in memory before it is written as a shard: with ``shard_size``,
             the bound on what a killed run loses (an exception or Ctrl-C loses nothing already computed).
         show_progress: Draw a rich progress bar.
-        runtime: ``auto``, ``torch`` or ``onnx`` (see :mod:`fashionlens.runtime`).
+        runtime: ``auto``, ``torch`` or ``onnx`` (see :func:`~fashionlens.runtime.compiled.compile_backbone`), or
+            a backbone already compiled with the settings wanted.
     """
     if len(manifest) == 0:
         raise DataError(f"manifest '{manifest.name}' has no rows to extract features from")
@@ -158,7 +159,7 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
     start = time.perf_counter()
     failed: list[str] = []
     if todo:
-        compiled = compile_backbone(backbone, runtime, device)
+        compiled = runtime if isinstance(runtime, CompiledBackbone) else compile_backbone(backbone, runtime, device)
         torch_device = resolve_device(device)
         subset = manifest.subset(np.isin(np.arange(len(manifest)), todo))
         dataset = ManifestImageDataset(subset, transform, skip_bad_images=skip_bad_images)

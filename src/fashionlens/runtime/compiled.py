@@ -329,12 +329,13 @@ class CompiledBackbone:
             self._forward = reference
 
 
-_COMPILED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int | None], CompiledBackbone]] = (
+_COMPILED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int | None, bool | None], CompiledBackbone]] = (
     weakref.WeakKeyDictionary())
 
 
 def compile_backbone(backbone: CompilableBackbone, runtime: str = "auto", device: str | torch.device | None = None,
-                     threads: int | None = None, cache_dir: str | Path | None = None) -> CompiledBackbone:
+                     threads: int | None = None, cache_dir: str | Path | None = None,
+                     channels_last: bool | None = None) -> CompiledBackbone:
     """The forward pass of ``backbone`` on ``runtime`` (see the module docstring), made once per backbone object
     and setting in this process.
 
@@ -344,6 +345,7 @@ def compile_backbone(backbone: CompilableBackbone, runtime: str = "auto", device
         device: ``cpu``, ``cuda`` or ``None``/``auto``. ``onnx`` runs on the CPU only.
         threads: onnxruntime intra-op threads (``None``: one per core).
         cache_dir: Where compiled graphs are cached (default ``<fashionlens cache>/onnx``).
+        channels_last: PyTorch memory format (``None``: channels-last on CPU); for comparisons with eager NCHW.
 
     Raises:
         ConfigError: Unknown runtime, or ``onnx`` asked for on a CUDA device.
@@ -358,18 +360,19 @@ def compile_backbone(backbone: CompilableBackbone, runtime: str = "auto", device
     resolved = runtime
     if runtime == "auto":
         resolved = "onnx" if torch_device.type == "cpu" and backbone.weights_id != "random" else "torch"
-    setting = (resolved, str(torch_device), threads)
+    setting = (resolved, str(torch_device), threads, channels_last)
     made = _COMPILED.setdefault(backbone, {})
     if setting not in made:
-        made[setting] = _compile(backbone, resolved, torch_device, threads, cache_dir, strict=runtime == "onnx")
+        made[setting] = _compile(backbone, resolved, torch_device, threads, cache_dir, strict=runtime == "onnx",
+                                 channels_last=channels_last)
     return made[setting]
 
 
 def _compile(backbone: CompilableBackbone, runtime: str, device: torch.device, threads: int | None,
-             cache_dir: str | Path | None, strict: bool) -> CompiledBackbone:
+             cache_dir: str | Path | None, strict: bool, channels_last: bool | None = None) -> CompiledBackbone:
     module: Any = backbone
     if runtime == "torch":
-        return CompiledBackbone(backbone, TorchForward(module, device))
+        return CompiledBackbone(backbone, TorchForward(module, device, channels_last))
     path = None if backbone.weights_id == "random" else onnx_cache_path(backbone, cache_dir)
     forward = _cached_session(backbone, path, threads) if path is not None else None
     verified = forward is not None and path is not None and _checked(path, backbone)
