@@ -1,10 +1,11 @@
-"""Service throughput and latency: ``fashionlens serve`` over loopback HTTP against the same pipeline called in-process.
+"""Service throughput and latency on each runtime: ``fashionlens serve --runtime torch`` against ``--runtime auto``
+(onnxruntime on CPU) over loopback HTTP, and the same pipeline called in-process.
 
 For ``POST /v1/tag`` (tagger + hierarchy) and ``POST /v1/search`` (embedder + catalogue index), at 1, 4 and 16
-concurrent clients for a fixed time each, it measures requests/s and p50/p99 latency twice: in-process (``N`` threads
-calling :class:`~fashionlens.service.pipeline.Pipeline` directly on the photo bytes: decode, forward, heads, search)
-and over HTTP (``N`` asyncio clients against the server in its own process). Service / in-process throughput is the
-service's overhead (HTTP, multipart, JSON), less what its micro-batching wins back.
+concurrent clients for a fixed time each, it measures requests/s and p50/p99 latency of both servers (``N`` asyncio
+clients against each server in its own process) and in-process on ``auto`` (``N`` threads calling
+:class:`~fashionlens.service.pipeline.Pipeline` directly on the photo bytes: decode, forward, heads, search).
+Service / in-process throughput is the service's overhead (HTTP, multipart, JSON), less what micro-batching wins back.
 
 Models come from ``--models`` (``tagger/``, ``hierarchy/``, ``index/`` subfolders, e.g. the demo's); missing ones are
 trained there first on the shared data (frozen-feature mode; the index uses the untrained baseline embedder).
@@ -168,7 +169,8 @@ def served(url: str, server_pid: int, endpoint: str, photos: list[tuple[str, byt
     return cell
 
 
-def start_server(models: Path, threads: int, max_batch: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(models: Path, threads: int, max_batch: int, workers: int,
+                 runtime: str) -> tuple[subprocess.Popen[bytes], str]:
     """``fashionlens serve`` in its own process on a free loopback port; returns it once it answers."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -176,7 +178,7 @@ def start_server(models: Path, threads: int, max_batch: int, workers: int) -> tu
     command = [str(Path(sys.executable).with_name("fashionlens")), "serve", "--tagger", str(models / "tagger"),
                "--hierarchy", str(models / "hierarchy"), "--index", str(models / "index"), "--port", str(port),
                "--max-batch", str(max_batch), "--workers", str(workers), "--threads", str(threads),
-               "--log-level", "warning"]
+               "--runtime", runtime, "--log-level", "warning"]
     server = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -192,6 +194,9 @@ def start_server(models: Path, threads: int, max_batch: int, workers: int) -> tu
     raise RuntimeError("server did not start within 300 s")
 
 
+RUNTIMES = ("torch", "auto")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -199,7 +204,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement.")
     parser.add_argument("--repeats", type=int, default=2, help="Rounds over all cells (pooled in the table).")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads, in-process and per server "
+    parser.add_argument("--threads", type=int, default=None, help="Runtime threads, in-process and per server "
                                                                   "inference thread (default as fashionlens serve).")
     parser.add_argument("--max-batch", type=int, default=4, help="Server micro-batch limit (1: no batching).")
     parser.add_argument("--workers", type=int, default=None, help="Server inference threads (default: one per core).")
@@ -209,53 +214,60 @@ def main() -> None:
     workers, threads = plan_threads(args.workers, args.threads)
     torch.set_num_threads(threads)
     photos = query_photos(args.data, 64)
-    pipeline = Pipeline.load(args.models / "tagger", args.models / "hierarchy", args.models / "index")
+    pipeline = Pipeline.load(args.models / "tagger", args.models / "hierarchy", args.models / "index",
+                             runtime="auto", threads=threads)
     pipeline.warm_up()
     calls: dict[str, Callable[[bytes, str], object]] = {"/v1/tag": pipeline.tag, "/v1/search": pipeline.search}
     catalogue = len(pipeline.index) if pipeline.index is not None else 0
-    server, url = start_server(args.models, threads, args.max_batch, workers)
+    servers = {runtime: start_server(args.models, threads, args.max_batch, workers, runtime) for runtime in RUNTIMES}
     cells = [(e, c) for e in ENDPOINTS for c in args.concurrency]
-    local, remote = {cell: Cell() for cell in cells}, {cell: Cell() for cell in cells}
+    local = {cell: Cell() for cell in cells}
+    remote = {runtime: {cell: Cell() for cell in cells} for runtime in RUNTIMES}
     load_before = os.getloadavg()
     try:
-        for endpoint in ENDPOINTS:  # warm-up: first requests pay for lazy initialisation
-            asyncio.run(over_http(url, endpoint, photos, 1, 2.0))
-        for _ in range(args.repeats):  # each in-process cell right before its service cell: same machine load
+        for _, url in servers.values():
+            for endpoint in ENDPOINTS:  # warm-up: first requests pay for lazy initialisation (and the ONNX check)
+                asyncio.run(over_http(url, endpoint, photos, 1, 2.0))
+        for _ in range(args.repeats):  # the three measurements of a cell back to back: same machine load
             for endpoint, clients in cells:
                 local[endpoint, clients] += in_process(calls[endpoint], photos, clients, args.seconds)
-                remote[endpoint, clients] += served(url, server.pid, endpoint, photos, clients, args.seconds)
-        batching = httpx.get(url + "/v1/info").json()["batching"]
+                for runtime, (server, url) in servers.items():
+                    remote[runtime][endpoint, clients] += served(url, server.pid, endpoint, photos, clients,
+                                                                 args.seconds)
+        batching = httpx.get(servers["auto"][1] + "/v1/info").json()["batching"]
+        backbones = httpx.get(servers["auto"][1] + "/v1/info").json()["runtime"]["backbones"]
     finally:
-        server.terminate()
-        server.wait(30)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
     load_after = os.getloadavg()
 
-    rows = ["| endpoint | clients | in-process req/s | p50 ms | p99 ms | CPU ms/req | cores busy | service req/s | "
-            "p50 ms | p99 ms | CPU ms/req | cores busy | service / in-process req/s | in-process / service CPU "
-            "per req | failed |", "|" + "---|" * 15]
+    rows = ["| endpoint | clients | service torch req/s | p50 ms | p99 ms | CPU ms/req | service auto req/s | p50 ms | "
+            "p99 ms | CPU ms/req | in-process auto req/s | p50 ms | **auto / torch req/s** | service / in-process "
+            "(auto) | failed |", "|" + "---|" * 15]
     for (endpoint, clients), here in local.items():
-        there = remote[(endpoint, clients)]
-        columns = [f"`{endpoint}`", clients]
-        for cell in (here, there):
+        slow, fast = remote["torch"][endpoint, clients], remote["auto"][endpoint, clients]
+        columns: list[object] = [f"`{endpoint}`", clients]
+        for cell in (slow, fast):
             columns += [f"{cell.rate:.1f}", f"{cell.percentile(50):.0f}", f"{cell.percentile(99):.0f}",
-                        f"{cell.cpu_ms:.0f}", f"{cell.cpu_seconds / cell.seconds:.2f}"]
-        columns += [f"**{there.rate / here.rate:.2f}**", f"{here.cpu_ms / there.cpu_ms:.2f}", there.failures]
+                        f"{cell.cpu_ms:.0f}"]
+        columns += [f"{here.rate:.1f}", f"{here.percentile(50):.0f}", f"**{fast.rate / slow.rate:.2f}**",
+                    f"{fast.rate / here.rate:.2f}", slow.failures + fast.failures]
         rows.append("| " + " | ".join(map(str, columns)) + " |")
     text = (f"Command: `python benchmarks/bench_service.py --data {args.data} --models {args.models} "
             f"--seconds {args.seconds:g} --repeats {args.repeats} --max-batch {args.max_batch} --workers {workers} "
             f"--threads {threads}`  \n"
             f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average "
-            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), no GPU; {threads} torch thread(s) per "
-            f"calling thread; server with {workers} inference thread(s) and micro-batches of at most "
+            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), no GPU; {threads} runtime thread(s) per "
+            f"calling thread; servers with {workers} inference thread(s) and micro-batches of at most "
             f"{args.max_batch}; EfficientNet-Lite0 backbone shared by tagger and hierarchy (one forward per "
-            f"image), baseline embedder, flat index of {catalogue} catalogue items.  \n"
-            f"Each cell: {args.repeats} x {args.seconds:g} s of back-to-back requests (in-process and service "
-            f"measurements alternate) on {len(photos)} real photos (street photos "
+            f"image), baseline embedder, flat index of {catalogue} catalogue items. Runtimes: `torch` is PyTorch "
+            f"(channels-last), `auto` runs {backbones}.  \n"
+            f"Each cell: {args.repeats} x {args.seconds:g} s of back-to-back requests (the in-process, `torch` and "
+            f"`auto` measurements of a cell run one after another) on {len(photos)} real photos (street photos "
             f"up to 400 px, 224 px product photos). In-process: N threads calling the pipeline on the bytes; "
             f"service: N HTTP clients over loopback, server in its own process, clients in this one. CPU ms/req "
-            f"counts every thread (service: server and client processes) and 'cores busy' is CPU seconds per second: "
-            f"other jobs take a varying share of the 2 cores, and a side with more runnable threads wins a larger "
-            f"share, so compare CPU per request for the service's own overhead. The service "
+            f"counts every thread of the server and client processes. The `auto` service "
             f"answered {batching['requests']} inference requests in {batching['batches']} forward passes "
             f"(mean micro-batch {batching['requests'] / max(batching['batches'], 1):.1f}).\n\n" + "\n".join(rows)
             + "\n")
