@@ -16,7 +16,8 @@ from fashionlens.config import from_dict, load_config
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.errors import ConfigError, ModelError
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.models.backbones import BackboneConfig
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import (
     HierarchyClassifier,
     HierarchyConfig,

@@ -19,8 +19,8 @@ from fashionlens.data.street_view import StreetViewSimulator
 from fashionlens.engine import TrainConfig
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ImageError, ModelError
 from fashionlens.index import CatalogueIndex
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.models.embedding import EmbeddingHead
-from fashionlens.tasks.common import BackboneConfig
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,

@@ -383,8 +383,8 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from fashionlens.data.readers import read_clothing_attributes
     from fashionlens.data.splits import split_manifest
+    from fashionlens.models.backbones import BackboneConfig, build_backbone
     from fashionlens.runtime import seed_everything
-    from fashionlens.tasks.common import BackboneConfig, build_backbone
 
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
     manifest = read_clothing_attributes(shared_data / "clothing-attributes")
