@@ -195,7 +195,7 @@ def test_backbone_freeze_defaults_and_validation() -> None:
     assert RetrievalConfig().backbone.freeze == 5  # retrieval keeps its deeper default
     assert from_dict(RetrievalConfig, {"backbone": {"name": "resnet18"}}).backbone.freeze == 5
     for bad in (-1, "some", True):
-        with pytest.raises(ConfigError, match="backbone.freeze"):
+        with pytest.raises(ConfigError, match=r"backbone\.freeze"):
             from_dict(TaggingConfig, {"backbone": {"freeze": bad}})
 
 

@@ -38,7 +38,7 @@ from fashionlens.tasks.common import (
     save_model_dir,
     state_fingerprint,
 )
-from fashionlens.tasks.registry import KIND_KEY
+from fashionlens.tasks.registry import KIND_KEY, check_kind
 
 WEIGHTS_KEY = "weights_id"
 """``config.json`` key of the backbone weights id (absent in models saved by earlier versions: then unchecked)."""
@@ -60,7 +60,7 @@ class TaskModel(ABC, Generic[PredictionsT]):
             ``mode`` (``finetune`` means the backbone was trained with the head).
         head: Pooled features → raw outputs.
         backbone: The fine-tuned backbone (``finetune`` mode), or an already built frozen one; ``None`` builds the
-            pretrained one on first use.
+            pretrained one on first use. The model owns it from now on: it is frozen whole, for inference.
         weights_id: Identity of the backbone weights the head expects (``None``: unknown, not checked).
         metrics_summary: Training figures saved with the model.
     """
@@ -74,6 +74,8 @@ class TaskModel(ABC, Generic[PredictionsT]):
                  metrics_summary: Mapping[str, Any] | None = None):
         self.config = config
         self.head = head.eval()
+        if backbone is not None:
+            backbone.freeze("all")
         self._backbone = backbone
         self.weights_id = weights_id if weights_id is not None else getattr(backbone, "weights_id", None)
         self.metrics: dict[str, Any] = dict(metrics_summary or {})
@@ -175,12 +177,11 @@ class TaskModel(ABC, Generic[PredictionsT]):
         Raises:
             ModelError: Missing, unreadable or inconsistent files, or a directory of another kind of model.
         """
+        check_kind(path, cls.kind)  # first: another kind's directory is named as such, not by a missing file
         state, docs = read_model_dir(path, ["config", *cls.required_documents],
                                      optional_json=["metrics", *cls.optional_documents])
-        saved = dict(docs["config"]) if isinstance(docs["config"], dict) else {}
-        kind = saved.pop(KIND_KEY, cls.kind)  # models of earlier versions record no kind
-        if kind != cls.kind:
-            raise ModelError(f"{path} holds a {kind} model, not a {cls.kind}")
+        saved = dict(docs["config"])
+        saved.pop(KIND_KEY, None)  # models of earlier versions record no kind
         weights_id = saved.pop(WEIGHTS_KEY, None)
         try:
             config: Any = from_dict(cls.config_class, saved, where=f"{path}/config.json")

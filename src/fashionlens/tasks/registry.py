@@ -56,23 +56,47 @@ def model_kind(path: str | Path) -> str:
             no kind (a model saved by an older fashionlens), or an unknown one.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ModelError(f"model directory not found: {path}")
-    file = path / CONFIG_FILE
-    if not file.is_file():
+    config = _read_config(path)
+    if config is None:
         raise ModelError(f"{path} is not a fashionlens model directory: it has no {CONFIG_FILE}")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {file}: {str(error).splitlines()[0]}") from error
+    file = path / CONFIG_FILE
     known = model_kinds()
-    kind = config.get(KIND_KEY) if isinstance(config, dict) else None
+    kind = config.get(KIND_KEY)
     if kind is None:
         raise ModelError(f"{file} names no model kind (saved by an older fashionlens): add \"{KIND_KEY}\": "
                          f"\"<kind>\" to it, one of {', '.join(known)}, or retrain the model")
     if kind not in known:
         raise ModelError(f"{file} names an unknown model kind {kind!r}; known kinds: {', '.join(known)}")
     return str(kind)
+
+
+def check_kind(path: str | Path, expected: str) -> None:
+    """Refuse a directory whose ``config.json`` records another kind than ``expected`` (one that records none, from
+    an earlier version, passes: a class's own loader still reads it).
+
+    Raises:
+        ModelError: Missing directory, unreadable ``config.json``, or another kind (both named).
+    """
+    config = _read_config(Path(path))
+    kind = config.get(KIND_KEY) if config is not None else None
+    if kind is not None and kind != expected:
+        raise ModelError(f"{path} holds a model of kind {kind!r}, not {expected!r}")
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    """A model directory's ``config.json`` as a mapping (``None`` when the file is absent)."""
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return None
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {file}: {str(error).splitlines()[0]}") from error
+    if not isinstance(config, dict):
+        raise ModelError(f"{file} must hold a mapping of settings, not a {type(config).__name__}")
+    return config
 
 
 def load_model(path: str | Path, kinds: tuple[str, ...] | None = None) -> Any:
@@ -88,6 +112,6 @@ def load_model(path: str | Path, kinds: tuple[str, ...] | None = None) -> Any:
     """
     kind = model_kind(path)
     if kinds is not None and kind not in kinds:
-        raise ModelError(f"{path} holds a {kind} model, not {' or '.join(kinds)}")
+        raise ModelError(f"{path} holds a model of kind {kind!r}, not {' or '.join(map(repr, kinds))}")
     loader: Callable[[str | Path], Any] = _KINDS[kind].load
     return loader(path)

@@ -17,7 +17,7 @@ from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.registry import KIND_KEY, load_model, register_model
+from fashionlens.tasks.registry import KIND_KEY, check_kind, load_model, register_model
 from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, threshold_set, tune_thresholds
 from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
 
@@ -246,10 +246,8 @@ class TaggerEnsemble:
     @classmethod
     def load(cls, path: str | Path) -> TaggerEnsemble:
         """Load an ensemble directory and its members."""
-        _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"], optional_json=["threshold_sets", "config"])
-        kind = (docs.get("config") or {}).get(KIND_KEY, cls.kind)  # ensembles of earlier versions have no config
-        if kind != cls.kind:
-            raise ModelError(f"{path} holds a {kind} model, not an ensemble")
+        check_kind(path, cls.kind)  # ensembles of earlier versions have no config.json: they load too
+        _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"], optional_json=["threshold_sets"])
         members = [Tagger.load(d) for d in docs["ensemble"]["members"]]
         labels = LabelSpace.from_json(docs["labels"])
         thresholds = threshold_array(docs["thresholds"], labels, f"{path}/thresholds.json")
