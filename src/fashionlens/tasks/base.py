@@ -159,15 +159,15 @@ class TaskModel(ABC, Generic[PredictionsT]):
     def documents(self) -> dict[str, Any]:
         """The task's own JSON documents (``{name: content}``, written as ``<name>.json``)."""
 
-    def save(self, path: str | Path, extra_json: Mapping[str, Any] | None = None) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the model directory atomically: ``model.pt``, ``config.json`` (with the kind and weights id),
-        ``metrics.json``, the task's documents and ``extra_json``."""
+        ``metrics.json`` and the task's documents."""
         state: dict[str, Any] = {"head": self.head.state_dict()}
         if self.finetuned:
             state["backbone"] = self.backbone.state_dict()
         weights_id = self._backbone.weights_id if self._backbone is not None else self.weights_id
         config = {KIND_KEY: self.kind, WEIGHTS_KEY: weights_id, **to_dict(self.config)}
-        documents = {"config": config, "metrics": self.metrics, **self.documents(), **(extra_json or {})}
+        documents = {"config": config, "metrics": self.metrics, **self.documents()}
         return save_model_dir(path, state, documents)
 
     @classmethod

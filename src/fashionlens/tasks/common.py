@@ -1,7 +1,8 @@
 """Plumbing shared by the tagging, hierarchy and retrieval tasks: the legacy-config migration, frozen-feature
 extraction with the shared cache, feature data loaders, and the saved-model directory convention.
 
-A saved model is one directory holding ``config.json`` (how it was built), ``labels.json`` (what it predicts),
+A saved model is one directory holding ``config.json`` (how it was built, with the model's ``kind`` -- see
+:mod:`fashionlens.tasks.registry` -- and backbone ``weights_id``), ``labels.json`` (what it predicts),
 ``model.pt`` (weights), and whatever the task adds (``thresholds.json``, ``metrics.json``, a report). It is
 written as a whole into a temporary directory and swapped into place, so a crash never leaves half a model
 (:func:`fashionlens.io.atomic_dir`).
@@ -10,7 +11,8 @@ written as a whole into a temporary directory and swapped into place, so a crash
 fine-tuned; empty for an ensemble) to that module's ``state_dict()``: string keys and tensors only, nothing else.
 It is read with ``weights_only=True`` (:func:`fashionlens.io.load_torch`), so loading a model cannot run code; every
 other setting lives in the JSON files beside it. Model directories written by earlier versions have the same layout
-and load unchanged.
+and load unchanged through their class's ``load``; :func:`~fashionlens.tasks.registry.load_model`, which reads the
+kind they do not record, names the key to add.
 """
 
 from __future__ import annotations
