@@ -32,8 +32,9 @@ from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.io import write_text
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, evaluate_hierarchy, train_hierarchy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -53,8 +53,8 @@ def main() -> None:
         manifest = split_manifest(subset, seed=0)
         manifest.save(job / "manifest.parquet")
         train_rows = int((manifest.frame["split"] == "train").sum())
-        config = {"mode": "finetune", "finetune_freeze": 2, "heads": ["articleType"], "min_class_count": 2,
-                  "backbone": {"batch_size": 64, "num_workers": 0},
+        config = {"mode": "finetune", "heads": ["articleType"], "min_class_count": 2,
+                  "backbone": {"freeze": 2, "batch_size": 64, "num_workers": 0},
                   "train": {"batch_size": args.batch_size, "scheduler": "none", "early_stop_patience": None,
                             "monitor": "train_loss", "mode": "min", "device": "cpu", "amp": False}}
         (job / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -68,7 +68,7 @@ def main() -> None:
               for s in ("val", "test")}
 
     config = load_config(HierarchyConfig, CONFIG, {
-        "variant": "hmcn_mtl", "mode": "finetune", "finetune_freeze": args.freeze, "train.epochs": args.epochs,
+        "variant": "hmcn_mtl", "mode": "finetune", "backbone.freeze": args.freeze, "train.epochs": args.epochs,
         "train.lr": args.lr, "train.batch_size": args.batch_size, "train.scheduler": "cosine",
         "train.early_stop_patience": None, "train.device": args.device, "backbone.num_workers": 1,
         "init_head": str(frozen_dir) if args.lp_ft else None})

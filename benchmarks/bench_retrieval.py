@@ -37,8 +37,9 @@ from fashionlens.data.readers import read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.data.street_view import StreetViewSimulator
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.common import BackboneConfig, default_cache_dir, frozen_features
+from fashionlens.tasks.common import default_cache_dir, frozen_features
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,

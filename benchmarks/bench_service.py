@@ -37,9 +37,10 @@ from rich.console import Console
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.splits import split_manifest
 from fashionlens.index import CatalogueIndex
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.service.batching import plan_threads
 from fashionlens.service.pipeline import Pipeline
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, train_hierarchy
 from fashionlens.tasks.retrieval import Embedder, catalogue_metadata
 from fashionlens.tasks.tagging import TaggingConfig, train_tagger

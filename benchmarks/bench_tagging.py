@@ -43,8 +43,9 @@ from fashionlens.data.readers import read_clothing_attributes, read_fashion_prod
 from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, ThresholdConfig, train_tagger, tune_thresholds
 from fashionlens.thresholds import apply_thresholds

@@ -138,11 +138,12 @@ class BuiltBackbones:
 
 @pytest.fixture
 def built_backbones(monkeypatch: pytest.MonkeyPatch) -> BuiltBackbones:
-    """Record every backbone built through ``fashionlens.tasks.common`` (the one way tasks create backbones)."""
-    import fashionlens.tasks.common as common
+    """Record every backbone built through :func:`fashionlens.models.build_backbone` (the one way tasks create
+    backbones)."""
+    import fashionlens.models.backbones as backbones
 
     record = BuiltBackbones([])
-    create = common.create_backbone
+    create = backbones.create_backbone
 
     def recording(*args: object, **kwargs: object) -> torch.nn.Module:
         network = create(*args, **kwargs)  # type: ignore[arg-type]
@@ -150,5 +151,5 @@ def built_backbones(monkeypatch: pytest.MonkeyPatch) -> BuiltBackbones:
         record.built.append((network, state))
         return network
 
-    monkeypatch.setattr(common, "create_backbone", recording)
+    monkeypatch.setattr(backbones, "create_backbone", recording)
     return record

@@ -139,7 +139,7 @@ PAPERS = SHIPPED / "papers"
 PAPER_ELEMENTS: dict[str, dict[str, object]] = {
     "tagging_street_fashion_attributes.yaml": {
         "backbone.name": "resnet50", "backbone.input_size": 224,
-        "mode": "finetune", "finetune_freeze": 2, "loss": "bce", "positive_weight": 2.0,
+        "mode": "finetune", "backbone.freeze": 2, "loss": "bce", "positive_weight": 2.0,
         "label_importance": {"gender": 2.0}, "beta": 1.0, "thresholds.method": "fixed", "train.optimizer": "sgd",
         "train.scheduler": "step", "train.lr": 0.001},
     "tagging_jd_fashion_style.yaml": {
@@ -148,7 +148,7 @@ PAPER_ELEMENTS: dict[str, dict[str, object]] = {
         "beta": 2.0, "thresholds.method": "val", "thresholds.average": "macro", "train.optimizer": "adam"},
     "tagging_imaterialist.yaml": {
         "backbone.name": "inception_v3", "backbone.input_size": 299,
-        "mode": "finetune", "finetune_freeze": 0, "loss": "bce", "beta": 1.0,
+        "mode": "finetune", "backbone.freeze": 0, "loss": "bce", "beta": 1.0,
         "thresholds.average": "micro", "train.lr": 0.0001},
     "hierarchy_hmcn_f.yaml": {
         "backbone.input_size": None,
@@ -175,3 +175,36 @@ def test_paper_recipe_loads_with_local_weights_and_sets_the_papers_elements(name
     assert config.backbone.weights == str(weights)  # type: ignore[attr-defined]
     for key, expected in PAPER_ELEMENTS[name].items():
         assert _get(config, key) == expected, key
+
+
+@pytest.mark.parametrize("cls", [TaggingConfig, HierarchyConfig, RetrievalConfig], ids=lambda c: c.__name__)
+def test_legacy_finetune_freeze_becomes_backbone_freeze(cls: type, tmp_path: Path) -> None:
+    """Configs of earlier versions (saved config.json files, old YAMLs) kept the fine-tune freeze in a task-level
+    ``finetune_freeze`` beside a dead ``backbone.freeze: all``: it is read into ``backbone.freeze``."""
+    legacy = {"mode": "finetune", "finetune_freeze": 3, "backbone": {"name": "resnet18", "freeze": "all"}}
+    config = from_dict(cls, legacy)
+    assert (config.backbone.name, config.backbone.freeze, config.mode) == ("resnet18", 3, "finetune")
+    assert "finetune_freeze" not in to_dict(config)
+    path = tmp_path / "old.yaml"
+    path.write_text("mode: finetune\nfinetune_freeze: 1\n")
+    assert load_config(cls, path).backbone.freeze == 1
+
+
+def test_backbone_freeze_defaults_and_validation() -> None:
+    assert TaggingConfig().backbone.freeze == HierarchyConfig().backbone.freeze == 2
+    assert RetrievalConfig().backbone.freeze == 5  # retrieval keeps its deeper default
+    assert from_dict(RetrievalConfig, {"backbone": {"name": "resnet18"}}).backbone.freeze == 5
+    for bad in (-1, "some", True):
+        with pytest.raises(ConfigError, match=r"backbone\.freeze"):
+            from_dict(TaggingConfig, {"backbone": {"freeze": bad}})
+
+
+def test_backbone_runtime_is_validated() -> None:
+    from fashionlens.models import BackboneConfig
+
+    assert BackboneConfig().runtime == "auto"
+    assert from_dict(TaggingConfig, {"backbone": {"runtime": "onnx"}}).backbone.runtime == "onnx"
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
+        from_dict(TaggingConfig, {"backbone": {"runtime": "tensorrt"}})
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        BackboneConfig(runtime="tensorrt")

@@ -18,12 +18,18 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
 
+    A class may define ``migrate_legacy(data) -> data`` (a static method) to rewrite the keys of configs written by
+    earlier versions before they are read: the one place a renamed or moved key is mapped.
+
     Raises:
         ConfigError: An unknown key, or a value of the wrong kind, naming the key path.
     """
     data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
+    migrate = getattr(cls, "migrate_legacy", None)
+    if callable(migrate):
+        data = dict(migrate(data))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -23,8 +23,9 @@ from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.errors import DataError
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, evaluate_hierarchy, train_hierarchy
 from fashionlens.tasks.retrieval import (
     Embedder,

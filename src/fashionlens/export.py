@@ -187,7 +187,7 @@ def _embedder_export(model_dir: Path) -> tuple[nn.Module, Preprocess, dict[str, 
     from fashionlens.tasks.retrieval import Embedder
 
     embedder = Embedder.load(model_dir)
-    backbone = embedder.backbone()
+    backbone = embedder.backbone
     metadata = {
         "backbone": embedder.config.backbone.name,
         "weights_id": embedder.weights_id,

@@ -125,7 +125,7 @@ def test_invalid_freeze_is_a_config_error(freeze: object) -> None:
 
 def test_input_size_overrides_the_preprocessing_and_reaches_the_feature_cache_key() -> None:
     from fashionlens.data.transforms import describe, eval_transform
-    from fashionlens.tasks.common import BackboneConfig, build_backbone
+    from fashionlens.models.backbones import BackboneConfig, build_backbone
 
     default = create_backbone("efficientnet_lite0", pretrained=False)
     resized = build_backbone(BackboneConfig(pretrained=False, input_size=160))

@@ -1,12 +1,11 @@
-"""Embedding head and network: projection widths, L2 normalisation, and one shared network for all triplet roles."""
+"""Embedding head: projection widths and L2 normalisation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from fashionlens.models.embedding import EmbeddingHead, EmbeddingNet
+from fashionlens.models.embedding import EmbeddingHead
 
 
 def _features(n: int = 6, width: int = 32) -> torch.Tensor:
@@ -38,14 +37,3 @@ def test_hidden_layer_makes_a_nonlinear_projection() -> None:
     a, b = _features(1), _features(1) * -1
     assert torch.allclose(linear(a) + linear(b), 2 * linear.projection.bias, atol=1e-5)  # affine: f(x)+f(-x) = 2b
     assert not torch.allclose(mlp(a) + mlp(b), 2 * mlp.projection[2].bias, atol=1e-3)
-
-
-def test_net_is_backbone_then_head_and_trains_both() -> None:
-    backbone, head = nn.Linear(10, 32), EmbeddingHead(32, dim=8, normalize=True)
-    net = EmbeddingNet(backbone, head)
-    images = torch.randn(4, 10)
-    out = net(images)
-    assert torch.equal(out, head(backbone(images)))
-    anchor, positive, negative = net(images[:1]), net(images[1:2]), net(images[2:3])  # one network, three roles
-    ((anchor - positive).pow(2).sum() - (anchor - negative).pow(2).sum()).backward()
-    assert backbone.weight.grad is not None and head.projection.weight.grad is not None

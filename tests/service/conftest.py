@@ -33,8 +33,9 @@ from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.engine import TrainConfig
 from fashionlens.index import CatalogueIndex
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.service.app import create_app
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, TaxonomyConfig, train_hierarchy
 from fashionlens.tasks.retrieval import Embedder, catalogue_metadata
 from fashionlens.tasks.tagging import TaggingConfig, train_tagger

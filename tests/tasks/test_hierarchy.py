@@ -16,7 +16,8 @@ from fashionlens.config import from_dict, load_config
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.errors import ConfigError, ModelError
-from fashionlens.tasks.common import BackboneConfig, frozen_features
+from fashionlens.models.backbones import BackboneConfig
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import (
     HierarchyClassifier,
     HierarchyConfig,
@@ -32,7 +33,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # features in well under a minute on a cold cache, varied enough that chance is 1/6.
 SUBSET = ("Tshirts", "Shirts", "Jeans", "Casual Shoes", "Handbags", "Watches")
 PER_CLASS = 40
-#: What ``finetune_freeze: 1`` keeps frozen in timm's ``test_efficientnet``: the stem and the first stage.
+#: What ``backbone.freeze: 1`` keeps frozen in timm's ``test_efficientnet``: the stem and the first stage.
 FROZEN_BY_ONE_STAGE = ("model.conv_stem.", "model.bn1.", "model.blocks.0.")
 
 
@@ -147,8 +148,8 @@ def test_finetune_mode_trains_the_backbone_and_reloads(small_real: tuple[Manifes
     manifest, _ = small_real
     manifest = manifest.subset(np.arange(len(manifest)) % 4 == 0)  # 60 images
     config = from_dict(HierarchyConfig, {
-        "mode": "finetune", "finetune_freeze": 1, "hidden": 16,
-        "backbone": {"name": "test_efficientnet", "pretrained": False, "num_workers": 0, "batch_size": 16},
+        "mode": "finetune", "hidden": 16,
+        "backbone": {"name": "test_efficientnet", "pretrained": False, "num_workers": 0, "batch_size": 16, "freeze": 1},
         "train": {"epochs": 1, "batch_size": 8, "early_stop_patience": None}})
     classifier = train_hierarchy(manifest, config, tmp_path / "model", console=Console(quiet=True),
                                  show_progress=False)
@@ -172,7 +173,7 @@ def test_finetune_starts_from_a_probed_head(small_real: tuple[Manifest, np.ndarr
                                                                   "train": {"epochs": 2, "batch_size": 8}}),
                             tmp_path / "probe", console=quiet, show_progress=False)
     # A vanishing learning rate leaves the fine-tuned head where it started: at the probe's weights, or at random.
-    finetune = {"mode": "finetune", "finetune_freeze": 1, "hidden": 16, "backbone": backbone,
+    finetune = {"mode": "finetune", "hidden": 16, "backbone": {**backbone, "freeze": 1},
                 "train": {"epochs": 1, "batch_size": 8, "lr": 1e-12, "early_stop_patience": None}}
     seeded = train_hierarchy(manifest, from_dict(HierarchyConfig, {**finetune, "init_head": str(tmp_path / "probe")}),
                              console=quiet, show_progress=False)

@@ -19,8 +19,8 @@ from fashionlens.data.street_view import StreetViewSimulator
 from fashionlens.engine import TrainConfig
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ImageError, ModelError
 from fashionlens.index import CatalogueIndex
+from fashionlens.models.backbones import BackboneConfig
 from fashionlens.models.embedding import EmbeddingHead
-from fashionlens.tasks.common import BackboneConfig
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,
@@ -282,8 +282,8 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
     shop = _small_real_catalogue(shared_data)
     config = RetrievalConfig(
-        backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0), mode="finetune",
-        finetune_freeze=1, identity="articleType", categories=["masterCategory"], dim=8, hidden=None, max_pairs=4,
+        backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0, freeze=1), mode="finetune",
+        identity="articleType", categories=["masterCategory"], dim=8, hidden=None, max_pairs=4,
         train=TrainConfig(epochs=1, batch_size=2, monitor="val_map", mode="max"))
     embedder = train_embedder(shop, config, tmp_path / "embedder", console=QUIET, show_progress=False)
     built_backbones.assert_finetuned(frozen=("model.conv_stem.", "model.bn1.", "model.blocks.0."))  # freeze 1

@@ -383,19 +383,19 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from fashionlens.data.readers import read_clothing_attributes
     from fashionlens.data.splits import split_manifest
+    from fashionlens.models.backbones import BackboneConfig, build_backbone
     from fashionlens.runtime import seed_everything
-    from fashionlens.tasks.common import BackboneConfig, build_backbone
 
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))  # fine-tuned weights: features not worth keeping
     manifest = read_clothing_attributes(shared_data / "clothing-attributes")
     manifest = split_manifest(manifest.subset(np.arange(len(manifest)) < 48), seed=0)
-    config = TaggingConfig(mode="finetune", finetune_freeze=1, hidden=16, tags=["gender", "black"],
+    config = TaggingConfig(mode="finetune", hidden=16, tags=["gender", "black"],
                            heads=["sleevelength"],
                            backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0,
-                                                   batch_size=16),
+                                                   batch_size=16, freeze=1),
                            train=TrainConfig(epochs=1, batch_size=8, monitor="val_loss", early_stop_patience=None))
     seed_everything(config.train.seed)  # train_tagger builds the same initial backbone right after this call
-    initial = build_backbone(config.backbone, freeze=config.finetune_freeze)
+    initial = build_backbone(config.backbone, finetune=True)
     tagger = train_tagger(manifest, config, tmp_path / "tagger", console=QUIET, show_progress=False)
     trained = dict(tagger.backbone.named_parameters())
     frozen = [n for n, p in initial.named_parameters() if not p.requires_grad]

@@ -153,7 +153,7 @@ def audit_catalogue(manifest: Manifest, config: AuditConfig | None = None, embed
 
     start = time.perf_counter()
     if vectors is None:  # the shared cache path every task uses; unreadable images stay NaN rows
-        frozen = frozen_features(manifest, embedder.config.backbone, backbone=embedder.backbone(),
+        frozen = frozen_features(manifest, embedder.config.backbone, backbone=embedder.backbone,
                                  show_progress=show_progress, skip_bad_images=True)
         readable = ~np.isnan(frozen).any(axis=1)
         features = frozen[readable]

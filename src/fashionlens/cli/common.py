@@ -36,7 +36,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def load_embedder(model: Path | None, backbone: str) -> Embedder:
     """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted."""
-    from fashionlens.tasks.common import BackboneConfig
+    from fashionlens.models.backbones import BackboneConfig
     from fashionlens.tasks.retrieval import Embedder
 
     return Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))

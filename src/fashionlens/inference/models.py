@@ -64,7 +64,7 @@ class ModelSpec:
                 raise ModelError(f"{self.path} is a tagger ensemble; the batch engines run one tagger directory "
                                  f"(run ensembles with --engine local and no --shards)")
             return BatchModel(self, Tagger.load(self.path))
-        from fashionlens.tasks.common import BackboneConfig
+        from fashionlens.models.backbones import BackboneConfig
         from fashionlens.tasks.retrieval import Embedder
 
         embedder = (Embedder.load(self.path) if self.path is not None
@@ -83,7 +83,7 @@ class BatchModel:
     def __init__(self, spec: ModelSpec, model: Any):
         self.spec = spec
         self.model = model
-        self.backbone: Any = model.backbone if spec.task == "tag" else model.backbone()
+        self.backbone: Any = model.backbone
         self.backbone.eval()
 
     @property

@@ -24,6 +24,7 @@ from torch import nn
 
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.models.efficientnet_lite import LITE_VARIANTS, create_classifier, resolve_variant
+from fashionlens.runtime.devices import check_runtime
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 #: Accepted network input sides (pixels): below, the stages pool away the whole image; above, a CPU pass takes seconds.
@@ -202,6 +203,50 @@ def create_backbone(
         backbone.preprocess = dataclasses.replace(backbone.preprocess, input_size=input_size)
     backbone.freeze(freeze)
     return backbone.train()
+
+
+@dataclass
+class BackboneConfig:
+    """Which pretrained network turns images into features, how much of it a fine-tune trains, and how it runs.
+
+    Attributes:
+        name: Backbone name (see :func:`create_backbone`).
+        pretrained: Load pretrained weights.
+        weights: A local weights file (overrides ``pretrained``).
+        freeze: What stays frozen when a task *fine-tunes* the backbone (``mode: finetune``): the stem and the first
+            ``freeze`` stages (an int), nothing (``None``) or everything (``"all"``); see :meth:`Backbone.freeze`.
+            Models on frozen features (``mode: features``/``per_label``) always use the backbone fully frozen.
+        batch_size: Images per forward pass when extracting features.
+        num_workers: Image-decoding workers (``None``: a default for this machine).
+        input_size: Network input side (e.g. a paper's resolution); ``None`` keeps the size the weights were
+            trained at.
+        runtime: Inference runtime: ``auto``, ``torch`` or ``onnx`` (see :mod:`fashionlens.runtime`).
+    """
+
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights: str | None = None
+    freeze: int | str | None = 2
+    batch_size: int = 64
+    num_workers: int | None = None
+    input_size: int | None = None
+    runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_runtime(self.runtime)
+        if not (self.freeze is None or self.freeze == "all"
+                or (isinstance(self.freeze, int) and not isinstance(self.freeze, bool) and self.freeze >= 0)):
+            raise ConfigError(f"backbone.freeze={self.freeze!r} is invalid: use a number of stages (>= 0), "
+                              f"null (nothing frozen) or 'all'")
+        if self.batch_size < 1:
+            raise ConfigError(f"backbone.batch_size must be >= 1, got {self.batch_size}")
+
+
+def build_backbone(config: BackboneConfig, finetune: bool = False) -> Backbone:
+    """The backbone ``config`` describes: fully frozen (for frozen features and inference), or, with ``finetune``,
+    frozen as ``config.freeze`` says (for end-to-end training)."""
+    return create_backbone(config.name, pretrained=config.pretrained, weights=config.weights,
+                           freeze=config.freeze if finetune else "all", input_size=config.input_size)
 
 
 def _create_timm(arch: str, hub: bool, pretrained_cfg: dict[str, Any] | None) -> nn.Module:

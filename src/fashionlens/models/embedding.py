@@ -1,9 +1,10 @@
 """Embedding networks for visual search: pooled backbone features → optional projection → optional L2 norm.
 
 Street-to-shop retrieval compares a photo with catalogue images by the distance between their embeddings. A triplet
-network is *one* network applied to the anchor, the positive and the negatives, so :class:`EmbeddingNet` is simply a
-backbone (global average pooled, see :class:`~fashionlens.models.backbones.Backbone`) followed by an
-:class:`EmbeddingHead`; the untrained baseline is the same with no projection, i.e. plain ImageNet features.
+network is *one* network applied to the anchor, the positive and the negatives, so it is simply a backbone (global
+average pooled, see :class:`~fashionlens.models.backbones.Backbone`) followed by an :class:`EmbeddingHead`, composed
+as every task's network is (:class:`~fashionlens.models.network.TaskNetwork`); the untrained baseline is the same with
+no projection, i.e. plain ImageNet features.
 """
 
 from __future__ import annotations
@@ -43,17 +44,3 @@ class EmbeddingHead(nn.Module):
         """Embeddings ``(B, out_features)`` of pooled features ``(B, in_features)``."""
         embeddings: torch.Tensor = self.projection(features)
         return functional.normalize(embeddings, dim=1) if self.normalize else embeddings
-
-
-class EmbeddingNet(nn.Module):
-    """Backbone + head, shared by anchors, positives and negatives: used for end-to-end fine-tuning on images."""
-
-    def __init__(self, backbone: nn.Module, head: EmbeddingHead):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of normalised ``images``."""
-        embeddings: torch.Tensor = self.head(self.backbone(images))
-        return embeddings

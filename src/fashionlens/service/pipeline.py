@@ -38,10 +38,9 @@ from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensErro
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
-from fashionlens.models.backbones import Backbone
+from fashionlens.models.backbones import Backbone, BackboneConfig
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
-from fashionlens.tasks.common import BackboneConfig
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
 from fashionlens.tasks.retrieval import Embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
@@ -143,7 +142,7 @@ class Pipeline:
         if hierarchy is not None:
             self._task_keys["hierarchy"] = [self._register(hierarchy.backbone, "hierarchy classifier")]
         if self.embedder is not None:
-            self._task_keys["embedding"] = [self._register(self.embedder.backbone(), "embedder")]
+            self._task_keys["embedding"] = [self._register(self.embedder.backbone, "embedder")]
 
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,

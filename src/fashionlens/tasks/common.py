@@ -1,7 +1,8 @@
-"""Plumbing shared by the tagging, hierarchy and retrieval tasks: backbone settings, frozen-feature
+"""Plumbing shared by the tagging, hierarchy and retrieval tasks: the legacy-config migration, frozen-feature
 extraction with the shared cache, feature data loaders, and the saved-model directory convention.
 
-A saved model is one directory holding ``config.json`` (how it was built), ``labels.json`` (what it predicts),
+A saved model is one directory holding ``config.json`` (how it was built, with the model's ``kind`` -- see
+:mod:`fashionlens.tasks.registry` -- and backbone ``weights_id``), ``labels.json`` (what it predicts),
 ``model.pt`` (weights), and whatever the task adds (``thresholds.json``, ``metrics.json``, a report). It is
 written as a whole into a temporary directory and swapped into place, so a crash never leaves half a model
 (:func:`fashionlens.io.atomic_dir`).
@@ -10,7 +11,8 @@ written as a whole into a temporary directory and swapped into place, so a crash
 fine-tuned; empty for an ensemble) to that module's ``state_dict()``: string keys and tensors only, nothing else.
 It is read with ``weights_only=True`` (:func:`fashionlens.io.load_torch`), so loading a model cannot run code; every
 other setting lives in the JSON files beside it. Model directories written by earlier versions have the same layout
-and load unchanged.
+and load unchanged through their class's ``load``; :func:`~fashionlens.tasks.registry.load_model`, which reads the
+kind they do not record, names the key to add.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from fashionlens.distributed import is_main_process, main_process_first
 from fashionlens.errors import DataError, ModelError
 from fashionlens.features import extract_features
 from fashionlens.io import atomic_dir, load_torch, save_torch, write_json
-from fashionlens.models import create_backbone
+from fashionlens.models.backbones import BackboneConfig, build_backbone
 
 
 def default_cache_dir() -> Path:
@@ -42,27 +43,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FASHIONLENS_CACHE", Path.home() / ".cache" / "fashionlens"))
 
 
-@dataclass
-class BackboneConfig:
-    """Which pretrained network turns images into features, and how much of it trains.
+def fold_legacy_freeze(data: dict[str, Any]) -> dict[str, Any]:
+    """A task config as plain data, with the ``finetune_freeze`` key of earlier versions folded into
+    ``backbone.freeze``.
 
-    ``input_size`` overrides the network input side (e.g. a paper's resolution); ``None`` keeps the size the weights
-    were trained at.
+    Earlier versions kept the stages frozen while fine-tuning in a task-level ``finetune_freeze`` and wrote a dead
+    ``backbone.freeze: all`` beside it (saved ``config.json`` files and YAMLs carry both); ``backbone.freeze`` now
+    holds that setting. Every task config reads through here (its ``migrate_legacy`` hook, see
+    :func:`fashionlens.config.from_dict`), so old models and YAMLs keep loading with the same meaning.
     """
-
-    name: str = "efficientnet_lite0"
-    pretrained: bool = True
-    weights: str | None = None
-    freeze: int | str | None = "all"
-    batch_size: int = 64
-    num_workers: int | None = None
-    input_size: int | None = None
-
-
-def build_backbone(config: BackboneConfig, freeze: int | str | None = None) -> Any:
-    """Create the backbone described by ``config`` (``freeze`` overrides ``config.freeze``)."""
-    return create_backbone(config.name, pretrained=config.pretrained, weights=config.weights,
-                           freeze=config.freeze if freeze is None else freeze, input_size=config.input_size)
+    if "finetune_freeze" not in data:
+        return data
+    data = dict(data)
+    freeze = data.pop("finetune_freeze")
+    backbone = data.get("backbone")
+    data["backbone"] = {**(backbone if isinstance(backbone, dict) else {}), "freeze": freeze}
+    return data
 
 
 def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
@@ -77,7 +73,7 @@ def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | 
     Raises:
         DataError: Some images could not be decoded (the first few are named), unless ``skip_bad_images``.
     """
-    backbone = backbone if backbone is not None else build_backbone(config, freeze="all")
+    backbone = backbone if backbone is not None else build_backbone(config)
     with main_process_first():  # under torchrun, rank 0 fills the cache and the others read it
         result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
                                   batch_size=config.batch_size, num_workers=config.num_workers, device=device,

@@ -16,11 +16,10 @@ levels are predicted separately, a greedy per-level path can break the tree, so 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,7 +29,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens import metrics
-from fashionlens.config import from_dict, to_dict
 from fashionlens.data.readers.fashion_product import HIERARCHY
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
@@ -38,20 +36,20 @@ from fashionlens.distributed import unwrap
 from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.io import write_json, write_text
+from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
 from fashionlens.models.hmcn import HMCNF, FlatHierarchyClassifier, HierarchyHead
+from fashionlens.models.network import TaskNetwork
 from fashionlens.reports import markdown, plots
 from fashionlens.runtime import default_workers, resolve_device, seed_everything
+from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import (
-    BackboneConfig,
-    build_backbone,
+    fold_legacy_freeze,
     frozen_features,
     image_row_loader,
-    manifest_of_paths,
-    read_model_dir,
-    save_model_dir,
     state_fingerprint,
     tensor_loader,
 )
+from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.tagging import predict_outputs
 from fashionlens.taxonomy import CONFLICT_POLICIES, RARE_POLICIES, ConflictPolicy, EncodedLabels, RarePolicy, Taxonomy
 
@@ -97,7 +95,12 @@ class TaxonomyConfig:
 
 @dataclass
 class HierarchyConfig:
-    """How a hierarchy classifier is built and trained (YAML-loadable; see ``configs/``)."""
+    """How a hierarchy classifier is built and trained (YAML-loadable; see ``configs/``).
+
+    ``backbone.freeze`` says what stays frozen in ``finetune`` mode; ``features`` mode trains on frozen features.
+    """
+
+    migrate_legacy = staticmethod(fold_legacy_freeze)
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
@@ -107,7 +110,6 @@ class HierarchyConfig:
     beta: float = 0.7
     decoding: str = "consistent"
     mode: str = "features"
-    finetune_freeze: int = 2
     init_head: str | None = None
     train: TrainConfig = field(default_factory=_default_hierarchy_train)
 
@@ -152,22 +154,9 @@ def build_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) ->
                  "uncertainty" if config.loss_weighting == "uncertainty" else "sum")
 
 
-class HierarchyNet(nn.Module):
-    """Backbone + hierarchy head, for end-to-end fine-tuning."""
-
-    def __init__(self, backbone: nn.Module, head: HierarchyHead):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Head logits of the images' features."""
-        return self.head(self.backbone(images))
-
-
 def _head_of(model: nn.Module) -> HierarchyHead:
     model = unwrap(model)
-    head = model.head if isinstance(model, HierarchyNet) else model
+    head = model.head if isinstance(model, TaskNetwork) else model
     if not isinstance(head, HierarchyHead):
         raise ModelError(f"expected a hierarchy head, got {type(head).__name__}")
     return head
@@ -229,89 +218,63 @@ class HierarchyPredictions:
         return pd.DataFrame(columns)
 
 
-class HierarchyClassifier:
-    """A trained hierarchy classifier: taxonomy, head, and (lazily) the backbone that makes its features.
+@register_model
+class HierarchyClassifier(TaskModel[HierarchyPredictions]):
+    """A trained hierarchy classifier: taxonomy, head, and the backbone that makes its features (fine-tuned, or built
+    on first use).
 
-    Load one with :meth:`load`; predict with :meth:`predict` (a manifest) or :meth:`predict_paths` (image files).
+    Load one with :meth:`load` (or :func:`~fashionlens.tasks.registry.load_model`); predict with :meth:`predict` (a
+    manifest), :meth:`predict_paths` (image files) or :meth:`predict_features`.
     """
 
+    kind: ClassVar[str] = "hierarchy"
+    config_class: ClassVar[type] = HierarchyConfig
+    required_documents: ClassVar[tuple[str, ...]] = ("labels",)
+    config: HierarchyConfig
+    head: HierarchyHead
+
     def __init__(self, config: HierarchyConfig, taxonomy: Taxonomy, head: HierarchyHead,
-                 backbone: nn.Module | None = None, metrics_summary: dict[str, Any] | None = None):
+                 backbone: Backbone | None = None, metrics_summary: dict[str, Any] | None = None,
+                 weights_id: str | None = None):
         if head.level_sizes != taxonomy.sizes:
             raise ModelError(f"head predicts {head.level_sizes} classes per level, taxonomy has {taxonomy.sizes}")
-        self.config = config
+        super().__init__(config, head, backbone, weights_id, metrics_summary)
         self.taxonomy = taxonomy
-        self.head = head.eval()
-        self._backbone = backbone
-        self.metrics = metrics_summary or {}
 
     @property
-    def backbone(self) -> nn.Module:
-        """The image backbone (built lazily for feature-mode models, from the saved backbone settings)."""
-        if self._backbone is None:
-            self._backbone = build_backbone(self.config.backbone, freeze="all")
-        return self._backbone
+    def output_names(self) -> list[str]:
+        """``level:<level>`` per taxonomy level, top first."""
+        return [f"level:{level}" for level in self.taxonomy.levels]
 
-    def predict_features(self, features: np.ndarray) -> HierarchyPredictions:
-        """Paths and probabilities from pooled backbone features."""
-        return _predict(self.head, features, self.taxonomy, self.config.decoding)
+    def activate(self, raw_outputs: Any) -> dict[str, torch.Tensor]:
+        """Per-level class probabilities (the last level is the fused final prediction)."""
+        probabilities = self.head.level_probabilities(raw_outputs)
+        return dict(zip(self.output_names, probabilities, strict=True))
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
-                skip_bad_images: bool = False) -> HierarchyPredictions:
-        """Paths and probabilities for every row of ``manifest`` (features come through the shared cache).
+    def from_outputs(self, outputs: Mapping[str, np.ndarray], n_rows: int) -> HierarchyPredictions:
+        """Paths (decoded as ``config.decoding`` says) and per-level probabilities."""
+        return HierarchyPredictions.from_probabilities(self.taxonomy, [outputs[name] for name in self.output_names],
+                                                       self.config.decoding)
 
-        With ``skip_bad_images`` the probabilities of unreadable images are NaN instead of a :class:`DataError`.
-        """
-        features = frozen_features(manifest, self.config.backbone, backbone=self.backbone, device=device,
-                                   show_progress=show_progress, skip_bad_images=skip_bad_images)
-        return self.predict_features(features)
-
-    def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False) -> HierarchyPredictions:
-        """Paths and probabilities for image files."""
-        return self.predict(manifest_of_paths(paths), show_progress=show_progress)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model directory: ``config.json``, ``labels.json`` (taxonomy), ``model.pt``, ``metrics.json``."""
-        state: dict[str, Any] = {"head": self.head.state_dict()}
-        if self.config.mode == "finetune":
-            state["backbone"] = self.backbone.state_dict()
-        documents = {"config": to_dict(self.config), "labels": self.taxonomy.to_json(), "metrics": self.metrics}
-        return save_model_dir(path, state, documents)
+    def documents(self) -> dict[str, Any]:
+        """``labels.json``: the taxonomy."""
+        return {"labels": self.taxonomy.to_json()}
 
     @classmethod
-    def load(cls, path: str | Path) -> HierarchyClassifier:
-        """Load a model directory written by :meth:`save`."""
-        state, docs = read_model_dir(path, ["config", "labels"])
+    def from_saved(cls, path: Path, config: Any, state: Mapping[str, Any], documents: Mapping[str, Any],
+                   backbone: Backbone | None, weights_id: str | None) -> HierarchyClassifier:
+        """The classifier of a saved directory (see :meth:`TaskModel.load`)."""
         try:
-            config = from_dict(HierarchyConfig, docs["config"], where=f"{path}/config.json")
-            taxonomy = Taxonomy.from_json(docs["labels"])
+            taxonomy = Taxonomy.from_json(documents["labels"])
         except ConfigError as error:
             raise ModelError(f"{path}: {error}") from error
-        backbone = None
-        if config.mode == "finetune":
-            backbone = build_backbone(replace(config.backbone, pretrained=False), freeze="all")
-            backbone.load_state_dict(state["backbone"])
-            backbone.weights_id = state_fingerprint(backbone)
         head_state = state.get("head", {})
         if "stem.0.weight" not in head_state:
             raise ModelError(f"{path}/model.pt holds no hierarchy head weights")
-        head = build_head(config, taxonomy, _head_in_features(head_state))
-        try:
-            head.load_state_dict(head_state)
-        except RuntimeError as error:
-            raise ModelError(f"{path}/model.pt does not match labels.json/config.json: "
-                             f"{str(error).splitlines()[0]}") from error
-        metrics_file = Path(path) / "metrics.json"
-        summary = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-        return cls(config, taxonomy, head, backbone=backbone, metrics_summary=summary)
-
-
-def _predict(head: nn.Module, features: np.ndarray, taxonomy: Taxonomy, decoding: str) -> HierarchyPredictions:
-    rows = np.arange(len(features))
-    loader = tensor_loader([np.asarray(features, dtype=np.float32), rows], batch_size=1024, shuffle=False)
-    logits, _ = predict_outputs(head, loader, len(features), torch.device("cpu"))
-    probabilities = _head_of(head).level_probabilities({k: torch.as_tensor(v) for k, v in logits.items()})
-    return HierarchyPredictions.from_probabilities(taxonomy, [p.numpy() for p in probabilities], decoding)
+        head = load_head(build_head(config, taxonomy, _head_in_features(head_state)), state, path,
+                         "labels.json/config.json")
+        return cls(config, taxonomy, head, backbone=backbone,  # type: ignore[arg-type]
+                   metrics_summary=documents.get("metrics"), weights_id=weights_id)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -495,8 +458,10 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
     objective = HierarchyObjective(taxonomy, encoded.targets)
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
     device = resolve_device(config.train.device)
+    frozen: Backbone | None = None
     if config.mode != "finetune" and features is None:
-        features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+        frozen = build_backbone(config.backbone)  # kept by the classifier: its weights id is saved with the head
+        features = frozen_features(manifest, config.backbone, backbone=frozen, show_progress=show_progress)
     seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     if config.mode == "finetune":
         head, backbone, result = _train_finetune(manifest, config, taxonomy, objective, train_rows, val_rows,
@@ -515,7 +480,7 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
         trainer = Trainer(model, config.train, objective.loss, evaluate, run_dir=run_dir, console=console,
                           show_progress=show_progress)
         result = trainer.fit(loader)
-        classifier = HierarchyClassifier(config, taxonomy, _head_of(trainer.model.cpu()))
+        classifier = HierarchyClassifier(config, taxonomy, _head_of(trainer.model.cpu()), backbone=frozen)
         val_predictions = classifier.predict_features(features[val_rows])
     val_rows_manifest = manifest.subset(np.isin(np.arange(len(manifest)), val_rows))
     evaluation = evaluate_predictions(taxonomy, val_predictions, val_rows_manifest, "val")
@@ -566,14 +531,14 @@ def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) 
 
 def _train_finetune(manifest: Manifest, config: HierarchyConfig, taxonomy: Taxonomy, objective: HierarchyObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
-                    show_progress: bool) -> tuple[HierarchyHead, nn.Module, TrainResult]:
-    """Fine-tune backbone + head end to end on images (stem and first ``finetune_freeze`` stages frozen)."""
-    backbone = build_backbone(config.backbone, freeze=config.finetune_freeze)
+                    show_progress: bool) -> tuple[HierarchyHead, Backbone, TrainResult]:
+    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen)."""
+    backbone = build_backbone(config.backbone, finetune=True)
     head = build_head(config, taxonomy, backbone.num_features)
     if config.init_head is not None:
         head.load_state_dict(_probed_head(config, taxonomy, backbone.num_features).state_dict())
         console.print(f"fine-tuning from the head of {config.init_head} (linear probe, then fine-tune)")
-    net = HierarchyNet(backbone, head)
+    net = TaskNetwork(backbone, head)
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
                                     config.train.batch_size, True, workers, config.train.seed)
@@ -586,4 +551,4 @@ def _train_finetune(manifest: Manifest, config: HierarchyConfig, taxonomy: Taxon
     net = trainer.model.cpu().eval()  # type: ignore[assignment]
     backbone_out: Any = net.backbone
     backbone_out.weights_id = state_fingerprint(backbone_out)
-    return net.head, backbone_out, result
+    return _head_of(net), backbone_out, result

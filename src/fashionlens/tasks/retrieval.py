@@ -5,7 +5,7 @@ An :class:`Embedder` turns images into vectors: a pretrained backbone's pooled f
 The untrained baseline (:meth:`Embedder.untrained`) is the ImageNet features themselves. Training modes:
 
 * ``features`` -- only the head trains, on cached frozen features (CPU-friendly: minutes on 8k images);
-* ``finetune`` -- backbone (stem and first ``finetune_freeze`` stages frozen) and head train end to end on images
+* ``finetune`` -- backbone (stem and first ``backbone.freeze`` stages frozen) and head train end to end on images
   (for GPUs).
 
 Either way an image is cropped to its garment box when the manifest has one and resized to the network's square
@@ -26,9 +26,9 @@ the first K); ``precision@K`` is the mean fraction of relevant items in the top 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,6 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fashionlens.config import from_dict, to_dict
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.images import decode_image
 from fashionlens.data.records import CLASS_PREFIX, META_PREFIX, Manifest
@@ -48,19 +47,14 @@ from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, Mode
 from fashionlens.features import extract_features
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.metrics import relevance_matrix, retrieval_metrics
-from fashionlens.models.backbones import Backbone
-from fashionlens.models.embedding import EmbeddingHead, EmbeddingNet
+from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
+from fashionlens.models.embedding import EmbeddingHead
+from fashionlens.models.network import TaskNetwork
 from fashionlens.reports.retrieval_grid import save_results_grid
-from fashionlens.runtime import default_workers, resolve_device, seed_everything
-from fashionlens.tasks.common import (
-    BackboneConfig,
-    build_backbone,
-    frozen_features,
-    manifest_of_paths,
-    read_model_dir,
-    save_model_dir,
-    state_fingerprint,
-)
+from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
+from fashionlens.tasks.base import TaskModel, load_head
+from fashionlens.tasks.common import fold_legacy_freeze, frozen_features, manifest_of_paths, state_fingerprint
+from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
 
 MODES = ("features", "finetune")
@@ -91,9 +85,8 @@ class RetrievalConfig:
     """How an embedder is built and trained (YAML-loadable; see ``configs/retrieval_triplet.yaml``).
 
     Attributes:
-        backbone: Feature extractor.
+        backbone: Feature extractor; its ``freeze`` (default here: 5) is what stays frozen in ``finetune`` mode.
         mode: ``features`` or ``finetune`` (see the module docstring).
-        finetune_freeze: Stages kept frozen in ``finetune`` mode (see :meth:`Backbone.freeze`).
         dim: Embedding width; ``None``: no projection (the backbone features).
         hidden: Hidden width of a projection MLP; ``None``: a linear projection (on 5-8k frozen-feature training
             images the MLP overfitted and scored lower on val).
@@ -116,9 +109,10 @@ class RetrievalConfig:
         train: Optimisation settings; ``batch_size`` counts pairs (with their negatives) or, with a miner, rows.
     """
 
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    migrate_legacy = staticmethod(fold_legacy_freeze)
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(freeze=5))
     mode: str = "features"
-    finetune_freeze: int = 5
     dim: int | None = 256
     hidden: int | None = None
     normalize: bool = True
@@ -146,7 +140,8 @@ class RetrievalConfig:
             raise ConfigError(f"eval_k must be >= 1, got {self.eval_k}")
 
 
-class Embedder:
+@register_model
+class Embedder(TaskModel[np.ndarray]):
     """A trained (or untrained baseline) embedding model: images → vectors for a catalogue index.
 
     Args:
@@ -157,19 +152,22 @@ class Embedder:
         metrics_summary: Validation scores from training.
     """
 
+    kind: ClassVar[str] = "embedder"
+    config_class: ClassVar[type] = RetrievalConfig
+    required_documents: ClassVar[tuple[str, ...]] = ("embedder",)
+    config: RetrievalConfig
+    head: EmbeddingHead
+
     def __init__(self, config: RetrievalConfig, head: EmbeddingHead, weights_id: str,
                  backbone: Backbone | None = None, metrics_summary: Mapping[str, Any] | None = None):
-        self.config = config
-        self.head = head.eval()
-        self.weights_id = weights_id
-        self._backbone_module = backbone
-        self.metrics: dict[str, Any] = dict(metrics_summary or {})
+        super().__init__(config, head, backbone, weights_id, metrics_summary)
+        self.weights_id: str = weights_id
 
     @classmethod
     def untrained(cls, backbone: BackboneConfig | None = None, normalize: bool = True) -> Embedder:
         """The baseline: pretrained (ImageNet) pooled features, no projection, L2-normalised by default."""
         config = RetrievalConfig(backbone=backbone or BackboneConfig(), dim=None, normalize=normalize)
-        network = build_backbone(config.backbone, freeze="all")
+        network = build_backbone(config.backbone)
         return cls(config, EmbeddingHead(network.num_features, None, None, normalize), network.weights_id, network)
 
     @property
@@ -188,33 +186,30 @@ class Embedder:
         norm = "l2norm" if self.config.normalize else "raw"
         return f"{self.config.backbone.name}|{self.weights_id}|head-{state_fingerprint(self.head)}|{norm}"
 
-    def backbone(self) -> Backbone:
-        """The feature extractor (built on first use for ``features`` mode, and checked against ``weights_id``)."""
-        if self._backbone_module is None:
-            network = build_backbone(self.config.backbone, freeze="all")
-            if network.weights_id != self.weights_id:
-                raise ModelError(f"the embedder was trained on backbone weights {self.weights_id!r} but "
-                                 f"{self.config.backbone.name} now loads {network.weights_id!r}")
-            self._backbone_module = network
-        return self._backbone_module
+    @property
+    def output_names(self) -> list[str]:
+        """``embeddings``."""
+        return ["embeddings"]
 
-    @torch.no_grad()
-    def embed_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Embeddings ``(n, dim)`` of pooled backbone features ``(n, in_features)``."""
-        self.head.eval()
-        parts = [self.head(torch.as_tensor(features[i:i + batch_size])).numpy()
-                 for i in range(0, len(features), batch_size)]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), np.float32)
+    def activate(self, raw_outputs: Any) -> dict[str, torch.Tensor]:
+        """The head's output is the embedding (normalised by the head when the config says so)."""
+        return {"embeddings": raw_outputs.float()}
+
+    def from_outputs(self, outputs: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
+        """Embeddings ``(n_rows, dim)``."""
+        return np.asarray(outputs.get("embeddings", np.zeros((n_rows, self.dim), np.float32)), dtype=np.float32)
+
+    def embed_features(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings ``(n, dim)`` of pooled backbone features ``(n, in_features)`` (:meth:`predict_features`)."""
+        return self.predict_features(features)
 
     def embed(self, manifest: Manifest, show_progress: bool = False) -> np.ndarray:
-        """Embeddings ``(len(manifest), dim)`` of a manifest's images (box crops when boxes exist).
+        """Embeddings ``(len(manifest), dim)`` of a manifest's images (box crops when boxes exist; :meth:`predict`).
 
         Raises:
             DataError: Some images cannot be read (named).
         """
-        features = frozen_features(manifest, self.config.backbone, backbone=self.backbone(),
-                                   show_progress=show_progress)
-        return self.embed_features(features)
+        return self.predict(manifest, show_progress=show_progress)
 
     def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Embeddings of query photos, each first decoded so that a bad file is named with its problem.
@@ -227,45 +222,27 @@ class Embedder:
         """
         for path in paths:
             decode_image(path)
-        network: Any = self.backbone()  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
+        network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
         result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
                                   batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False)
         return self.embed_features(result.vectors)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model directory: ``model.pt`` (head, and backbone when fine-tuned) and JSON documents."""
-        state: dict[str, Any] = {"head": self.head.state_dict()}
-        if self.config.mode == "finetune" and self._backbone_module is not None:
-            state["backbone"] = self._backbone_module.state_dict()
-        identity = {"model_id": self.model_id, "weights_id": self.weights_id, "in_features": self.head.in_features,
-                    "dim": self.dim, "metric": self.metric}
-        return save_model_dir(path, state, {"config": to_dict(self.config), "embedder": identity,
-                                            "metrics": self.metrics})
+    def documents(self) -> dict[str, Any]:
+        """``embedder.json``: model id, weights id, widths and index metric (what a catalogue index checks)."""
+        return {"embedder": {"model_id": self.model_id, "weights_id": self.weights_id,
+                             "in_features": self.head.in_features, "dim": self.dim, "metric": self.metric}}
 
     @classmethod
-    def load(cls, path: str | Path) -> Embedder:
-        """Load a directory written by :meth:`save`.
-
-        Raises:
-            ModelError: Missing or inconsistent files.
-        """
-        state, docs = read_model_dir(path, ["config", "embedder"], optional_json=["metrics"])
-        try:
-            config = from_dict(RetrievalConfig, docs["config"], where=f"{path}/config.json")
-        except ConfigError as error:
-            raise ModelError(str(error)) from error
-        identity = docs["embedder"]
+    def from_saved(cls, path: Path, config: Any, state: Mapping[str, Any], documents: Mapping[str, Any],
+                   backbone: Backbone | None, weights_id: str | None) -> Embedder:
+        """The embedder of a saved directory (see :meth:`TaskModel.load`); its model id must match
+        ``embedder.json``."""
+        identity = documents["embedder"]
+        if not isinstance(identity, dict) or not {"in_features", "weights_id", "model_id"} <= set(identity):
+            raise ModelError(f"{path}/embedder.json must hold in_features, weights_id and model_id")
         head = EmbeddingHead(int(identity["in_features"]), config.dim, config.hidden, config.normalize)
-        try:
-            head.load_state_dict(state["head"])
-        except (RuntimeError, KeyError) as error:
-            raise ModelError(f"{path}/model.pt does not match config.json: {str(error).splitlines()[0]}") from error
-        backbone = None
-        if "backbone" in state:
-            backbone = build_backbone(replace(config.backbone, pretrained=False), freeze="all")
-            backbone.load_state_dict(state["backbone"])
-            backbone.weights_id = state_fingerprint(backbone)
-        embedder = cls(config, head, str(identity["weights_id"]), backbone, docs.get("metrics"))
+        load_head(head, state, path, "config.json")
+        embedder = cls(config, head, str(identity["weights_id"]), backbone, documents.get("metrics"))
         if embedder.model_id != identity["model_id"]:
             raise ModelError(f"{path}/model.pt does not produce model id {identity['model_id']!r} recorded in "
                              f"embedder.json (got {embedder.model_id!r}); the directory was modified")
@@ -433,15 +410,16 @@ class _Setup:
 def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.ndarray | None, val_rows: np.ndarray,
                     device: torch.device, show_progress: bool) -> _Setup:
     """``features`` mode: the head alone, on cached frozen features."""
-    network = build_backbone(config.backbone, freeze="all")
+    network = build_backbone(config.backbone)
     if features is None:
         features = frozen_features(manifest, config.backbone, backbone=network, show_progress=show_progress)
     if len(features) != len(manifest):
         raise DataError(f"{len(features)} feature rows given for {len(manifest)} manifest rows")
-    val_inputs = torch.as_tensor(features[val_rows]).to(device)
+    val_inputs = torch.as_tensor(features[val_rows])
 
     def embed_val(model: nn.Module) -> np.ndarray:
-        return np.asarray(model(val_inputs).float().cpu().numpy())
+        return forward_batches(model, [(val_inputs, np.arange(len(val_rows)))], len(val_rows), device)[0][
+            SINGLE_OUTPUT]
 
     seed_everything(config.train.seed)  # the head's initial weights repeat, whether or not features were cached
     head = EmbeddingHead(features.shape[1], config.dim, config.hidden, config.normalize)
@@ -452,8 +430,8 @@ def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.nd
                     device: torch.device) -> _Setup:
     """``finetune`` mode: backbone (first stages frozen) and head on augmented images; val re-embedded each epoch."""
     seed_everything(config.train.seed)
-    network = build_backbone(config.backbone, freeze=config.finetune_freeze)
-    model = EmbeddingNet(network, EmbeddingHead(network.num_features, config.dim, config.hidden, config.normalize))
+    network = build_backbone(config.backbone, finetune=True)
+    model = TaskNetwork(network, EmbeddingHead(network.num_features, config.dim, config.hidden, config.normalize))
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     val_set = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
                                    eval_transform(network.preprocess))
@@ -461,7 +439,7 @@ def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.nd
                             collate_fn=collate_skipping)
 
     def embed_val(net: nn.Module) -> np.ndarray:
-        return np.concatenate([net(images.to(device)).float().cpu().numpy() for images, _ in val_loader])
+        return forward_batches(net, val_loader, len(val_set), device)[0][SINGLE_OUTPUT]
 
     return _Setup(model, _ImageBatches(manifest, train_transform(network.preprocess)), workers, embed_val,
                   network.weights_id)
@@ -516,10 +494,10 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     summary = {**{k: v for k, v in best.items() if k.startswith("val_")}, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "seconds": result.seconds}
-    if isinstance(trained, EmbeddingNet):
+    if isinstance(trained, TaskNetwork):
         backbone: Backbone = trained.backbone  # type: ignore[assignment]
         backbone.weights_id = state_fingerprint(backbone)
-        embedder = Embedder(config, trained.head, backbone.weights_id, backbone, summary)
+        embedder = Embedder(config, trained.head, backbone.weights_id, backbone, summary)  # type: ignore[arg-type]
     else:
         embedder = Embedder(config, trained, setup.weights_id, None, summary)  # type: ignore[arg-type]
     if out_dir:

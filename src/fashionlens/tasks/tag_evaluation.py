@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.registry import KIND_KEY, check_kind, load_model, register_model
 from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, threshold_set, tune_thresholds
 from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
 
@@ -157,12 +158,15 @@ def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequenc
     return report
 
 
+@register_model
 class TaggerEnsemble:
     """Probability-level ensemble: a (weighted) mean of members' probabilities, then its own threshold sets.
 
     Like :class:`Tagger`, it keeps one threshold set per β (:meth:`fit_thresholds` tunes F1 and the asked β) and
     decides with F1 by default.
     """
+
+    kind: ClassVar[str] = "ensemble"
 
     def __init__(self, members: Sequence[Tagger], weights: Sequence[float] | None = None,
                  thresholds: np.ndarray | None = None, member_dirs: Sequence[str] = (),
@@ -231,7 +235,8 @@ class TaggerEnsemble:
         :meth:`fit_thresholds`, as a tagger's ``thresholds.json`` holds its ``config.beta`` set) and every set."""
         sets = {f"{b:g}": dict(zip(self.labels.tags, map(float, v), strict=True))
                 for b, v in sorted(self.threshold_sets.items())}
-        documents = {"ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
+        documents = {"config": {KIND_KEY: self.kind},
+                     "ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
                      "labels": self.labels.to_json(),
                      "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds_for(self.tuned_beta)),
                                             strict=True)),
@@ -241,6 +246,7 @@ class TaggerEnsemble:
     @classmethod
     def load(cls, path: str | Path) -> TaggerEnsemble:
         """Load an ensemble directory and its members."""
+        check_kind(path, cls.kind)  # ensembles of earlier versions have no config.json: they load too
         _, docs = read_model_dir(path, ["ensemble", "labels", "thresholds"], optional_json=["threshold_sets"])
         members = [Tagger.load(d) for d in docs["ensemble"]["members"]]
         labels = LabelSpace.from_json(docs["labels"])
@@ -254,8 +260,13 @@ class TaggerEnsemble:
 
 
 def load_tagger(path: str | Path) -> Tagger | TaggerEnsemble:
-    """Load a tagger or an ensemble directory."""
-    return TaggerEnsemble.load(path) if (Path(path) / "ensemble.json").is_file() else Tagger.load(path)
+    """Load a tagger or an ensemble directory (:func:`~fashionlens.tasks.registry.load_model`, typed).
+
+    Raises:
+        ModelError: The directory holds no model, a model of no or an unknown kind, or one of another kind.
+    """
+    model: Tagger | TaggerEnsemble = load_model(path, kinds=(Tagger.kind, TaggerEnsemble.kind))
+    return model
 
 
 def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions: Predictions,

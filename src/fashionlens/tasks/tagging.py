@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,20 +34,20 @@ from fashionlens.data.transforms import eval_transform, train_transform
 from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.losses import DEFAULT_MAX_WEIGHT, importance_vector, label_weights, masked_bce, masked_cross_entropy
+from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
 from fashionlens.models.heads import TaggingHead
-from fashionlens.runtime import default_workers, resolve_device, seed_everything
+from fashionlens.models.network import TaskNetwork
+from fashionlens.runtime import default_workers, forward_batches, resolve_device, seed_everything
+from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import (
-    BackboneConfig,
-    build_backbone,
+    fold_legacy_freeze,
     frozen_features,
     image_row_loader,
-    manifest_of_paths,
-    read_model_dir,
-    save_model_dir,
     state_fingerprint,
     tensor_loader,
 )
 from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.registry import register_model
 from fashionlens.thresholds import AVERAGES, apply_thresholds, select_thresholds
 
 MODES = ("features", "finetune", "per_label")
@@ -102,7 +102,12 @@ def _default_tagging_train() -> TrainConfig:
 
 @dataclass
 class TaggingConfig:
-    """How a tagger is built and trained (YAML-loadable; see ``configs/`` for examples)."""
+    """How a tagger is built and trained (YAML-loadable; see ``configs/`` for examples).
+
+    ``backbone.freeze`` says what stays frozen in ``finetune`` mode; the other modes train on frozen features.
+    """
+
+    migrate_legacy = staticmethod(fold_legacy_freeze)
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     tags: list[str] | None = None
@@ -116,7 +121,6 @@ class TaggingConfig:
     hidden: int = 1024
     dropout: float = 0.5
     mode: str = "features"
-    finetune_freeze: int = 2
     beta: float = 2.0
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     positive_names: dict[str, str] = field(default_factory=dict)
@@ -159,19 +163,6 @@ class Predictions:
     def subset(self, rows: np.ndarray) -> Predictions:
         """The predictions of ``rows`` (indices or a boolean mask)."""
         return Predictions(self.tags[rows], {head: probs[rows] for head, probs in self.heads.items()})
-
-
-class TaggingNet(nn.Module):
-    """Backbone + tagging head, for end-to-end fine-tuning and image-level inference."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per output (see :class:`TaggingHead`)."""
-        return self.head(self.backbone(images))
 
 
 class PerLabelHeads(nn.Module):
@@ -277,35 +268,37 @@ class TaggingObjective:
         return self.loss_from_outputs(model(inputs.to(device)), rows)
 
 
-@torch.no_grad()
 def predict_outputs(model: nn.Module, loader: DataLoader[Any] | Sequence[Any], n_rows: int,
                     device: torch.device) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Run ``model`` over ``(inputs, rows)`` batches; returns logits per output aligned to rows, and the rows seen."""
+    """Raw outputs (logits) per output name of ``model`` in eval mode over ``(inputs, rows)`` batches, aligned to
+    rows, and the rows seen (:func:`~fashionlens.runtime.forward_batches`)."""
     model.eval()
-    collected: dict[str, np.ndarray] = {}
-    seen: list[int] = []
-    for inputs, rows in loader:
-        if len(rows) == 0:
-            continue
-        outputs = model(inputs.to(device))
-        for name, value in outputs.items():
-            if name not in collected:
-                collected[name] = np.full((n_rows, value.shape[1]), np.nan, dtype=np.float32)
-            collected[name][rows.numpy()] = value.float().cpu().numpy()
-        seen += rows.tolist()
-    return collected, seen
+    return forward_batches(model, loader, n_rows, device)
+
+
+def tagging_activation(raw_outputs: Mapping[str, torch.Tensor], heads: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Tagging logits → probabilities: ``tags`` through a sigmoid, each head's logits through a softmax as
+    ``class:<head>``."""
+    out: dict[str, torch.Tensor] = {}
+    if "tags" in raw_outputs:
+        out["tags"] = torch.sigmoid(raw_outputs["tags"].float())
+    for head in heads:
+        out[f"class:{head}"] = torch.softmax(raw_outputs[head].float(), dim=1)
+    return out
+
+
+def _as_predictions(outputs: Mapping[str, np.ndarray], labels: LabelSpace, n_rows: int) -> Predictions:
+    """:class:`Predictions` of activated outputs (see :func:`tagging_activation`)."""
+    tags = outputs.get("tags", np.zeros((n_rows, len(labels.tags)), dtype=np.float32))
+    return Predictions(tags=np.asarray(tags, dtype=np.float32),
+                       heads={head: np.asarray(outputs[f"class:{head}"], dtype=np.float32) for head in labels.heads})
 
 
 def logits_to_predictions(logits: Mapping[str, np.ndarray], labels: LabelSpace, n_rows: int) -> Predictions:
-    """Sigmoid for tags, softmax for heads."""
-    tags = logits.get("tags", np.zeros((n_rows, len(labels.tags)), dtype=np.float32))
-    tag_probs = 1.0 / (1.0 + np.exp(-tags))
-    heads = {}
-    for head in labels.heads:
-        values = logits[head]
-        shifted = np.exp(values - values.max(axis=1, keepdims=True))
-        heads[head] = shifted / shifted.sum(axis=1, keepdims=True)
-    return Predictions(tags=tag_probs.astype(np.float32), heads=heads)
+    """Sigmoid for tags, softmax for heads (:func:`tagging_activation` on NumPy logits)."""
+    probabilities = tagging_activation({name: torch.as_tensor(value) for name, value in logits.items()},
+                                       list(labels.heads))
+    return _as_predictions({name: value.numpy() for name, value in probabilities.items()}, labels, n_rows)
 
 
 def validation_metrics(predictions: Predictions, tag_targets: np.ndarray, head_targets: Mapping[str, np.ndarray],
@@ -328,11 +321,13 @@ def validation_metrics(predictions: Predictions, tag_targets: np.ndarray, head_t
     return out
 
 
-class Tagger:
+@register_model
+class Tagger(TaskModel[Predictions]):
     """A trained tagger: label space, threshold sets, and the network from images to probabilities.
 
-    Load one with :meth:`load`; predict with :meth:`predict` (a manifest) or :meth:`predict_paths` (image files);
-    turn probabilities into tags with :meth:`decide`, which uses the F1 threshold set unless told another β.
+    Load one with :meth:`load` (or :func:`~fashionlens.tasks.registry.load_model`); predict with :meth:`predict` (a
+    manifest), :meth:`predict_paths` (image files) or :meth:`predict_features`; turn probabilities into tags with
+    :meth:`decide`, which uses the F1 threshold set unless told another β.
 
     Args:
         config: The training config (``config.beta`` names the paper-evaluation set).
@@ -342,22 +337,26 @@ class Tagger:
         backbone: The fine-tuned backbone (``None``: built from ``config.backbone`` when needed).
         metrics_summary: Training figures saved with the model.
         threshold_sets: Further sets by β (e.g. ``{1.0: ...}``).
+        weights_id: Identity of the backbone weights the head expects (``None``: the backbone's, or unchecked).
     """
 
+    kind: ClassVar[str] = "tagger"
+    config_class: ClassVar[type] = TaggingConfig
+    required_documents: ClassVar[tuple[str, ...]] = ("labels", "thresholds")
+    optional_documents: ClassVar[tuple[str, ...]] = ("threshold_sets",)
+    config: TaggingConfig
+
     def __init__(self, config: TaggingConfig, labels: LabelSpace, head: nn.Module, thresholds: np.ndarray,
-                 backbone: nn.Module | None = None, metrics_summary: dict[str, Any] | None = None,
-                 threshold_sets: Mapping[float, np.ndarray] | None = None):
-        self.config = config
+                 backbone: Backbone | None = None, metrics_summary: dict[str, Any] | None = None,
+                 threshold_sets: Mapping[float, np.ndarray] | None = None, weights_id: str | None = None):
+        super().__init__(config, head, backbone, weights_id, metrics_summary)
         self.labels = labels
-        self.head = head.eval()
         self.threshold_sets: dict[float, np.ndarray] = {}
         for beta, values in {**(threshold_sets or {}), config.beta: thresholds}.items():
             array = np.asarray(values, dtype=np.float32)
             if array.shape != (len(labels.tags),):
                 raise ModelError(f"tagger has {array.size} F{beta:g} thresholds for {len(labels.tags)} labels")
             self.threshold_sets[float(beta)] = array
-        self._backbone = backbone
-        self.metrics = metrics_summary or {}
 
     @property
     def decision_beta(self) -> float:
@@ -383,65 +382,36 @@ class Tagger:
         return [self.config.positive_names.get(tag, tag) for tag in self.labels.tags]
 
     @property
-    def backbone(self) -> nn.Module:
-        """The image backbone (built lazily for feature-mode taggers, from the saved backbone settings)."""
-        if self._backbone is None:
-            self._backbone = build_backbone(self.config.backbone, freeze="all")
-        return self._backbone
+    def output_names(self) -> list[str]:
+        """``tags`` (when the model has tags), then ``class:<head>`` per multi-class head."""
+        return (["tags"] if self.labels.tags else []) + [f"class:{head}" for head in self.labels.heads]
 
-    def predict_features(self, features: np.ndarray) -> Predictions:
-        """Probabilities from pooled backbone features."""
-        rows = np.arange(len(features))
-        loader = tensor_loader([features.astype(np.float32), rows], batch_size=1024, shuffle=False)
-        logits, _ = predict_outputs(self.head, loader, len(features), torch.device("cpu"))
-        return logits_to_predictions(logits, self.labels, len(features))
+    def activate(self, raw_outputs: Any) -> dict[str, torch.Tensor]:
+        """Tag probabilities (sigmoid) and each head's class probabilities (softmax)."""
+        return tagging_activation(raw_outputs, list(self.labels.heads))
 
-    def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
-                skip_bad_images: bool = False) -> Predictions:
-        """Probabilities for every row of ``manifest`` (features come through the shared cache).
-
-        With ``skip_bad_images`` the rows of unreadable images are NaN instead of a :class:`DataError`.
-        """
-        features = frozen_features(manifest, self.config.backbone, backbone=self.backbone, device=device,
-                                   show_progress=show_progress, skip_bad_images=skip_bad_images)
-        return self.predict_features(features)
-
-    def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False) -> Predictions:
-        """Probabilities for image files."""
-        return self.predict(manifest_of_paths(paths), show_progress=show_progress)
+    def from_outputs(self, outputs: Mapping[str, np.ndarray], n_rows: int) -> Predictions:
+        """:class:`Predictions` of activated outputs."""
+        return _as_predictions(outputs, self.labels, n_rows)
 
     def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray:
         """Boolean tag decisions with the threshold set tuned for F-beta (default: :attr:`decision_beta`)."""
         return apply_thresholds(predictions.tags, self.thresholds_for(beta))
 
-    def save(self, path: str | Path, extra_json: Mapping[str, Any] | None = None) -> Path:
-        """Write the model directory (weights, labels, thresholds, threshold sets, config, metrics).
-
-        ``thresholds.json`` holds the ``config.beta`` set as ``{label: threshold}``; ``threshold_sets.json`` holds
-        every set as ``{"<beta>": {label: threshold}}``.
-        """
-        state: dict[str, Any] = {"head": self.head.state_dict()}
-        if self.config.mode == "finetune":
-            state["backbone"] = self.backbone.state_dict()
+    def documents(self) -> dict[str, Any]:
+        """``labels.json``; ``thresholds.json``, the ``config.beta`` set as ``{label: threshold}``; and
+        ``threshold_sets.json``, every set as ``{"<beta>": {label: threshold}}``."""
         sets = {f"{beta:g}": dict(zip(self.labels.tags, map(float, values), strict=True))
                 for beta, values in sorted(self.threshold_sets.items())}
-        documents = {"config": to_dict(self.config), "labels": self.labels.to_json(),
-                     "thresholds": sets[f"{self.config.beta:g}"], "threshold_sets": sets,
-                     "metrics": self.metrics, **(extra_json or {})}
-        return save_model_dir(path, state, documents)
+        return {"labels": self.labels.to_json(), "thresholds": sets[f"{self.config.beta:g}"], "threshold_sets": sets}
 
     @classmethod
-    def load(cls, path: str | Path) -> Tagger:
-        """Load a model directory written by :meth:`save` (no training config needed)."""
-        state, docs = read_model_dir(path, ["config", "labels", "thresholds"],
-                                     optional_json=["metrics", "threshold_sets"])
-        try:
-            config = from_dict(TaggingConfig, docs["config"], where=f"{path}/config.json")
-        except ConfigError as error:
-            raise ModelError(str(error)) from error
-        labels = LabelSpace.from_json(docs["labels"])
-        thresholds = threshold_array(docs["thresholds"], labels, f"{path}/thresholds.json")
-        sets_doc = docs.get("threshold_sets") or {}
+    def from_saved(cls, path: Path, config: Any, state: Mapping[str, Any], documents: Mapping[str, Any],
+                   backbone: Backbone | None, weights_id: str | None) -> Tagger:
+        """The tagger of a saved directory (see :meth:`TaskModel.load`)."""
+        labels = LabelSpace.from_json(documents["labels"])
+        thresholds = threshold_array(documents["thresholds"], labels, f"{path}/thresholds.json")
+        sets_doc = documents.get("threshold_sets") or {}
         if not isinstance(sets_doc, dict):
             raise ModelError(f"{path}/threshold_sets.json must map beta to {{label: threshold}}")
         try:
@@ -449,21 +419,15 @@ class Tagger:
                     for beta, doc in sets_doc.items()}
         except ValueError as error:
             raise ModelError(f"{path}/threshold_sets.json has a key that is not a beta: {error}") from error
-        backbone = None
-        if config.mode == "finetune":
-            backbone = build_backbone(replace(config.backbone, pretrained=False), freeze="all")
-            backbone.load_state_dict(state["backbone"])
-            backbone.weights_id = state_fingerprint(backbone)
-        in_features = backbone.num_features if backbone is not None else _head_in_features(state["head"])
-        snapshots = len({k.split(".")[1] for k in state["head"] if k.startswith("snapshots.")}) or 1
-        head = _build_head(config, labels, in_features, snapshots)
-        try:
-            head.load_state_dict(state["head"])
-        except RuntimeError as error:
-            raise ModelError(f"{path}/model.pt does not match labels.json/config.json: "
-                             f"{str(error).splitlines()[0]}") from error
-        return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=docs.get("metrics"),
-                   threshold_sets=sets)
+        head_state = state.get("head", {})
+        if not any(key.endswith("hidden.0.weight") for key in head_state):
+            raise ModelError(f"{path}/model.pt holds no tagging head weights")
+        in_features = backbone.num_features if backbone is not None else _head_in_features(head_state)
+        snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")}) or 1
+        head = load_head(_build_head(config, labels, in_features, snapshots), state, path,
+                         "labels.json/config.json")
+        return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=documents.get("metrics"),
+                   threshold_sets=sets, weights_id=weights_id)
 
 
 def threshold_set(sets: Mapping[float, np.ndarray], beta: float | None, default: np.ndarray,
@@ -576,9 +540,10 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
             console.print(f"[yellow]warning: no training positives for {no_pos}")
     objective = TaggingObjective.from_config(config, labels, tag_targets, head_targets, train_rows)
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
-    backbone = None
+    backbone: Backbone | None = None
     if config.mode != "finetune" and features is None:
-        features = frozen_features(manifest, config.backbone, show_progress=show_progress)
+        backbone = build_backbone(config.backbone)  # kept by the tagger: its weights id is saved with the head
+        features = frozen_features(manifest, config.backbone, backbone=backbone, show_progress=show_progress)
     seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     best_epoch = config.train.epochs
     if config.mode == "finetune":
@@ -802,11 +767,11 @@ def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelS
 
 def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
-                    show_progress: bool) -> tuple[nn.Module, nn.Module]:
-    """Fine-tune backbone + head end to end on images (first ``finetune_freeze`` stages frozen)."""
-    backbone = build_backbone(config.backbone, freeze=config.finetune_freeze)
+                    show_progress: bool) -> tuple[nn.Module, Backbone]:
+    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen)."""
+    backbone = build_backbone(config.backbone, finetune=True)
     head = _build_head(config, labels, backbone.num_features)
-    net = TaggingNet(backbone, head)
+    net = TaskNetwork(backbone, head)
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
                                     config.train.batch_size, True, workers, config.train.seed)
@@ -818,4 +783,4 @@ def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpac
     trained = _fit(net, objective.loss, evaluate, train_loader, config.train, run_dir, console, show_progress)[0]
     backbone_out: Any = net.backbone
     backbone_out.weights_id = state_fingerprint(backbone_out)
-    return trained.head if isinstance(trained, TaggingNet) else head, backbone_out
+    return trained.head if isinstance(trained, TaskNetwork) else head, backbone_out
