@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
-from fashionlens.export import EmbedderGraph, OnnxModel, TaggerGraph, export_onnx
+from fashionlens.export import OnnxModel, export_onnx
 from fashionlens.models import create_backbone
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
@@ -49,8 +49,8 @@ def build_models(folder: Path, data: Path, backbone_name: str) -> dict[str, tupl
     retrieval.backbone.name = backbone_name
     embedding_head = EmbeddingHead(backbone.num_features, retrieval.dim, retrieval.hidden, retrieval.normalize)
     Embedder(retrieval, embedding_head, backbone.weights_id).save(folder / "embedder")
-    tagger_graph = TaggerGraph(backbone, head.eval(), True, list(labels.heads)).eval()
-    embedder_graph = EmbedderGraph(backbone, embedding_head.eval()).eval()
+    tagger_graph = Tagger.load(folder / "tagger").inference_graph()
+    embedder_graph = Embedder.load(folder / "embedder").inference_graph()
     export_onnx(folder / "tagger", folder / "tagger.onnx")
     export_onnx(folder / "embedder", folder / "embedder.onnx")
     return {"tagger": (folder / "tagger.onnx", tagger_graph), "embedder": (folder / "embedder.onnx", embedder_graph)}

@@ -1,4 +1,4 @@
-"""ONNX export of taggers and embedders, and a small onnxruntime runner for the exported files.
+"""ONNX export of taggers, hierarchy classifiers and embedders, and a small onnxruntime runner for the exported files.
 
 A saved model directory holds only what training produced: a feature-mode tagger keeps its head and the *name* of
 the frozen backbone, not the backbone's weights. :func:`export_onnx` joins the two into one graph, images in,
@@ -6,13 +6,18 @@ probabilities (or embeddings) out, with a dynamic batch axis, so the file can be
 
 Everything a server needs besides the graph is recorded in the ONNX ``metadata_props`` (JSON-encoded values):
 
-* ``kind`` (``tagger`` / ``embedder``), ``fashionlens_version``, ``source_model``, ``backbone``, ``weights_id``;
+* ``kind`` (``tagger`` / ``hierarchy`` / ``embedder``), ``fashionlens_version``, ``source_model``, ``backbone``,
+  ``weights_id``, ``mode``;
 * ``preprocessing``: the input size, mean and std of the backbone's :class:`~fashionlens.models.backbones.Preprocess`
   and the resize / crop that fashionlens' own :func:`~fashionlens.data.transforms.eval_transform` applies to them
   (read off the transform object, so the record cannot drift from what the PyTorch model was fed);
 * ``input_name``, ``outputs`` (names in graph order), ``labels`` (tags and each head's classes) and ``thresholds``
-  (taggers), or ``model_id``, ``metric``, ``normalize`` and ``dim`` (embedders; a catalogue index built by the
+  (taggers), ``levels``, ``classes`` and ``decoding`` (hierarchy classifiers: the outputs are each level's
+  probabilities), or ``model_id``, ``metric``, ``normalize`` and ``dim`` (embedders; a catalogue index built by the
   PyTorch embedder records the same ``model_id``).
+
+The graph is the model's own :meth:`~fashionlens.tasks.base.TaskModel.inference_graph` (backbone, head and output
+activation), so the export and the PyTorch model cannot compute different things.
 
 :class:`OnnxModel` reads that metadata back and prepares PIL images with the recorded preprocessing through the
 project's transforms; :func:`verify_export` compares it, end to end on image files, with the PyTorch model's own
@@ -25,14 +30,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import pandas as pd
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -42,21 +46,17 @@ from fashionlens.data.images import DECODE_MAX_SIDE, decode_for_model
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import ModelError
+from fashionlens.features import extract_features
 from fashionlens.io import atomic_path
-from fashionlens.models.backbones import Backbone, Preprocess
+from fashionlens.models.backbones import Preprocess
 from fashionlens.runtime import forward_batches
-from fashionlens.runtime.compiled import OnnxForward, export_graph
+from fashionlens.runtime.compiled import INPUT_NAME, ONNX_OPSET, OnnxForward, export_graph
+from fashionlens.tasks.common import manifest_of_paths
+from fashionlens.tasks.registry import load_model
+from fashionlens.tasks.registry import model_kind as recorded_kind
 
-if TYPE_CHECKING:
-    from fashionlens.tasks.retrieval import Embedder
-    from fashionlens.tasks.tagging import Tagger
-
-KINDS = ("tagger", "embedder")
-OPSET = 17
-INPUT_NAME = "images"
-TAGS_OUTPUT = "tags"
-EMBEDDINGS_OUTPUT = "embeddings"
-CLASS_OUTPUT_PREFIX = "class:"
+KINDS = ("tagger", "hierarchy", "embedder")
+OPSET = ONNX_OPSET
 DEFAULT_ATOL = 1e-4
 """Largest absolute difference from PyTorch that :func:`export_onnx` accepts when verifying: float32 kernels of the
 two runtimes sum in different orders, which moves probabilities and unit-length embeddings by about 1e-6."""
@@ -84,60 +84,21 @@ class ExportResult:
 
 # ---------------------------------------------------------------------------------------------------------- kinds
 def model_kind(model_dir: str | Path) -> str:
-    """Which exportable model a directory holds, from its files: ``tagger`` or ``embedder``.
+    """Which exportable model a directory holds (its recorded kind): ``tagger``, ``hierarchy`` or ``embedder``.
 
     Raises:
-        ModelError: Not a directory, a tagger ensemble, or neither kind (the directory is named).
+        ModelError: Not a model directory (see :func:`fashionlens.tasks.registry.model_kind`), or a tagger ensemble.
     """
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise ModelError(f"model directory not found: {path}")
-    if (path / "ensemble.json").is_file():
-        raise ModelError(f"{path} is a tagger ensemble, which has no single network to export; export its members")
-    if (path / "embedder.json").is_file():
-        return "embedder"
-    if (path / "thresholds.json").is_file() and (path / "labels.json").is_file():
-        return "tagger"
-    raise ModelError(f"{path} is not a tagger (labels.json + thresholds.json) or embedder (embedder.json) model "
-                     f"directory; only those can be exported to ONNX")
+    kind = recorded_kind(model_dir)
+    if kind not in KINDS:
+        raise ModelError(f"{model_dir} is a tagger {kind}, which has no single network to export; export its "
+                         f"members" if kind == "ensemble" else f"{model_dir} holds a {kind}, which cannot be exported")
+    return kind
 
 
-# ---------------------------------------------------------------------------------------------------------- graphs
-class TaggerGraph(nn.Module):
-    """Backbone + tagging head with the output activations: images → tag sigmoids, then each head's softmax.
-
-    Returns a tuple rather than a dict because ONNX outputs are positional; :attr:`output_names` names them.
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, tags: bool, heads: Sequence[str]):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.has_tags = tags
-        self.head_names = list(heads)
-        self.output_names = ([TAGS_OUTPUT] if tags else []) + [CLASS_OUTPUT_PREFIX + h for h in self.head_names]
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Probabilities per output of :attr:`output_names`."""
-        logits = self.head(self.backbone(images))
-        outputs = [torch.sigmoid(logits[TAGS_OUTPUT])] if self.has_tags else []
-        outputs += [torch.softmax(logits[name], dim=1) for name in self.head_names]
-        return tuple(outputs)
-
-
-class EmbedderGraph(nn.Module):
-    """Backbone + embedding head (its L2 normalisation included): images → embeddings."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.output_names = [EMBEDDINGS_OUTPUT]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(B, dim)``."""
-        embeddings: torch.Tensor = self.head(self.backbone(images))
-        return embeddings
+def _load(model_dir: Path) -> Any:
+    model_kind(model_dir)
+    return load_model(model_dir, kinds=KINDS)
 
 
 def preprocessing_record(preprocess: Preprocess) -> dict[str, Any]:
@@ -167,37 +128,19 @@ def preprocessing_record(preprocess: Preprocess) -> dict[str, Any]:
     }
 
 
-def _tagger_export(model_dir: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
-    from fashionlens.tasks.tagging import Tagger
-
-    tagger = Tagger.load(model_dir)
-    backbone: Backbone = tagger.backbone  # type: ignore[assignment]
-    graph = TaggerGraph(backbone, tagger.head, bool(tagger.labels.tags), list(tagger.labels.heads))
-    metadata = {
-        "backbone": tagger.config.backbone.name,
-        "weights_id": getattr(backbone, "weights_id", ""),
-        "labels": {"tags": tagger.labels.tags, "heads": tagger.labels.heads},
-        "thresholds": dict(zip(tagger.labels.tags, map(float, tagger.thresholds), strict=True)),
-        "mode": tagger.config.mode,
-    }
-    return graph, backbone.preprocess, metadata
-
-
-def _embedder_export(model_dir: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
-    from fashionlens.tasks.retrieval import Embedder
-
-    embedder = Embedder.load(model_dir)
-    backbone = embedder.backbone
-    metadata = {
-        "backbone": embedder.config.backbone.name,
-        "weights_id": embedder.weights_id,
-        "model_id": embedder.model_id,
-        "metric": embedder.metric,
-        "normalize": embedder.config.normalize,
-        "dim": embedder.dim,
-        "mode": embedder.config.mode,
-    }
-    return EmbedderGraph(backbone, embedder.head), backbone.preprocess, metadata
+def _metadata(kind: str, model: Any) -> dict[str, Any]:
+    """What a server needs to know about the model besides the graph (see the module docstring)."""
+    common = {"backbone": model.config.backbone.name, "weights_id": model.backbone.weights_id,
+              "mode": model.config.mode}
+    if kind == "tagger":
+        return {**common, "labels": {"tags": model.labels.tags, "heads": model.labels.heads},
+                "thresholds": dict(zip(model.labels.tags, map(float, model.thresholds), strict=True))}
+    if kind == "hierarchy":
+        taxonomy = model.taxonomy
+        return {**common, "levels": list(taxonomy.levels), "classes": [list(c) for c in taxonomy.classes],
+                "decoding": model.config.decoding}
+    return {**common, "model_id": model.model_id, "metric": model.metric, "normalize": model.config.normalize,
+            "dim": model.dim}
 
 
 # ---------------------------------------------------------------------------------------------------------- export
@@ -223,10 +166,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, verify_images: Sequence[
         ImageError: A verification image cannot be read.
     """
     model_dir = Path(model_dir)
-    kind = model_kind(model_dir)
-    graph, preprocess, extra = (_tagger_export if kind == "tagger" else _embedder_export)(model_dir)
-    graph.eval()
-    output_names: list[str] = list(graph.output_names)  # type: ignore[arg-type]
+    loaded = _load(model_dir)
+    kind: str = loaded.kind
+    graph = loaded.inference_graph()
+    output_names: list[str] = list(graph.output_names)
+    preprocess: Preprocess = loaded.backbone.preprocess
+    extra = _metadata(kind, loaded)
     metadata = {"kind": kind, "fashionlens_version": __version__, "source_model": str(model_dir.resolve()),
                 "preprocessing": preprocessing_record(preprocess), "input_name": INPUT_NAME,
                 "outputs": output_names, **extra}
@@ -358,27 +303,14 @@ class OnnxModel:
 
 # ---------------------------------------------------------------------------------------------------------- verify
 def pytorch_outputs(model_dir: str | Path, images: Sequence[str | Path]) -> dict[str, np.ndarray]:
-    """What the PyTorch model in ``model_dir`` predicts for image files, by its own prediction path, under the
-    output names of the exported graph (probabilities for taggers, embeddings for embedders)."""
-    from fashionlens.tasks.retrieval import Embedder
-    from fashionlens.tasks.tagging import Tagger
-
-    kind = model_kind(model_dir)
-    if kind == "embedder":
-        embedder: Embedder = Embedder.load(model_dir)
-        return {EMBEDDINGS_OUTPUT: embedder.embed_paths(images)}
-    tagger: Tagger = Tagger.load(model_dir)
-    from fashionlens.features import extract_features
-    from fashionlens.tasks.common import manifest_of_paths
-
-    # Tagger.predict_paths would go through the shared feature cache; a verification must compute afresh.
-    network: Any = tagger.backbone  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
-    features = extract_features(manifest_of_paths(images), network, cache_dir=None,
-                                batch_size=tagger.config.backbone.batch_size, num_workers=0,
-                                show_progress=False).vectors
-    predictions = tagger.predict_features(features)
-    outputs = {TAGS_OUTPUT: predictions.tags} if tagger.labels.tags else {}
-    return {**outputs, **{CLASS_OUTPUT_PREFIX + head: p for head, p in predictions.heads.items()}}
+    """What the PyTorch model in ``model_dir`` gives for image files by its own prediction path (the shared feature
+    extraction on the ``torch`` runtime, then its head), under the output names of its exported graph."""
+    model = _load(Path(model_dir))
+    # Predicting through the model would use the shared feature cache; a verification must compute afresh.
+    features = extract_features(manifest_of_paths(images), model.backbone, cache_dir=None,
+                                batch_size=model.config.backbone.batch_size, num_workers=0, show_progress=False,
+                                runtime="torch").vectors
+    return dict(model.head_outputs(features))
 
 
 def verify_export(model_dir: str | Path, onnx_path: str | Path, images: Sequence[str | Path]) -> float:

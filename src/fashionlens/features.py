@@ -118,7 +118,6 @@ def progress_bar(description: str) -> Progress:
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
 
 
-@torch.inference_mode()
 def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
                      batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
                      skip_bad_images: bool = False, shard_size: int = 2048, flush_seconds: float = 30.0,

@@ -4,6 +4,7 @@ built from shards is the index built the usual way; the CLI's sharded paths give
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -165,8 +166,9 @@ def test_another_job_in_the_same_folder_is_refused(catalogue: Manifest, tagger_d
         embeddings_from_shards(folder)
     ensemble = folder.parent / "ensemble"
     shutil.copytree(tagger_dir, ensemble)
-    (ensemble / "ensemble.json").write_text("{}")
-    with pytest.raises(ModelError, match="ensemble"):
+    config = json.loads((ensemble / "config.json").read_text())
+    (ensemble / "config.json").write_text(json.dumps({**config, "kind": "ensemble"}))
+    with pytest.raises(ModelError, match="kind 'ensemble', not 'tagger'"):
         run_job(catalogue, ModelSpec("tag", str(ensemble)), folder.parent / "ens", LocalEngine(), SHARD)
 
 

@@ -10,6 +10,7 @@ from fashionlens.cli.common import (
     ACTORS_OPTION,
     ENGINE_OPTION,
     RAY_ADDRESS_OPTION,
+    RUNTIME_OPTION,
     SHARD_SIZE_OPTION,
     SHARDS_OPTION,
     BatchJob,
@@ -43,6 +44,7 @@ def audit(
     shard_size: int = SHARD_SIZE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Audit a catalogue: label issues (cleanlab confident learning on out-of-fold heads), near-duplicates
     (FAISS self-join) and broken or odd photos; writes CSVs, report.md and report.html."""
@@ -53,9 +55,9 @@ def audit(
                          duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed,
                          pca_dims=pca_dims)
     catalogue = load_manifest(manifest)
-    model = load_embedder(embedder, backbone)
+    model = load_embedder(embedder, backbone, runtime)
     vectors = None
-    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     if job.sharded:  # embed on the local or Ray batch engine into resumable shards, then audit their vectors
         import numpy as np
 

@@ -7,10 +7,11 @@ Every batch ``predict`` command ends in :func:`finish_predictions`: an image tha
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import typer
@@ -34,12 +35,33 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest.load(path)
 
 
-def load_embedder(model: Path | None, backbone: str) -> Embedder:
-    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted."""
+def load_embedder(model: Path | None, backbone: str, runtime: str = "auto") -> Embedder:
+    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted, set to run
+    its backbone on ``runtime``."""
     from fashionlens.models.backbones import BackboneConfig
     from fashionlens.tasks.retrieval import Embedder
 
-    return Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
+    embedder = Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
+    return use_runtime(embedder, runtime)
+
+
+ModelT = TypeVar("ModelT")
+
+
+def use_runtime(model: ModelT, runtime: str) -> ModelT:
+    """``model`` (a task model, or an ensemble and its members) set to run its backbone on ``runtime``.
+
+    Raises:
+        ConfigError: Unknown runtime.
+    """
+    from fashionlens.runtime import check_runtime
+
+    check_runtime(runtime)
+    for member in [model, *getattr(model, "members", [])]:
+        config = getattr(member, "config", None)
+        if config is not None:
+            config.backbone.runtime = runtime
+    return model
 
 
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
@@ -161,6 +183,8 @@ SHARDS_OPTION = typer.Option(None, "--shards", help="Shard folder (default: <out
 SHARD_SIZE_OPTION = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resumption).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use (or set RAY_ADDRESS); default: "
                                                               "a local Ray instance.")
+RUNTIME_OPTION = typer.Option("auto", "--runtime", help="Where the backbone runs: auto (onnxruntime on CPU, "
+                                                         "PyTorch on CUDA), torch or onnx.")
 ACTORS_OPTION = typer.Option(None, "--actors", help="Ray model actors (default: one per GPU, else the CPUs less an "
                                                     "eighth kept for decoding).")
 
@@ -174,6 +198,7 @@ class BatchJob:
     shard_size: int
     ray_address: str | None
     actors: int | None
+    runtime: str = "auto"
 
     @property
     def sharded(self) -> bool:
@@ -186,7 +211,8 @@ class BatchJob:
 
         runner = make_engine(self.engine, ray_address=self.ray_address, actors=self.actors)
         folder = shard_folder(self.shards, out)
-        result = run_job(manifest, spec, folder, runner, shard_size=self.shard_size)
+        result = run_job(manifest, dataclasses.replace(spec, runtime=self.runtime), folder, runner,
+                         shard_size=self.shard_size)
         err_console.print(f"{len(result.computed)} of {result.plan.n_shards} shard(s) computed in "
                           f"{result.seconds:.1f} s ({self.engine}) -> {folder}")
         return folder

@@ -8,14 +8,22 @@ from pathlib import Path
 import typer
 
 from fashionlens.cli.common import (
+    ACTORS_OPTION,
+    ENGINE_OPTION,
     PREDICT_EPILOG,
+    RAY_ADDRESS_OPTION,
+    RUNTIME_OPTION,
+    SHARD_SIZE_OPTION,
+    SHARDS_OPTION,
     STRICT_OPTION,
+    BatchJob,
     console,
     err_console,
     finish_predictions,
     load_manifest,
     prediction_manifest,
     unpredicted_rows,
+    use_runtime,
 )
 
 app = typer.Typer(help="Hierarchical category classification (e.g. masterCategory > subCategory > articleType).",
@@ -91,13 +99,26 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
     top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
     strict: bool = STRICT_OPTION,
+    engine: str = ENGINE_OPTION,
+    shards: Path | None = SHARDS_OPTION,
+    shard_size: int = SHARD_SIZE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    actors: int | None = ACTORS_OPTION,
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Classify images into a path through the taxonomy, with per-level probabilities."""
     from fashionlens.tasks.hierarchy import HierarchyClassifier
 
     manifest = prediction_manifest(images, manifest_path, out)
-    classifier = HierarchyClassifier.load(model)
-    predictions = classifier.predict(manifest, skip_bad_images=True)
+    classifier = use_runtime(HierarchyClassifier.load(model), runtime)
+    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
+    if job.sharded:
+        from fashionlens.inference import ModelSpec, hierarchy_from_shards
+
+        folder = job.run(manifest, ModelSpec("hierarchy", str(model)), out)
+        predictions = hierarchy_from_shards(folder, classifier, skip_bad_images=True)
+    else:
+        predictions = classifier.predict(manifest, skip_bad_images=True)
     failed = unpredicted_rows(predictions.probabilities, len(manifest))
     table = predictions.table(manifest.frame["path"].tolist(), top_k=top_k)[~failed]  # a failed row has NaN outputs
     finish_predictions(table, manifest, failed, out, strict,

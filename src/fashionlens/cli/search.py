@@ -16,6 +16,7 @@ from fashionlens.cli.common import (
     ACTORS_OPTION,
     ENGINE_OPTION,
     RAY_ADDRESS_OPTION,
+    RUNTIME_OPTION,
     SHARD_SIZE_OPTION,
     SHARDS_OPTION,
     BatchJob,
@@ -161,6 +162,7 @@ def index_build(
     shard_size: int = SHARD_SIZE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Embed a catalogue and write its index."""
     from fashionlens.tasks.retrieval import build_catalogue_index
@@ -170,15 +172,16 @@ def index_build(
     if split:
         keep &= manifest.frame["split"] == split
     catalogue = manifest.subset(keep)
-    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
+    embedder = load_embedder(model, backbone, runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, catalogue_index_from_shards
 
         spec = ModelSpec("embed", str(model) if model is not None else None, backbone)
         folder = job.run(catalogue, spec, out)
-        index = catalogue_index_from_shards(folder, load_embedder(model, backbone), catalogue, out, kind=kind)
+        index = catalogue_index_from_shards(folder, embedder, catalogue, out, kind=kind)
     else:
-        index = build_catalogue_index(load_embedder(model, backbone), catalogue, out, kind=kind, show_progress=True)
+        index = build_catalogue_index(embedder, catalogue, out, kind=kind, show_progress=True)
     console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
 
 
@@ -188,11 +191,12 @@ def index_add(
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Catalogue images to add (new item ids)."),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Embed and add items (the index must come from the same model)."""
     from fashionlens.tasks.retrieval import add_to_index, open_index
 
-    embedder = load_embedder(model, backbone)
+    embedder = load_embedder(model, backbone, runtime)
     index = open_index(index_dir, embedder)
     add_to_index(index, embedder, load_manifest(manifest_path))
     index.save(index_dir)
@@ -229,11 +233,12 @@ def search(
     k: int = typer.Option(10, "--k", "-k", help="Results per photo."),
     filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
     from fashionlens.tasks.retrieval import open_index, search_images
 
-    embedder = load_embedder(model, backbone)
+    embedder = load_embedder(model, backbone, runtime)
     index = open_index(index_dir, embedder)
     for image, hits in zip(images, search_images(index, embedder, images, k, parse_filters(filters)), strict=True):
         _hits_table(str(image), hits, as_json)

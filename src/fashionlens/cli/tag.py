@@ -12,6 +12,7 @@ from fashionlens.cli.common import (
     ENGINE_OPTION,
     PREDICT_EPILOG,
     RAY_ADDRESS_OPTION,
+    RUNTIME_OPTION,
     SHARD_SIZE_OPTION,
     SHARDS_OPTION,
     STRICT_OPTION,
@@ -22,6 +23,7 @@ from fashionlens.cli.common import (
     load_manifest,
     prediction_manifest,
     unpredicted_rows,
+    use_runtime,
 )
 
 app = typer.Typer(help="Multi-label style / attribute tagging.", no_args_is_help=True)
@@ -108,20 +110,20 @@ def predict(
     strict: bool = STRICT_OPTION,
     beta: float | None = typer.Option(None, help="Decide with the threshold set tuned for F-beta (default: F1; "
                                                  "2 for the JD paper's recall-weighted F2)."),
+    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Tag images: each decided tag with its probability (F1 thresholds unless --beta), and every probability."""
     from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
 
     manifest = prediction_manifest(images, manifest_path, out)
-    job = BatchJob(engine, shards, shard_size, ray_address, actors)
+    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
+    tagger = use_runtime(load_tagger(model), runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, predictions_from_shards
 
         folder = job.run(manifest, ModelSpec("tag", str(model)), out)
-        tagger = load_tagger(model)
         predictions = predictions_from_shards(folder, skip_bad_images=True)
     else:
-        tagger = load_tagger(model)
         predictions = tagger.predict(manifest, skip_bad_images=True)
     failed = unpredicted_rows([predictions.tags, *predictions.heads.values()], len(manifest))
     table = predictions_table(manifest.frame["path"][~failed].tolist(), tagger, predictions.subset(~failed),

@@ -16,6 +16,7 @@ from fashionlens.inference.ray_engine import RayEngine
 from fashionlens.inference.results import (
     catalogue_index_from_shards,
     embeddings_from_shards,
+    hierarchy_from_shards,
     predictions_from_shards,
 )
 from fashionlens.inference.shards import ShardArrays, ShardPlan, plan_job, read_arrays, read_table
@@ -33,6 +34,7 @@ __all__ = [
     "ShardPlan",
     "catalogue_index_from_shards",
     "embeddings_from_shards",
+    "hierarchy_from_shards",
     "make_engine",
     "plan_job",
     "predictions_from_shards",

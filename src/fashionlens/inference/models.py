@@ -1,8 +1,9 @@
 """What a batch-inference job runs: a picklable model spec, and the loaded model as a feature → outputs function.
 
 Batch engines never pickle a model: they pass a :class:`ModelSpec` (task + model directory), and each worker
-(an in-process loop, or a Ray actor on another machine) calls :meth:`ModelSpec.load` once. The loaded
-:class:`BatchModel` is the project's own model (:class:`~fashionlens.tasks.tagging.Tagger` or
+(an in-process loop, or a Ray actor on another machine) calls :meth:`ModelSpec.load` once, through the model-kind
+registry (:func:`~fashionlens.tasks.registry.load_model`). The loaded :class:`BatchModel` is the project's own model
+(:class:`~fashionlens.tasks.tagging.Tagger`, :class:`~fashionlens.tasks.hierarchy.HierarchyClassifier` or
 :class:`~fashionlens.tasks.retrieval.Embedder`) seen through one interface: a backbone that turns preprocessed images
 into pooled features, and :meth:`BatchModel.outputs` that turns those features into the columns a shard stores.
 """
@@ -19,8 +20,10 @@ import numpy as np
 from fashionlens.errors import ConfigError
 from fashionlens.runtime import check_runtime
 
-Task = Literal["tag", "embed"]
-TASKS: tuple[Task, ...] = ("tag", "embed")
+Task = Literal["tag", "hierarchy", "embed"]
+TASKS: tuple[Task, ...] = ("tag", "hierarchy", "embed")
+TASK_KINDS: dict[str, tuple[str, ...]] = {"tag": ("tagger",), "hierarchy": ("hierarchy",), "embed": ("embedder",)}
+"""The model kinds each task runs (an ensemble's members may need different backbones: run them one by one)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class ModelSpec:
     """Which model a job runs; small and picklable, so it can travel to Ray actors on other machines.
 
     Attributes:
-        task: ``tag`` (a saved tagger directory) or ``embed`` (a saved embedder directory, or the untrained baseline).
+        task: ``tag`` (a saved tagger directory), ``hierarchy`` (a hierarchy classifier directory) or ``embed`` (a
+            saved embedder directory, or the untrained baseline).
         path: The model directory; ``None`` only for the untrained ImageNet embedder of ``backbone``.
         backbone: Backbone of the untrained embedder (ignored when ``path`` is given).
         runtime: Where the backbone runs (``auto``, ``torch``, ``onnx``; see
@@ -45,39 +49,33 @@ class ModelSpec:
         check_runtime(self.runtime)
         if self.task not in TASKS:
             raise ConfigError(f"unknown batch task '{self.task}'; use one of {TASKS}")
-        if self.task == "tag" and self.path is None:
-            raise ConfigError("a tagging job needs a tagger directory (--model)")
+        if self.task != "embed" and self.path is None:
+            raise ConfigError(f"a {self.task} job needs a model directory (--model)")
 
     def load(self) -> BatchModel:
         """Load the model (once per worker).
 
         Raises:
-            ModelError: Missing or inconsistent model directory; an ensemble directory (not supported by the
-                batch engines: its members may need different backbones and input sizes).
+            ModelError: Missing or inconsistent model directory, or one of another kind than the task runs (e.g. a
+                tagger ensemble, whose members may need different backbones and input sizes).
         """
-        if self.task == "tag":
-            from fashionlens.errors import ModelError
-            from fashionlens.tasks.tagging import Tagger
+        from fashionlens.tasks.registry import load_model
 
-            assert self.path is not None
-            if (Path(self.path) / "ensemble.json").is_file():
-                raise ModelError(f"{self.path} is a tagger ensemble; the batch engines run one tagger directory "
-                                 f"(run ensembles with --engine local and no --shards)")
-            return BatchModel(self, Tagger.load(self.path))
+        if self.path is not None:
+            return BatchModel(self, load_model(self.path, kinds=TASK_KINDS[self.task]))
         from fashionlens.models.backbones import BackboneConfig
         from fashionlens.tasks.retrieval import Embedder
 
-        embedder = (Embedder.load(self.path) if self.path is not None
-                    else Embedder.untrained(BackboneConfig(name=self.backbone)))
-        return BatchModel(self, embedder)
+        return BatchModel(self, Embedder.untrained(BackboneConfig(name=self.backbone)))
 
 
 class BatchModel:
-    """A loaded tagger or embedder seen as ``images → backbone features → output columns``.
+    """A loaded tagger, hierarchy classifier or embedder seen as ``images → backbone features → output columns``.
 
     Output columns (each a 2-D array with one row per image): ``probs`` (tag probabilities), ``decisions`` (tags at
     the saved thresholds) and ``head:<name>`` (class probabilities of each multi-class head) for taggers;
-    ``embedding`` for embedders.
+    ``level:<level>`` (class probabilities of each taxonomy level, the model's own outputs) for hierarchy
+    classifiers; ``embedding`` for embedders.
     """
 
     def __init__(self, spec: ModelSpec, model: Any):
@@ -98,6 +96,8 @@ class BatchModel:
         features = np.where(bad[:, None], 0.0, features).astype(np.float32) if bad.any() else features
         if self.spec.task == "embed":
             columns = {"embedding": self.model.embed_features(features.astype(np.float32))}
+        elif self.spec.task == "hierarchy":
+            columns = self.model.head_outputs(features)
         else:
             predictions = self.model.predict_features(features)
             columns = {"probs": predictions.tags, "decisions": self.model.decide(predictions)}
@@ -111,6 +111,10 @@ class BatchModel:
         if self.spec.task == "embed":
             return {"fingerprint": model_fingerprint(self.spec, self.model.model_id),
                     "model_id": self.model.model_id, "metric": self.model.metric, "dim": self.model.dim}
+        if self.spec.task == "hierarchy":
+            taxonomy = self.model.taxonomy
+            return {"fingerprint": model_fingerprint(self.spec, None), "levels": list(taxonomy.levels),
+                    "classes": [list(c) for c in taxonomy.classes]}
         return {"fingerprint": model_fingerprint(self.spec, None), "tags": list(self.model.labels.tags),
                 "heads": {h: list(c) for h, c in self.model.labels.heads.items()}}
 

@@ -13,6 +13,7 @@ from fashionlens.inference.shards import ShardArrays, read_arrays
 if TYPE_CHECKING:
     from fashionlens.data.records import Manifest
     from fashionlens.index import CatalogueIndex
+    from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
     from fashionlens.tasks.retrieval import Embedder
     from fashionlens.tasks.tagging import Predictions
 
@@ -60,6 +61,24 @@ def predictions_from_shards(directory: str | Path, skip_bad_images: bool = False
         tags = np.where(arrays.ok[:, None], tags, np.nan).astype(np.float32)
         heads = {head: np.where(arrays.ok[:, None], probs, np.nan).astype(np.float32) for head, probs in heads.items()}
     return Predictions(tags=tags, heads=heads)
+
+
+def hierarchy_from_shards(directory: str | Path, classifier: HierarchyClassifier,
+                          skip_bad_images: bool = False) -> HierarchyPredictions:
+    """Category paths and per-level probabilities of a finished hierarchy job, in manifest order, decoded by
+    ``classifier`` (the model that ran the job) as its own ``predict`` decodes them.
+
+    Raises:
+        DataError: Unfinished job, another task's or another model's shards, or unreadable images (unless
+            ``skip_bad_images``: their rows are NaN).
+    """
+    arrays = _arrays_of(directory, "hierarchy", skip_bad_images)
+    taxonomy = classifier.taxonomy
+    if arrays.record["model"].get("classes") != [list(c) for c in taxonomy.classes]:
+        raise DataError(f"shard folder {directory} was made by a hierarchy model of another taxonomy")
+    outputs = {name: np.where(arrays.ok[:, None], arrays.columns[name], np.nan).astype(np.float32)
+               for name in classifier.output_names}
+    return classifier.from_outputs(outputs, len(arrays.paths))
 
 
 def embeddings_from_shards(directory: str | Path) -> np.ndarray:

@@ -79,11 +79,13 @@ class TorchForward:
     runtime = "torch"
 
     def __init__(self, module: nn.Module, device: torch.device, channels_last: bool | None = None):
-        self.module = module.eval().to(device)
         self.device = device
         self.channels_last = device.type == "cpu" if channels_last is None else channels_last
-        if self.channels_last:
-            self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Never inside inference mode: the moved weights would become inference tensors that cannot train again.
+        with torch.inference_mode(False):
+            self.module = module.eval().to(device)
+            if self.channels_last:
+                self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

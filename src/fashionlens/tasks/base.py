@@ -137,7 +137,7 @@ class TaskModel(ABC, Generic[PredictionsT]):
         return self.from_outputs(self.head_outputs(features), len(features))
 
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
-                skip_bad_images: bool = False) -> PredictionsT:
+                skip_bad_images: bool = False, runtime: str | None = None) -> PredictionsT:
         """Predictions for every row of ``manifest`` (features come through the shared cache).
 
         Args:
@@ -145,14 +145,16 @@ class TaskModel(ABC, Generic[PredictionsT]):
             device: Where the backbone runs (``None``: automatic).
             show_progress: Draw a progress bar.
             skip_bad_images: Give unreadable images NaN rows instead of raising a :class:`DataError`.
+            runtime: Where the backbone runs (``None``: the config's ``backbone.runtime``, ``auto`` by default).
         """
         features = frozen_features(manifest, self.config.backbone, backbone=self.backbone, device=device,
-                                   show_progress=show_progress, skip_bad_images=skip_bad_images)
+                                   show_progress=show_progress, skip_bad_images=skip_bad_images, runtime=runtime)
         return self.predict_features(features)
 
-    def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False) -> PredictionsT:
+    def predict_paths(self, paths: Sequence[str | Path], show_progress: bool = False,
+                      runtime: str | None = None) -> PredictionsT:
         """Predictions for image files."""
-        return self.predict(manifest_of_paths(paths), show_progress=show_progress)
+        return self.predict(manifest_of_paths(paths), show_progress=show_progress, runtime=runtime)
 
     # ---------------------------------------------------------------------------------------------- save / load
     @abstractmethod

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,13 +33,8 @@ from fashionlens.data.records import Manifest
 from fashionlens.distributed import is_main_process, main_process_first
 from fashionlens.errors import DataError, ModelError
 from fashionlens.features import extract_features
-from fashionlens.io import atomic_dir, load_torch, save_torch, write_json
+from fashionlens.io import atomic_dir, default_cache_dir, load_torch, save_torch, write_json
 from fashionlens.models.backbones import BackboneConfig, build_backbone
-
-
-def default_cache_dir() -> Path:
-    """Feature cache location: ``$FASHIONLENS_CACHE`` or ``~/.cache/fashionlens``."""
-    return Path(os.environ.get("FASHIONLENS_CACHE", Path.home() / ".cache" / "fashionlens"))
 
 
 def fold_legacy_freeze(data: dict[str, Any]) -> dict[str, Any]:
@@ -63,12 +57,15 @@ def fold_legacy_freeze(data: dict[str, Any]) -> dict[str, Any]:
 
 def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
                     cache_dir: str | Path | None = None, device: str | None = None,
-                    show_progress: bool = True, skip_bad_images: bool = False) -> np.ndarray:
+                    show_progress: bool = True, skip_bad_images: bool = False,
+                    runtime: str | None = None) -> np.ndarray:
     """Pooled features of every row from a frozen backbone, through the shared disk cache.
 
     Args:
         skip_bad_images: Leave the rows of unreadable images all-NaN instead of raising (prediction reports them
             per file; training and evaluation must not silently lose rows, so they keep the default).
+        runtime: Where the backbone runs (``None``: ``config.runtime``; see
+            :func:`~fashionlens.runtime.compiled.compile_backbone`).
 
     Raises:
         DataError: Some images could not be decoded (the first few are named), unless ``skip_bad_images``.
@@ -77,7 +74,8 @@ def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | 
     with main_process_first():  # under torchrun, rank 0 fills the cache and the others read it
         result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
                                   batch_size=config.batch_size, num_workers=config.num_workers, device=device,
-                                  skip_bad_images=True, show_progress=show_progress and is_main_process())
+                                  skip_bad_images=True, show_progress=show_progress and is_main_process(),
+                                  runtime=runtime or config.runtime)
     if result.failed and not skip_bad_images:
         shown = ", ".join(result.failed[:3])
         raise DataError(f"{len(result.failed)} image(s) could not be read, e.g. {shown} "

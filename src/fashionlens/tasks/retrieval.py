@@ -211,7 +211,7 @@ class Embedder(TaskModel[np.ndarray]):
         """
         return self.predict(manifest, show_progress=show_progress)
 
-    def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
+    def embed_paths(self, paths: Sequence[str | Path], runtime: str | None = None) -> np.ndarray:
         """Embeddings of query photos, each first decoded so that a bad file is named with its problem.
 
         One-off queries bypass the feature cache: looking them up would load every cached vector, and storing them
@@ -224,7 +224,8 @@ class Embedder(TaskModel[np.ndarray]):
             decode_image(path)
         network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
         result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
-                                  batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False)
+                                  batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False,
+                                  runtime=runtime or self.config.backbone.runtime)
         return self.embed_features(result.vectors)
 
     def documents(self) -> dict[str, Any]:

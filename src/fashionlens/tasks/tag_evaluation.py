@@ -37,7 +37,7 @@ class TagPredictor(Protocol):
     def thresholds_for(self, beta: float | None = None) -> np.ndarray: ...
 
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
-                skip_bad_images: bool = False) -> Predictions: ...
+                skip_bad_images: bool = False, runtime: str | None = None) -> Predictions: ...
 
     def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray: ...
 
@@ -207,10 +207,10 @@ class TaggerEnsemble:
         return self.members[0].tag_names
 
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
-                skip_bad_images: bool = False) -> Predictions:
+                skip_bad_images: bool = False, runtime: str | None = None) -> Predictions:
         """Weighted mean of the members' probabilities (NaN rows for unreadable images with ``skip_bad_images``)."""
-        outputs = [m.predict(manifest, device=device, show_progress=show_progress, skip_bad_images=skip_bad_images)
-                   for m in self.members]
+        outputs = [m.predict(manifest, device=device, show_progress=show_progress, skip_bad_images=skip_bad_images,
+                             runtime=runtime) for m in self.members]
         tags = sum(w * o.tags for w, o in zip(self.weights, outputs, strict=True))
         heads = {h: sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)) for h in self.labels.heads}
         return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)  # type: ignore[misc]
