@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from fashionlens.data.images import decode_for_model, decode_image, load_image
-from fashionlens.data.readers import read_fashion_product_images
+from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.transforms import eval_transform
 from fashionlens.features import extract_features
 from fashionlens.models import create_backbone
@@ -63,6 +63,33 @@ def _bare(forward: Callable[[torch.Tensor], object], batches: list[torch.Tensor]
     return time.perf_counter() - start
 
 
+def demo_step_rows(data: Path, backbone_name: str, batch_size: int) -> list[str]:
+    """``make demo``'s feature step (both shared datasets, no cache) on each runtime, one after another."""
+    manifests = [read_fashion_product_images(data / "fashion-product-images"),
+                 read_clothing_attributes(data / "clothing-attributes")]
+    images = sum(len(m) for m in manifests)
+    settings = {"PyTorch eager (NCHW), as before": ("torch", False),
+                "`--runtime torch` (channels-last)": ("torch", None),
+                "`--runtime auto` (onnxruntime)": ("auto", None)}
+    seconds = {}
+    for name, (runtime, channels_last) in settings.items():
+        backbone = create_backbone(backbone_name)
+        compiled = compile_backbone(backbone, runtime, channels_last=channels_last)
+        start = time.perf_counter()
+        for manifest in manifests:
+            extract_features(manifest, backbone, cache_dir=None, batch_size=batch_size, show_progress=False,
+                             runtime=compiled)
+        seconds[name] = time.perf_counter() - start
+    slowest, fastest = seconds["PyTorch eager (NCHW), as before"], seconds["`--runtime auto` (onnxruntime)"]
+    rows = ["| runtime | seconds | images/s | auto is faster by |", "|---|---|---|---|"]
+    rows += [f"| {name} | {value:.0f} | {images / value:.1f} | {value / fastest:.2f}x |"
+             for name, value in seconds.items()]
+    return [f"`make demo` feature step: the {images} images of both shared datasets, no cache, each runtime in turn "
+            f"(the demo runs `auto`):", "", *rows, "",
+            f"auto / PyTorch eager = **{slowest / fastest:.2f}x**, auto / `--runtime torch` = "
+            f"**{seconds['`--runtime torch` (channels-last)'] / fastest:.2f}x** (target >= 1.7x)."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -70,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--skip-demo-step", action="store_true", help="Skip the full demo feature step (minutes).")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/features.md"))
     args = parser.parse_args()
     manifest = read_fashion_product_images(args.data / "fashion-product-images")
@@ -113,6 +141,8 @@ def main() -> None:
             f"Decoding the {len(originals)} full-size originals of `fashion-product-images-hires` (one process, median "
             f"of 3 passes; the pipeline asks for 1024 px, the service thumbnails for 256 px):\n\n"
             + "\n".join(decode_rows(originals, repeats=3)) + "\n")
+    if not args.skip_demo_step:
+        text += "\n" + "\n".join(demo_step_rows(args.data, args.backbone, args.batch_size)) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(text)
