@@ -12,12 +12,15 @@ and model forward, are measured alone on one core, and the cluster paragraph arg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from fashionlens.data.transforms import eval_transform
 from fashionlens.inference import LocalEngine, ModelSpec, ShardPlan, read_arrays, run_job
 from fashionlens.inference.ray_engine import RayEngine, decode_images, import_ray
 from fashionlens.models.heads import TaggingHead
+from fashionlens.runtime import compiled
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
 
@@ -87,6 +91,23 @@ def _write_rate(rows: int = 4096, dim: int = 1280) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+EAGER, TORCH, LOCAL, RAY = ("local, PyTorch eager (before)", "local, --runtime torch", "local, --runtime auto",
+                             "ray, --runtime auto")
+RUNS = ((EAGER, "local", "torch"), (TORCH, "local", "torch"), (LOCAL, "local", "auto"), (RAY, "ray", "auto"))
+"""(row name, engine, runtime): the engines and runtimes compared, in the order they run."""
+
+
+@contextmanager
+def _channels_last(on: bool) -> Iterator[None]:
+    """The ``torch`` runtime's CPU memory format for this block (off: the eager NCHW pipeline of before)."""
+    saved = compiled.CHANNELS_LAST_ON_CPU
+    compiled.CHANNELS_LAST_ON_CPU = on
+    try:
+        yield
+    finally:
+        compiled.CHANNELS_LAST_ON_CPU = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -120,18 +141,22 @@ def main() -> None:
         rows = []
         for task, spec in specs.items():
             results = {}
-            for name, runner in (("local", LocalEngine()), ("ray", engine)):
-                folder = work / f"{name}-{spec.task}"
-                result = run_job(manifest, spec, folder, runner, args.shard_size, show_progress=False)  # type: ignore[arg-type]
+            for name, runner, runtime in RUNS:
+                folder = work / f"{name}-{spec.task}".replace(" ", "_").replace(",", "")
+                runner = engine if runner == "ray" else LocalEngine()
+                with _channels_last(name != EAGER):
+                    result = run_job(manifest, dataclasses.replace(spec, runtime=runtime), folder, runner,  # type: ignore[arg-type]
+                                     args.shard_size, show_progress=False)
                 results[name] = read_arrays(folder).columns
                 rate = args.images / result.seconds
                 rows.append({"task": task, "engine": name, "images": args.images, "seconds": result.seconds,
                              "images/s": rate, "images/s per core": rate / args.cpus})
                 print(rows[-1], file=sys.stderr)
-            for column, values in results["local"].items():
-                if values.dtype != bool:
-                    difference = float(np.nanmax(np.abs(values - results["ray"][column])))
-                    assert difference < 1e-4, f"{task} {column}: engines differ by {difference}"
+            for name, columns in results.items():
+                for column, values in columns.items():
+                    if values.dtype != bool:
+                        difference = float(np.nanmax(np.abs(values - results[EAGER][column])))
+                        assert difference < 1e-4, f"{task} {column}: {name} differs from {EAGER} by {difference}"
         ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -146,7 +171,7 @@ def main() -> None:
 def _local_remark(rows: list[dict[str, object]], cpus: int) -> str:
     """What the single-machine comparison says (written from the measurement, whichever way it went)."""
     rate = {(r["engine"], r["task"]): float(r["images/s"]) for r in rows}  # type: ignore[arg-type]
-    ratio = rate[("ray", "embed (index build)")] / rate[("local", "embed (index build)")]
+    ratio = rate[(RAY, "embed (index build)")] / rate[(LOCAL, "embed (index build)")]
     return (f"A single {cpus}-core machine cannot show the scaling: both engines run the model on one core while "
             f"the other decodes, so Ray can only add its own costs -- starting the actor (a process that imports "
             f"torch and loads the model) and its extra processes (raylet, object store, decode workers) competing "
@@ -163,7 +188,7 @@ def _write(args: argparse.Namespace, rows: list[dict[str, object]], ray_start: f
     tag_model, embed_model = model_rates["tag predict"], model_rates["embed (index build)"]
     per_image_cpu = 1 / decode_rate + 1 / embed_model  # CPU-seconds per image, decode + forward
     core_rate = 1 / per_image_cpu
-    low_rate = by[("embed (index build)", "ray")] / args.cpus
+    low_rate = by[("embed (index build)", RAY)] / args.cpus
     lines = [
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_batch.py --data {args.data} --images {args.images}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU, Python {platform.python_version()}, "
@@ -185,8 +210,15 @@ def _write(args: argparse.Namespace, rows: list[dict[str, object]], ray_start: f
         lines.append(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} | {row[4]:.1f} | {row[5]:.1f} |")
     lines += [
         "",
-        f"Ray / local: **{by[('tag predict', 'ray')] / by[('tag predict', 'local')]:.2f}x** (tag predict), "
-        f"**{by[('embed (index build)', 'ray')] / by[('embed (index build)', 'local')]:.2f}x** (embed).",
+        f"Local engine, `--runtime auto` / PyTorch eager as before: "
+        f"**{by[('tag predict', LOCAL)] / by[('tag predict', EAGER)]:.2f}x** (tag predict), "
+        f"**{by[('embed (index build)', LOCAL)] / by[('embed (index build)', EAGER)]:.2f}x** (embed) "
+        f"(target >= 1.7x); `--runtime auto` / `--runtime torch` (channels-last): "
+        f"{by[('tag predict', LOCAL)] / by[('tag predict', TORCH)]:.2f}x, "
+        f"{by[('embed (index build)', LOCAL)] / by[('embed (index build)', TORCH)]:.2f}x.",
+        "",
+        f"Ray / local (both `auto`): **{by[('tag predict', RAY)] / by[('tag predict', LOCAL)]:.2f}x** (tag predict), "
+        f"**{by[('embed (index build)', RAY)] / by[('embed (index build)', LOCAL)]:.2f}x** (embed).",
         "",
         "Per-core rates of the two stages, each measured alone on one thread (64 images):",
         "",

@@ -52,6 +52,9 @@ TOLERANCE = 1e-4
 """Largest accepted difference from PyTorch, relative to the largest feature magnitude (at least 1): float32 kernels
 of the two runtimes sum in different orders, which moves features by about 1e-6."""
 KEY_PROPERTY = "fashionlens_key"
+CHANNELS_LAST_ON_CPU = True
+"""Whether the ``torch`` runtime runs channels-last on the CPU by default (benchmarks switch it off to measure the
+eager NCHW baseline)."""
 
 
 class CompilableBackbone(Protocol):
@@ -80,7 +83,7 @@ class TorchForward:
 
     def __init__(self, module: nn.Module, device: torch.device, channels_last: bool | None = None):
         self.device = device
-        self.channels_last = device.type == "cpu" if channels_last is None else channels_last
+        self.channels_last = (device.type == "cpu" and CHANNELS_LAST_ON_CPU) if channels_last is None else channels_last
         # Never inside inference mode: the moved weights would become inference tensors that cannot train again.
         with torch.inference_mode(False):
             self.module = module.eval().to(device)
@@ -102,15 +105,15 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     """onnxruntime settings for fashionlens' CPU inference.
 
     Args:
-        threads: Intra-op threads (``None``: one per core). A service running several inference threads, or a batch
-            job sharing the cores with decode workers, passes fewer.
+        threads: Intra-op threads (``None``: as many as torch uses, so ``OMP_NUM_THREADS`` and
+            ``torch.set_num_threads`` govern both runtimes alike). A service running several inference threads passes
+            fewer.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
-    if threads is not None:
-        options.intra_op_num_threads = max(1, int(threads))
+    options.intra_op_num_threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
     # Spinning threads burn the cores that decode workers and request threads need; sleeping costs little here.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -345,7 +348,7 @@ def compile_backbone(backbone: CompilableBackbone, runtime: str = "auto", device
         backbone: A pooled-feature backbone (:func:`fashionlens.models.create_backbone`).
         runtime: ``auto``, ``torch`` or ``onnx``.
         device: ``cpu``, ``cuda`` or ``None``/``auto``. ``onnx`` runs on the CPU only.
-        threads: onnxruntime intra-op threads (``None``: one per core).
+        threads: onnxruntime intra-op threads (``None``: as many as torch uses).
         cache_dir: Where compiled graphs are cached (default ``<fashionlens cache>/onnx``).
         channels_last: PyTorch memory format (``None``: channels-last on CPU); for comparisons with eager NCHW.
 
