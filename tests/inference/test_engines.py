@@ -26,6 +26,7 @@ from fashionlens.inference import (
     ModelSpec,
     catalogue_index_from_shards,
     embeddings_from_shards,
+    hierarchy_from_shards,
     predictions_from_shards,
     read_arrays,
     read_table,
@@ -34,9 +35,11 @@ from fashionlens.inference import (
 )
 from fashionlens.inference.ray_engine import LOOPBACK, RayEngine, init_local_ray
 from fashionlens.models.heads import TaggingHead
+from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, build_catalogue_index, open_index
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
+from fashionlens.taxonomy import Taxonomy
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +116,27 @@ def test_ray_tags_equal_local_engine_and_in_process_prediction(catalogue: Manife
     table = read_table(ray_tags.directory)
     assert table["path"].tolist() == catalogue.frame["path"].tolist()  # manifest order, across shards
     assert table["ok"].all()
+
+
+def test_hierarchy_jobs_equal_in_process_prediction_on_both_engines(catalogue: Manifest, work: Path,
+                                                                    local_tags: JobResult, ray_instance: None) -> None:
+    taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],
+                                                                                ["Shirt", "Jeans", "Shoe"]],
+                                   "parents": [[], [0, 0, 1]]})
+    config = HierarchyConfig(hidden=16)
+    torch.manual_seed(0)
+    HierarchyClassifier(config, taxonomy, build_head(config, taxonomy, 1280)).save(work / "hierarchy")
+    classifier = HierarchyClassifier.load(work / "hierarchy")
+    reference = classifier.predict(catalogue, show_progress=False)
+    spec = ModelSpec("hierarchy", str(work / "hierarchy"))
+    for name, engine in (("local", LocalEngine()), ("ray", _ray_engine())):
+        job = run_job(catalogue, spec, work / f"{name}-hierarchy", engine, SHARD, show_progress=False)
+        predictions = hierarchy_from_shards(job.directory, classifier)
+        np.testing.assert_array_equal(predictions.paths, reference.paths)
+        for got, expected in zip(predictions.probabilities, reference.probabilities, strict=True):
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(DataError, match="not 'hierarchy'"):
+        hierarchy_from_shards(local_tags.directory, classifier)
 
 
 def test_ray_embeddings_equal_local_and_index_from_shards_equals_usual_index(catalogue: Manifest, work: Path,

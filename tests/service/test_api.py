@@ -101,6 +101,22 @@ def test_tag_matches_the_models_called_on_the_file(client: TestClient, service_m
     assert answer["image"] == dict(zip(("width", "height"), Image.open(photo).size, strict=True))
 
 
+def test_the_torch_runtime_answers_as_the_default_one(client: TestClient, service_models: ServiceModels) -> None:
+    info = client.get("/v1/info").json()["runtime"]
+    assert info["asked"] == "auto" and set(info["backbones"].values()) == {"onnx"}  # onnxruntime on this CPU
+    with TestClient(create_app(service_models.tagger, service_models.hierarchy, service_models.index,
+                               runtime="torch")) as torch_client:
+        assert set(torch_client.get("/v1/info").json()["runtime"]["backbones"].values()) == {"torch"}
+        for photo in [service_models.hires_photo, *service_models.street_photos[:1]]:
+            answers = [c.post("/v1/tag", files=upload(photo)).json() for c in (client, torch_client)]
+            auto, torch_probs = ({t["label"]: t["probability"] for t in answer["tags"]} for answer in answers)
+            assert auto == pytest.approx(torch_probs, abs=2e-4)
+            assert answers[0]["category"]["path"] == answers[1]["category"]["path"]
+            hits = [[h["item_id"] for h in c.post("/v1/search", params={"k": 5}, files=upload(photo)).json()[
+                "results"]] for c in (client, torch_client)]
+            assert hits[0] == hits[1]
+
+
 def test_search_finds_a_catalogue_item_from_its_own_photo(client: TestClient, service_models: ServiceModels) -> None:
     row = 17
     item_id = str(service_models.catalogue.frame["item_id"].iloc[row])

@@ -335,7 +335,7 @@ def test_ensemble_averages_member_probabilities(tmp_path: Path) -> None:
             self.labels, self.tagger = tagger.labels, tagger
 
         def predict(self, rows: Manifest, device: str | None = None, show_progress: bool = True,  # type: ignore[no-untyped-def]
-                    skip_bad_images: bool = False):
+                    skip_bad_images: bool = False, runtime: str | None = None):
             index = [int(Path(p).stem) for p in rows.frame["path"]]
             return self.tagger.predict_features(features[index])
 
