@@ -336,8 +336,8 @@ def convnet(seed: int = 0) -> nn.Module:
 def recording_layout(layouts: list[bool]) -> Callable[..., torch.Tensor]:
     """``cross_entropy`` that records whether the model's first conv weight was channels-last in each step."""
     def loss(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-        layouts.append(model[0].weight.is_contiguous(memory_format=torch.channels_last)
-                       and not model[0].weight.is_contiguous())
+        weight = next(model.parameters())
+        layouts.append(weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous())
         return cross_entropy(model, batch, device)
     return loss
 
