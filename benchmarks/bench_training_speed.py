@@ -144,8 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training_speed.md")
-    parser.add_argument("--train-images", type=int, default=256)
-    parser.add_argument("--val-images", type=int, default=64)
+    parser.add_argument("--train-images", type=int, default=128)
+    parser.add_argument("--val-images", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
@@ -156,7 +156,7 @@ def main() -> None:
     tasks = _tasks(args.data, args.train_images, args.val_images, args.epochs, args.batch_size, args.workers)
     if args.tasks:
         tasks = {name: run for name, run in tasks.items() if any(name.startswith(t) for t in args.tasks)}
-    load_before = os.getloadavg()[0]
+    loads = [os.getloadavg()[0]]
     records: dict[tuple[str, str], list[_Epochs]] = {}
     start = time.perf_counter()
     for repeat in range(args.repeats):
@@ -166,12 +166,19 @@ def main() -> None:
                 with _timed_epochs() as record:
                     run(FORMATS[fmt])
                 records.setdefault((name, fmt), []).append(record)
+                loads.append(os.getloadavg()[0])
                 console.print(f"repeat {repeat + 1}/{args.repeats} {name} {fmt}: "
                               f"{[f'{s:.1f}' for s in record.seconds]} s/epoch, losses "
-                              f"{[f'{v:.5f}' for v in record.losses]}, load {os.getloadavg()[0]:.1f}")
-    minutes = (time.perf_counter() - start) / 60
-    load_after = os.getloadavg()[0]
+                              f"{[f'{v:.5f}' for v in record.losses]}, load {loads[-1]:.1f}")
+        # after every repeat, so that an interrupted run still leaves its figures
+        report = _report(args, list(tasks), records, repeat + 1, loads, (time.perf_counter() - start) / 60)
+        write_text(args.out, report)
+    console.print(report)
 
+
+def _report(args: argparse.Namespace, tasks: list[str], records: dict[tuple[str, str], list[_Epochs]], done: int,
+            loads: list[float], minutes: float) -> str:
+    """The markdown section from the ``done`` repeats recorded so far."""
     rows, ratios = [], {}
     for name in tasks:
         seconds = {fmt: [s for r in records[(name, fmt)] for s in r.seconds] for fmt in FORMATS}
@@ -191,6 +198,7 @@ def main() -> None:
                      "channels-last": " / ".join(f"{v:.4f}" for v in losses["channels-last"]),
                      "max loss gap": f"{gap:.1e}"})
     met = all(r >= 1.5 for r in ratios.values())
+    partial = f" (interrupted after {done} of them)" if done < args.repeats else ""
     lines = [
         "# Fine-tuning speed on the CPU: default memory format vs channels-last", "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/bench_training_speed.py "
@@ -198,22 +206,20 @@ def main() -> None:
         f"--batch-size {args.batch_size} --repeats {args.repeats} --workers {args.workers}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), {args.workers} data-loading worker(s); 1-minute load average "
-        f"{load_before:.1f} at the start and {load_after:.1f} at the end (a shared machine: the absolute figures move "
-        f"with the load, the ratio measured side by side is what matters); {minutes:.0f} min in all.", "",
+        f"{min(loads):.1f}-{max(loads):.1f} during the run (a shared machine: the absolute figures move with the "
+        f"load, the ratio measured side by side is what matters); {minutes:.0f} min in all.", "",
         f"Each task's own entry point in `finetune` mode, EfficientNet-Lite0 with its first stages frozen as the "
         f"task's config sets them, on {args.train_images} train and {args.val_images} val images (seeded subsets of "
         f"the 70/15/15 split), {args.epochs} epochs, batch {args.batch_size} (retrieval: 8 pairs with their "
-        f"negatives); `train.channels_last` false vs true, alternating, {args.repeats} repeats. An epoch is timed in "
-        "`Trainer.train_epoch` (loading, forward, backward, step; not validation); mean ± std over every epoch of "
-        "every repeat. Losses: the mean train loss of each epoch of the first repeat; the gap is the largest "
+        f"negatives); `train.channels_last` false vs true, alternating, {args.repeats} repeats{partial}. An epoch is "
+        "timed in `Trainer.train_epoch` (loading, forward, backward, step; not validation); mean ± std over every "
+        "epoch of every repeat. Losses: the mean train loss of each epoch of the first repeat; the gap is the largest "
         "|default − channels-last| over all epochs and repeats (same seed, so only rounding separates them).", "",
         markdown.table(pd.DataFrame(rows)), "",
         f"Target (issue 12): fine-tuning epochs ≥ 1.5× faster channels-last for every task: "
         f"{'met' if met else 'MISSED'} (" + ", ".join(f"{n.split(' ')[0]} {r:.2f}×" for n, r in ratios.items()) + ").",
         ""]
-    write_text(args.out, "\n".join(lines))
-    console.print("\n".join(lines))
-
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
