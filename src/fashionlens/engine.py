@@ -124,10 +124,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
 def _use_channels_last(model: torch.nn.Module, device: torch.device, setting: bool | None) -> bool:
     """Whether :class:`Trainer` trains ``model`` channels-last: ``setting`` when given, else ``auto``.
 
-    ``auto`` is on for a model with 4-D (convolution) weights trained on the CPU, where NHWC convolutions make a
-    fine-tuning epoch about 1.6x faster (``benchmarks/results/training_speed.md``); a head on feature vectors has
-    nothing to convert. On CUDA it stays off unless asked for: there AMP is the lever, and the NHWC gain depends on
-    the GPU generation and was not measured here.
+    ``auto`` is on for a model with 4-D (convolution) weights trained on the CPU, where oneDNN's NHWC convolutions
+    make fine-tuning epochs faster (measured in ``benchmarks/results/training_speed.md``); a head on feature vectors
+    has nothing to convert. Converting the weights is enough: a convolution runs NHWC when its weight is, whatever
+    the layout of its input (measured: channels-last inputs on top gained nothing). On CUDA it stays off unless
+    asked for: there AMP is the lever, and the NHWC gain depends on the GPU generation and was not measured here.
     """
     if setting is not None:
         return setting
