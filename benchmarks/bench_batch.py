@@ -31,7 +31,7 @@ import torch
 from fashionlens.data.readers import read_fashion_product_images
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.data.transforms import eval_transform
-from fashionlens.inference import LocalEngine, ModelSpec, ShardPlan, read_arrays, run_job
+from fashionlens.inference import Engine, LocalEngine, ModelSpec, ShardPlan, read_arrays, run_job
 from fashionlens.inference.ray_engine import RayEngine, decode_images, import_ray
 from fashionlens.models.heads import TaggingHead
 from fashionlens.runtime import compiled
@@ -141,11 +141,11 @@ def main() -> None:
         rows = []
         for task, spec in specs.items():
             results = {}
-            for name, runner, runtime in RUNS:
+            for name, engine_name, runtime in RUNS:
                 folder = work / f"{name}-{spec.task}".replace(" ", "_").replace(",", "")
-                runner = engine if runner == "ray" else LocalEngine()
+                runner: Engine = engine if engine_name == "ray" else LocalEngine()
                 with _channels_last(name != EAGER):
-                    result = run_job(manifest, dataclasses.replace(spec, runtime=runtime), folder, runner,  # type: ignore[arg-type]
+                    result = run_job(manifest, dataclasses.replace(spec, runtime=runtime), folder, runner,
                                      args.shard_size, show_progress=False)
                 results[name] = read_arrays(folder).columns
                 rate = args.images / result.seconds

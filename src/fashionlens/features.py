@@ -16,38 +16,19 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.images import DECODER_ID
 from fashionlens.data.records import BBOX_COLUMNS, Manifest
-from fashionlens.data.transforms import PreprocessLike, describe, eval_transform
+from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import atomic_path
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device
-from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
-
-
-class FeatureExtractor(Protocol):
-    """A backbone as seen by feature extraction (see :func:`fashionlens.models.create_backbone`)."""
-
-    name: str
-    weights_id: str
-    num_features: int
-
-    @property
-    def preprocess(self) -> PreprocessLike: ...
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def eval(self) -> torch.nn.Module: ...
-
-    def to(self, device: torch.device) -> torch.nn.Module: ...
+from fashionlens.runtime.compiled import CompilableBackbone, CompiledBackbone, compile_backbone
 
 
 @dataclass
@@ -118,7 +99,7 @@ def progress_bar(description: str) -> Progress:
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
 
 
-def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: str | Path | None = None,
+def extract_features(manifest: Manifest, backbone: CompilableBackbone, cache_dir: str | Path | None = None,
                      batch_size: int = 64, num_workers: int | None = None, device: str | None = None,
                      skip_bad_images: bool = False, shard_size: int = 2048, flush_seconds: float = 30.0,
                      show_progress: bool = True, runtime: str | CompiledBackbone = "auto") -> FeatureResult:

@@ -58,10 +58,11 @@ eager NCHW baseline)."""
 
 
 class CompilableBackbone(Protocol):
-    """What compilation needs of a backbone (see :class:`fashionlens.models.Backbone`)."""
+    """A backbone as compilation and feature extraction see it (see :class:`fashionlens.models.Backbone`)."""
 
     name: str
     weights_id: str
+    num_features: int
 
     @property
     def preprocess(self) -> Any: ...

@@ -222,7 +222,7 @@ class Embedder(TaskModel[np.ndarray]):
         """
         for path in paths:
             decode_image(path)
-        network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies FeatureExtractor only at run time
+        network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies CompilableBackbone only at run time
         result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
                                   batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False,
                                   runtime=runtime or self.config.backbone.runtime)
