@@ -134,7 +134,7 @@ def one_split(manifest: Manifest, features: np.ndarray, backbone: str, focus_nam
     if frozen:
         frozen_rows(manifest, features, backbone, truth, train, val, test, focus, timed, **label_options)
     if finetune is not None:
-        timed("fine-tuned", lambda: finetune_rows(manifest, finetune, truth, val, test, focus))
+        timed("fine-tuned", lambda: finetune_rows(manifest, finetune, truth, val, test, focus, console))
     return rows
 
 
@@ -183,9 +183,11 @@ def frozen_rows(manifest: Manifest, features: np.ndarray, backbone: str, truth: 
 
 
 def finetune_rows(manifest: Manifest, finetune: TaggingConfig, truth: np.ndarray, val: np.ndarray,
-                  test: np.ndarray, focus: list[int] | None) -> list[Row]:
-    """Rows 5 (the plain fine-tuned model) and 5b (per-label best epoch), both from one fine-tuning run."""
-    tagger = train_tagger(manifest, replace(finetune, select_epoch="per_label"), console=QUIET, show_progress=False)
+                  test: np.ndarray, focus: list[int] | None, console: Console) -> list[Row]:
+    """Rows 5 (the plain fine-tuned model) and 5b (per-label best epoch), both from one fine-tuning run (its epochs
+    printed to ``console``)."""
+    tagger = train_tagger(manifest, replace(finetune, select_epoch="per_label"), console=console,
+                          show_progress=False)
     assert isinstance(tagger.head, EpochSelectedHead)
     # the plain model: snapshot 0, the head of the monitor's best epoch (what select_epoch: best ships)
     plain = Tagger(replace(finetune, select_epoch="best"), tagger.labels, tagger.head.snapshots[0],
