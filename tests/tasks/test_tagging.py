@@ -462,6 +462,7 @@ def _colour_images(root: Path, n: int = 40) -> Manifest:
                                   "tag:striped": striped.astype(np.float32)}), name="colours")
 
 
+@pytest.mark.slow  # two 4-epoch fine-tunings of the tiny backbone on 40 photos: ~3 s idle, up to 60 s on a loaded box
 def test_finetune_per_label_epoch_selection_scores_snapshots_on_the_shipped_backbone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``select_epoch: per_label`` when fine-tuning: snapshot 0 is exactly the plain run's head (same seed), each
@@ -505,3 +506,13 @@ def test_finetune_per_label_epoch_selection_scores_snapshots_on_the_shipped_back
     np.testing.assert_array_equal(loaded.thresholds_for(2.0), selected.thresholds_for(2.0))
     with pytest.raises(ConfigError, match="select_epoch"):
         TaggingConfig(mode="per_label", select_epoch="per_label")
+
+
+def test_per_label_epoch_selection_without_tags_saves_and_loads(tmp_path: Path) -> None:
+    """Only multi-class heads: no snapshots are taken, and the saved plain head loads back."""
+    manifest, features = synthetic()
+    tagger = train_tagger(manifest, quick_config("val", tags=[], select_epoch="per_label"), tmp_path / "m",
+                          console=QUIET, show_progress=False, features=features)
+    loaded = Tagger.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_features(features[:5]).heads["shape"],
+                               tagger.predict_features(features[:5]).heads["shape"], rtol=1e-5)

@@ -432,9 +432,9 @@ class Tagger(TaskModel[Predictions]):
         if not any(key.endswith("hidden.0.weight") for key in head_state):
             raise ModelError(f"{path}/model.pt holds no tagging head weights")
         in_features = backbone.num_features if backbone is not None else _head_in_features(head_state)
-        snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")}) or 1
-        head = load_head(_build_head(config, labels, in_features, snapshots), state, path,
-                         "labels.json/config.json")
+        snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")})
+        shape = config if snapshots else replace(config, select_epoch="best")  # no tags: no snapshots were taken
+        head = load_head(_build_head(shape, labels, in_features, snapshots), state, path, "labels.json/config.json")
         return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=documents.get("metrics"),
                    threshold_sets=sets, weights_id=weights_id)
 
