@@ -18,7 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # (result file, title, the invocations that write it: a script and its arguments, run from the repository root)
 SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
-    ("features", "Feature extraction throughput (issue 2)", ["bench_features.py"]),
+    ("features", "Feature extraction throughput on each runtime (issues 2, 12)", ["bench_features.py"]),
+    ("training_speed", "Fine-tuning speed: channels-last on the CPU (issue 12)", ["bench_training_speed.py"]),
     ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 14)", ["bench_tagging.py --split-seeds 0 1 2"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
@@ -29,9 +30,10 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
       "--out benchmarks/results/hierarchy_lpft.md"]),
     ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
-    ("service", "HTTP service (issue 6)", ["bench_service.py"]),
+    ("service", "HTTP service on each runtime (issues 6, 12)", ["bench_service.py --concurrency 1 4 16"]),
     ("distributed", "Data-parallel training with torchrun (issue 7)", ["bench_distributed.py"]),
-    ("batch", "Batch inference engines: local vs Ray (issue 7)", ["bench_batch.py"]),
+    ("batch", "Batch inference engines and runtimes: local vs Ray, PyTorch vs onnxruntime (issues 7, 12)",
+     ["bench_batch.py"]),
     ("export", "ONNX export: onnxruntime vs PyTorch (issue 7)", ["bench_export.py"]),
     ("audit", "Catalogue audit: label issues, duplicates, odd photos (issue 18)", ["bench_audit.py"]),
 )

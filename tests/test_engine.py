@@ -316,3 +316,94 @@ def test_checkpoint_of_an_earlier_version_asks_to_start_over(tmp_path: Path) -> 
     trainer = Trainer(mlp(), config(epochs=2), mse, None, run_dir=tmp_path, console=quiet(), show_progress=False)
     with pytest.raises(ModelError, match=r"last\.pt: it references numpy.*delete it to start over"):
         trainer.fit(loader(regression_data()))
+
+
+# ---------------------------------------------------------------------------------------------- channels-last
+def image_data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic 3x8x8 "images" with a class that depends on their colour balance (no RNG involved)."""
+    x = torch.linspace(-1, 1, n * 3 * 8 * 8).reshape(n, 3, 8, 8).roll(shifts=11).sin()
+    return x, (x[:, 0].mean(dim=(1, 2)) > x[:, 2].mean(dim=(1, 2))).long()
+
+
+def convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    # no conv bias before batch norm: its gradient is rounding noise, which Adam would blow up to full steps
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 2))
+
+
+def recording_layout(layouts: list[bool]) -> Callable[..., torch.Tensor]:
+    """``cross_entropy`` that records whether the model's first conv weight was channels-last in each step."""
+    def loss(model: nn.Module, batch: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+        weight = next(model.parameters())
+        layouts.append(weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous())
+        return cross_entropy(model, batch, device)
+    return loss
+
+
+def image_loader() -> DataLoader[tuple[torch.Tensor, ...]]:
+    return DataLoader(TensorDataset(*image_data()), batch_size=8, shuffle=False)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, True), (False, False), (True, True)],
+                         ids=["auto", "off", "on"])
+def test_conv_model_trains_channels_last_on_cpu(setting: bool | None, expected: bool) -> None:
+    layouts: list[bool] = []
+    model = convnet()
+    trainer = Trainer(model, config(epochs=2, optimizer="adam", lr=0.01, channels_last=setting),
+                      recording_layout(layouts), None, console=quiet(), show_progress=False)
+    assert trainer.channels_last is expected
+    trainer.fit(image_loader())
+    assert layouts == [expected] * 8  # every step of both epochs
+    assert all(p.is_contiguous() for p in model.parameters())  # handed back in the default layout
+
+
+def test_head_on_features_keeps_the_default_layout() -> None:
+    trainer = Trainer(mlp(), config(channels_last=None), mse, None, console=quiet(), show_progress=False)
+    assert trainer.channels_last is False
+
+
+def test_channels_last_losses_match_the_default_layout() -> None:
+    runs = {}
+    for setting in (False, True):
+        model = convnet()
+        history = Trainer(model, config(epochs=3, optimizer="adam", lr=0.01, channels_last=setting), cross_entropy,
+                          None, console=quiet(), show_progress=False).fit(image_loader()).history
+        runs[setting] = ([row["train_loss"] for row in history], model.state_dict())
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    assert runs[True][0][-1] < runs[True][0][0]  # it learned
+    for name, value in runs[True][1].items():
+        torch.testing.assert_close(value, runs[False][1][name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_channels_last_checkpoints_resume_exactly_and_load_into_a_default_model(tmp_path: Path) -> None:
+    images = image_data(16)
+
+    def val(model: nn.Module) -> dict[str, float]:
+        return {"val_loss": float(F.cross_entropy(model(images[0]), images[1]))}
+
+    settings = config(monitor="val_loss", optimizer="adamw", lr=0.01, scheduler="cosine")
+    reference_model = convnet()
+    reference = Trainer(reference_model, settings, cross_entropy, val, console=quiet(),
+                        show_progress=False).fit(image_loader())
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        Trainer(convnet(), settings, cross_entropy, interrupt_after(2, val), run_dir=run_dir, console=quiet(),
+                show_progress=False).fit(image_loader())
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    assert not saved["model"]["0.weight"].is_contiguous()  # the file holds channels-last strided weights
+    assert saved["model"]["0.weight"].is_contiguous(memory_format=torch.channels_last)
+
+    resumed_model = convnet(seed=99)
+    resumed = Trainer(resumed_model, settings, cross_entropy, val, run_dir=run_dir, console=quiet(),
+                      show_progress=False).fit(image_loader())
+    assert resumed.resumed_from == 2
+    assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in reference.history]
+    assert_same_weights(resumed_model, reference_model)
+
+    default_model = convnet(seed=7)  # a default-layout model takes the channels-last best weights as they are
+    default_model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    assert all(p.is_contiguous() for p in default_model.parameters())
+    assert_same_weights(default_model, resumed_model)

@@ -16,6 +16,11 @@ Under ``torchrun`` the same loop trains data-parallel (see :mod:`fashionlens.dis
 ``DistributedDataParallel``, each epoch is sharded over the processes, rank 0 evaluates and its metrics drive every
 process's decisions (best epoch, LR plateau, early stop), and only rank 0 writes checkpoints. Checkpoints hold the
 unwrapped weights, so a run resumes on any number of processes.
+
+On the CPU a convolutional model trains channels-last (``TrainConfig.channels_last``, on by default there): the
+weights are converted for the run, which makes oneDNN's convolutions run in NHWC for default-format inputs too, and
+the caller gets the model back in the default layout. Checkpoints hold channels-last strided tensors, which load
+into either layout (``load_state_dict`` copies values into each parameter's own layout).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class TrainConfig:
     amp: bool = True
     grad_clip: float | None = None
     num_workers: int | None = None
+    channels_last: bool | None = None  # None: on for a conv model on the CPU (see _use_channels_last)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -115,6 +121,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
     return None
 
 
+def _use_channels_last(model: torch.nn.Module, device: torch.device, setting: bool | None) -> bool:
+    """Whether :class:`Trainer` trains ``model`` channels-last: ``setting`` when given, else ``auto``.
+
+    ``auto`` is on for a model with 4-D (convolution) weights trained on the CPU, where oneDNN's NHWC convolutions
+    make fine-tuning epochs faster (measured in ``benchmarks/results/training_speed.md``); a head on feature vectors
+    has nothing to convert. Converting the weights is enough: a convolution runs NHWC when its weight is, whatever
+    the layout of its input (measured: channels-last inputs on top gained nothing). On CUDA it stays off unless
+    asked for: there AMP is the lever, and the NHWC gain depends on the GPU generation and was not measured here.
+    """
+    if setting is not None:
+        return setting
+    return device.type == "cpu" and any(p.dim() == 4 for p in model.parameters())
+
+
 def _rng_state() -> dict[str, Any]:
     """Every random generator's state as tensors and plain values (a checkpoint must load with weights_only)."""
     name, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
@@ -137,7 +157,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Fit a model with a task's loss and evaluation callbacks.
+    """Fit a model with a task's loss and evaluation callbacks (one :meth:`fit` per trainer).
 
     Args:
         model: The network to train (moved to the configured device).
@@ -156,6 +176,9 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        self.channels_last = _use_channels_last(self.model, self.device, config.channels_last)
+        if self.channels_last:  # before DDP builds its gradient buckets and before the optimiser sees the weights
+            self.model.to(memory_format=torch.channels_last)
         self.is_main = distributed.is_main_process()
         self.training_model: torch.nn.Module = self.model
         if distributed.world_size() > 1:
@@ -313,5 +336,7 @@ class Trainer:
                     break
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.channels_last:  # hand back the layout the caller gave (same values: a copy)
+            self.model.to(memory_format=torch.contiguous_format)
         result.seconds = time.perf_counter() - start
         return result
