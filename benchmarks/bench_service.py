@@ -212,7 +212,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/service.md"))
     args = parser.parse_args()
     build_models(args.data, args.models)
-    workers, threads = plan_threads(args.workers, args.threads)
+    plans = {runtime: plan_threads(args.workers, args.threads, runtime=runtime) for runtime in RUNTIMES}
+    threads = plans["auto"][1]
     torch.set_num_threads(threads)
     photos = query_photos(args.data, 64)
     pipeline = Pipeline.load(args.models / "tagger", args.models / "hierarchy", args.models / "index",
@@ -220,7 +221,8 @@ def main() -> None:
     pipeline.warm_up()
     calls: dict[str, Callable[[bytes, str], object]] = {"/v1/tag": pipeline.tag, "/v1/search": pipeline.search}
     catalogue = len(pipeline.index) if pipeline.index is not None else 0
-    servers = {runtime: start_server(args.models, threads, args.max_batch, workers, runtime) for runtime in RUNTIMES}
+    servers = {runtime: start_server(args.models, plans[runtime][1], args.max_batch, plans[runtime][0], runtime)
+               for runtime in RUNTIMES}
     cells = [(e, c) for e in ENDPOINTS for c in args.concurrency]
     local = {cell: Cell() for cell in cells}
     remote = {runtime: {cell: Cell() for cell in cells} for runtime in RUNTIMES}
@@ -256,14 +258,16 @@ def main() -> None:
                     f"{fast.rate / here.rate:.2f}", slow.failures + fast.failures]
         rows.append("| " + " | ".join(map(str, columns)) + " |")
     text = (f"Command: `python benchmarks/bench_service.py --data {args.data} --models {args.models} "
-            f"--seconds {args.seconds:g} --repeats {args.repeats} --max-batch {args.max_batch} --workers {workers} "
-            f"--threads {threads}`  \n"
+            f"--seconds {args.seconds:g} --repeats {args.repeats} --max-batch {args.max_batch}"
+            + (f" --workers {args.workers}" if args.workers else "") + (f" --threads {args.threads}" if args.threads
+                                                                         else "") + "`  \n"
             f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average "
-            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), no GPU; {threads} runtime thread(s) per "
-            f"calling thread; servers with {workers} inference thread(s) and micro-batches of at most "
-            f"{args.max_batch}; EfficientNet-Lite0 backbone shared by tagger and hierarchy (one forward per "
-            f"image), baseline embedder, flat index of {catalogue} catalogue items. Runtimes: `torch` is PyTorch "
-            f"(channels-last), `auto` runs {backbones}.  \n"
+            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), no GPU; each server with its runtime's "
+            f"default plan (`torch`: {plans['torch'][0]} inference thread(s) x {plans['torch'][1]} thread(s); `auto`: "
+            f"{plans['auto'][0]} x {plans['auto'][1]}; in-process: {threads} thread(s) per calling thread) and "
+            f"micro-batches of at most {args.max_batch}; EfficientNet-Lite0 backbone shared by tagger and hierarchy "
+            f"(one forward per image), baseline embedder, flat index of {catalogue} catalogue items. Runtimes: "
+            f"`torch` is PyTorch (channels-last), `auto` runs {backbones}.  \n"
             f"Each cell: {args.repeats} x {args.seconds:g} s of back-to-back requests (the in-process, `torch` and "
             f"`auto` measurements of a cell run one after another) on {len(photos)} real photos (street photos "
             f"up to 400 px, 224 px product photos). In-process: N threads calling the pipeline on the bytes; "

@@ -161,7 +161,10 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
         compiled = runtime if isinstance(runtime, CompiledBackbone) else compile_backbone(backbone, runtime, device)
         torch_device = resolve_device(device)
         subset = manifest.subset(np.isin(np.arange(len(manifest)), todo))
-        dataset = ManifestImageDataset(subset, transform, skip_bad_images=skip_bad_images)
+        # Decode workers run the CPU side of the transform and ship uint8 images (a quarter of float32's bytes);
+        # the model side (scale, normalise) runs on each batch here, which gives the very tensor of the whole transform.
+        cpu_side, model_side = eval_transform(backbone.preprocess, separate=True)
+        dataset = ManifestImageDataset(subset, cpu_side, skip_bad_images=skip_bad_images)
         workers = default_workers() if num_workers is None else num_workers
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping,
                             pin_memory=torch_device.type == "cuda", persistent_workers=False,
@@ -185,8 +188,10 @@ def extract_features(manifest: Manifest, backbone: FeatureExtractor, cache_dir: 
             rate = done / (time.perf_counter() - start)
             progress.update(task, completed=done, rate=f"{rate:.1f} img/s {compiled.runtime}")
 
-        # Batches carry dataset-local indices: map them to manifest rows before the forward loop places them.
-        batches = ((images, local_rows[local.numpy()]) for images, local in loader)
+        # Batches carry dataset-local indices: map them to manifest rows before the forward loop places them (a batch
+        # whose images all failed is empty and skipped there).
+        batches = ((model_side(images) if len(local) else images, local_rows[local.numpy()])
+                   for images, local in loader)
         try:
             with progress_bar(f"features {backbone.name}") as progress:
                 task = progress.add_task(f"features {backbone.name}", total=len(todo), rate="",

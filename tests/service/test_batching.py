@@ -132,4 +132,10 @@ def test_sizes_must_be_positive(settings: dict[str, int]) -> None:
 ])
 def test_thread_plan_spends_each_core_once_by_default(given: tuple[int | None, int | None],
                                                        expected: tuple[int, int]) -> None:
-    assert plan_threads(*given, cores=4) == expected
+    assert plan_threads(*given, cores=4) == expected  # torch: a worker per core, one thread each
+
+
+@pytest.mark.parametrize(("given", "expected"), [((None, None), (1, 4)), ((2, None), (2, 2)), ((1, 2), (1, 2))])
+def test_onnxruntime_gets_one_worker_on_every_core_by_default(given: tuple[int | None, int | None],
+                                                               expected: tuple[int, int]) -> None:
+    assert plan_threads(*given, cores=4, runtime="onnx") == expected

@@ -25,7 +25,8 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted image upload, in MiB."),
     max_batch: int = typer.Option(4, help="Most concurrent requests answered by one forward pass."),
-    workers: int | None = typer.Option(None, help="Inference threads (default: one per core)."),
+    workers: int | None = typer.Option(None, help="Inference threads (default: one per core for --runtime torch, "
+                                                  "one running every core for onnxruntime)."),
     threads: int | None = typer.Option(None, help="Runtime threads per inference thread (default: cores / workers)."),
     runtime: str = typer.Option("auto", help="Where the backbones run: auto (onnxruntime on CPU, PyTorch on CUDA), "
                                              "torch or onnx."),
@@ -67,7 +68,7 @@ def serve(
             raise ConfigError(f"--max-image-mp must be > 0, got {max_image_mp}")
         limits = dataclasses.replace(limits, max_pixels=max(1, int(max_image_mp * 1_000_000)))
     check_runtime(runtime)
-    workers, threads = plan_threads(workers, threads)
+    workers, threads = plan_threads(workers, threads, runtime=runtime)
     torch.set_num_threads(threads)  # FAISS runs on one thread in each serving thread (see service.pipeline)
     if not api_key and not _is_loopback(host):
         err_console.print(f"warning: serving on {host} without --api-key (or {API_KEY_ENV}): anyone who can reach "

@@ -6,10 +6,13 @@ taking *what is queued* (up to ``max_batch``) as one batch: with one client ther
 clients the queue drains in small batches. The event loop only awaits a future, so slow inference never blocks other
 requests (health checks, item images).
 
-How to spend the cores (:func:`plan_threads`): by default one worker per core, each running torch on one thread.
-Measured on the 2-core development machine (EfficientNet-Lite0, shared with other jobs), torch's two intra-op
-threads per pass cost up to 8x more CPU per image than one (its OpenMP threads spin while waiting for each other),
-and batches beyond 2-4 images cost more per image than single ones, hence the small default ``max_batch``.
+How to spend the cores (:func:`plan_threads`) depends on the runtime. PyTorch: one worker per core, each on one
+thread; measured on the 2-core development machine (EfficientNet-Lite0, shared with other jobs), torch's two
+intra-op threads per pass cost up to 8x more CPU per image than one (its OpenMP threads spin while waiting for each
+other). onnxruntime (whose threads fashionlens lets sleep instead of spin): one worker running every core, so that a
+lone request's forward pass uses all of them (p50 15 vs 19 ms at one client) while micro-batching absorbs concurrent
+requests (the same req/s at 4 clients; ``benchmarks/results/service.md``). Batches beyond 2-4 images cost more per
+image than single ones, hence the small default ``max_batch``.
 
 Overload: the queue is bounded (``max_queue``). A submission finding it full raises :class:`QueueFullError` at once
 (the service answers 503 with ``Retry-After``), so a burst beyond capacity costs its excess requests a quick refusal
@@ -26,6 +29,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
+
+import torch
 
 from fashionlens.errors import FashionlensError
 
@@ -45,10 +50,13 @@ class QueueFullError(FashionlensError):
     """Too many items are already waiting; the caller should retry after :data:`RETRY_AFTER_S` seconds."""
 
 
-def plan_threads(workers: int | None = None, threads: int | None = None, cores: int | None = None) -> tuple[int, int]:
-    """``(workers, torch threads per worker)``: one worker per core and ``cores // workers`` threads unless given."""
+def plan_threads(workers: int | None = None, threads: int | None = None, cores: int | None = None,
+                 runtime: str = "torch") -> tuple[int, int]:
+    """``(workers, runtime threads per worker)``: unless given, one worker per core for the ``torch`` runtime and one
+    worker for onnxruntime (``onnx``, and ``auto`` on a machine without CUDA), with ``cores // workers`` threads."""
     cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    workers = workers or cores
+    onnx = runtime == "onnx" or (runtime == "auto" and not torch.cuda.is_available())
+    workers = workers or (1 if onnx else cores)
     return workers, threads or max(1, cores // workers)
 
 
