@@ -11,10 +11,15 @@ Variants on frozen, cached ImageNet features (seconds per fit):
 3. the default head (weighted BCE, ``thresholds.method: oof``): the shipped model is refit on train+val, so its
    flat-0.5 row and its tuned rows compare the same model;
 4. the same config with ``thresholds.method: val`` (trained on train only): flat 0.5 vs the val optimum, the
-   plateau centre and shrinkage towards 0.5 -- all on one model.
+   plateau centre and shrinkage towards 0.5 -- all on one model;
+4b. row 4's config and seed with ``select_epoch: per_label`` (each tag reads the head snapshot of the epoch where its
+   val F2 peaked).
 
-Variant 5 (Clothing Attributes only, ``--finetune-config``; about 13 min per split seed on 2 idle CPU cores)
-fine-tunes the backbone end to end and compares flat 0.5 with the val, plateau and shrunk thresholds of that model.
+Variants 5 and 5b (Clothing Attributes only, ``--finetune-config``; about 13 min per split seed on 2 idle CPU
+cores) fine-tune the backbone end to end, once, with ``select_epoch: per_label``, and compare flat 0.5 with the val,
+plateau and shrunk thresholds of each model. Row 5 is the plain fine-tuned model (``select_epoch: best``): the
+run's snapshot 0, the head of the monitor's best epoch on the shipped backbone -- bit-identical to a run without
+epoch tracking (tests/tasks/test_tagging.py checks it). Row 5b reads each tag from its own best epoch's head.
 
     python benchmarks/bench_tagging.py --data ../shared/data --split-seeds 0 1 2
 """
@@ -47,7 +52,14 @@ from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.tagging import Tagger, TaggingConfig, ThresholdConfig, train_tagger, tune_thresholds
+from fashionlens.tasks.tagging import (
+    EpochSelectedHead,
+    Tagger,
+    TaggingConfig,
+    ThresholdConfig,
+    train_tagger,
+    tune_thresholds,
+)
 from fashionlens.thresholds import apply_thresholds
 
 QUIET = Console(quiet=True)
@@ -102,8 +114,8 @@ def threshold_rows(name: str, tagger: Tagger, truth: np.ndarray, probs: np.ndarr
 
 
 def one_split(manifest: Manifest, features: np.ndarray, backbone: str, focus_names: list[str] | None,
-              finetune: TaggingConfig | None, console: Console, **label_options: object) -> list[Row]:
-    """Every variant's test rows on one split."""
+              finetune: TaggingConfig | None, frozen: bool, console: Console, **label_options: object) -> list[Row]:
+    """Every variant's test rows on one split (the frozen-feature ones when ``frozen``)."""
     split = manifest.frame["split"].to_numpy()
     train, val, test = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
     space = LabelSpace.from_manifest(manifest.subset(split == "train"), heads=[], **label_options)  # type: ignore[arg-type]
@@ -119,6 +131,17 @@ def one_split(manifest: Manifest, features: np.ndarray, backbone: str, focus_nam
         rows.extend(made)
         console.print(f"  {name}: {time.perf_counter() - start:.0f} s")
 
+    if frozen:
+        frozen_rows(manifest, features, backbone, truth, train, val, test, focus, timed, **label_options)
+    if finetune is not None:
+        timed("fine-tuned", lambda: finetune_rows(manifest, finetune, truth, val, test, focus, console))
+    return rows
+
+
+def frozen_rows(manifest: Manifest, features: np.ndarray, backbone: str, truth: np.ndarray, train: np.ndarray,
+                val: np.ndarray, test: np.ndarray, focus: list[int] | None,
+                timed: Callable[[str, Callable[[], list[Row]]], None], **label_options: object) -> None:
+    """Variants 0-4b, on cached frozen features."""
     base = TaggingConfig(backbone=BackboneConfig(name=backbone), heads=[], **label_options)  # type: ignore[arg-type]
 
     def fit(config: TaggingConfig) -> Tagger:
@@ -149,14 +172,33 @@ def one_split(manifest: Manifest, features: np.ndarray, backbone: str, focus_nam
                               tagger.predict_features(features[val]).tags, focus)
 
     timed("val head", val_head)
-    if finetune is not None:
-        def finetuned() -> list[Row]:
-            tagger = train_tagger(manifest, finetune, console=QUIET, show_progress=False)
-            probs = {s: tagger.predict(manifest.split_subset(s), show_progress=False).tags for s in ("val", "test")}
-            return threshold_rows(f"5. {finetune.backbone.name} fine-tuned ({finetune.train.epochs} epochs)", tagger,
-                                  truth[test], probs["test"], truth[val], probs["val"], focus)
 
-        timed("fine-tuned", finetuned)
+    def per_label_head() -> list[Row]:
+        tagger = fit(replace(base, thresholds=ThresholdConfig(method="val"), select_epoch="per_label"))
+        return threshold_rows("4b. weighted BCE head (train only), per-label best epoch", tagger, truth[test],
+                              tagger.predict_features(features[test]).tags, truth[val],
+                              tagger.predict_features(features[val]).tags, focus)
+
+    timed("per-label epochs head", per_label_head)
+
+
+def finetune_rows(manifest: Manifest, finetune: TaggingConfig, truth: np.ndarray, val: np.ndarray,
+                  test: np.ndarray, focus: list[int] | None, console: Console) -> list[Row]:
+    """Rows 5 (the plain fine-tuned model) and 5b (per-label best epoch), both from one fine-tuning run (its epochs
+    printed to ``console``)."""
+    tagger = train_tagger(manifest, replace(finetune, select_epoch="per_label"), console=console,
+                          show_progress=False)
+    assert isinstance(tagger.head, EpochSelectedHead)
+    # the plain model: snapshot 0, the head of the monitor's best epoch (what select_epoch: best ships)
+    plain = Tagger(replace(finetune, select_epoch="best"), tagger.labels, tagger.head.snapshots[0],
+                   tagger.thresholds_for(finetune.beta), backbone=tagger.backbone)
+    name = f"{finetune.backbone.name} fine-tuned ({finetune.train.epochs} epochs)"
+    rows: list[Row] = []
+    for label, model in ((f"5. {name}", plain), (f"5b. {name}, per-label best epoch", tagger)):
+        probs = {s: model.predict(manifest.split_subset(s), show_progress=False).tags for s in ("val", "test")}
+        rows += threshold_rows(label, model, truth[test], probs["test"], truth[val], probs["val"], focus)
+    for row in rows[len(rows) // 2:]:
+        row["snapshots"] = len(tagger.head.snapshots)
     return rows
 
 
@@ -168,7 +210,7 @@ def summarise(per_seed: dict[int, list[Row]]) -> list[Row]:
         found = [r for rows in per_seed.values() for r in rows if r["variant"] == variant]
         row: Row = {"variant": variant, "seeds": len(found)}
         for key in found[0]:
-            if key == "variant":
+            if key in ("variant", "snapshots"):
                 continue
             values = np.array([float(r[key]) for r in found])  # type: ignore[arg-type]
             row[key] = f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}" \
@@ -191,26 +233,27 @@ def target_lines(per_seed: dict[int, list[Row]], focus: bool) -> str:
                 f"{'MET' if got.mean() >= target else 'MISSED'}")
 
     first = [str(r["variant"]) for r in next(iter(per_seed.values()))]
-    head = next(v.split(" @ ")[0] for v in first if v.startswith("3."))
-    lines = [line("default frozen head, oof F2 thresholds − flat 0.5, test macro-F2",
-                  values(f"{head} @ F2 oof", "macro-F2") - values(f"{head} @ 0.5", "macro-F2"), 0.02, True)]
-    finetuned = next((v.split(" @ ")[0] for v in first if v.startswith("5.")), None)
-    if finetuned is not None:
-        for method in ("val", "plateau", f"val shrunk {SHRINK:g}"):
-            gain = values(f"{finetuned} @ F2 {method}", "macro-F2") - values(f"{finetuned} @ 0.5", "macro-F2")
-            lines.append(line(f"fine-tuned model, F2 {method} thresholds − flat 0.5, test macro-F2", gain, 0.02,
-                              True))
-    if focus:
-        key = "macro-F1 (20 paper labels)"
-        probe = values(next(v for v in first if v.startswith("0.")), key)
-        for decision in ("F1 oof", "0.5"):
-            lines.append(line(f"default frozen head @ {decision} − linear probe @ 0.5, test {key}",
-                              values(f"{head} @ {decision}", key) - probe, 0.0, True))
-        if finetuned is not None:
-            for method in ("plateau", "val", "0.5"):
-                variant = f"{finetuned} @ {'F1 ' + method if method != '0.5' else method}"
-                lines.append(line(f"fine-tuned model @ {variant.split(' @ ')[1]}, test {key}", values(variant, key),
-                                  0.66, False))
+    head = next((v.split(" @ ")[0] for v in first if v.startswith("3.")), None)
+    finetuned = list(dict.fromkeys(v.split(" @ ")[0] for v in first if v.startswith(("5.", "5b."))))
+    key = "macro-F1 (20 paper labels)"
+    lines = []
+    if head is not None:
+        lines.append(line("default frozen head, oof F2 thresholds − flat 0.5, test macro-F2",
+                          values(f"{head} @ F2 oof", "macro-F2") - values(f"{head} @ 0.5", "macro-F2"), 0.02, True))
+        if focus:
+            probe = values(next(v for v in first if v.startswith("0.")), key)
+            for decision in ("F1 oof", "0.5"):
+                lines.append(line(f"default frozen head @ {decision} − linear probe @ 0.5, test {key}",
+                                  values(f"{head} @ {decision}", key) - probe, 0.0, True))
+    for model in finetuned:
+        short = model.split(" ")[0] + " fine-tuned model" + (", per-label best epoch" if "per-label" in model else "")
+        for method in ("plateau", "val", f"val shrunk {SHRINK:g}"):
+            gain = values(f"{model} @ F2 {method}", "macro-F2") - values(f"{model} @ 0.5", "macro-F2")
+            lines.append(line(f"{short}, F2 {method} thresholds − flat 0.5, test macro-F2", gain, 0.02, True))
+        if focus:
+            for decision in ("F1 plateau", "F1 val", "0.5"):
+                lines.append(line(f"{short} @ {decision}, test {key}", values(f"{model} @ {decision}", key), 0.66,
+                                  False))
     return "Targets (issue 14, test split, mean over split seeds):\n\n" + "\n".join(lines) + "\n"
 
 
@@ -223,7 +266,12 @@ def main() -> None:
     parser.add_argument("--finetune-config", type=Path,
                         default=Path("configs/tagging_clothing_attributes_finetune.yaml"),
                         help="Config of variant 5 (Clothing Attributes only).")
-    parser.add_argument("--skip-finetune", action="store_true", help="Leave out variant 5 (~13 min per split seed).")
+    parser.add_argument("--skip-finetune", action="store_true",
+                        help="Leave out variants 5/5b (one fine-tuning, ~13 min per split seed).")
+    parser.add_argument("--skip-frozen", action="store_true",
+                        help="Only variants 5/5b (Clothing Attributes), written to tagging_clothing_finetune.md.")
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="Override the fine-tuning config's train.epochs (to bound the run; said in the result).")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     console = Console()
@@ -243,27 +291,40 @@ def main() -> None:
         features = frozen_features(full, BackboneConfig(name=args.backbone))
         finetune = (load_config(TaggingConfig, args.finetune_config, {"heads": []})
                     if key == "clothing" and not args.skip_finetune else None)
+        if finetune is not None and args.finetune_epochs is not None:
+            finetune = replace(finetune, train=replace(finetune.train, epochs=args.finetune_epochs))
+        if args.skip_frozen and finetune is None:
+            continue
         per_seed: dict[int, list[Row]] = {}
         sizes = {}
-        for seed in args.split_seeds:
+        command = (f"python benchmarks/bench_tagging.py --data {args.data} --backbone {args.backbone} --datasets {key} "
+                   f"--split-seeds {' '.join(map(str, args.split_seeds))}"
+                   f"{' --skip-finetune' if finetune is None and key == 'clothing' else ''}"
+                   f"{' --skip-frozen' if args.skip_frozen else ''}"
+                   f"{f' --finetune-epochs {args.finetune_epochs}' if args.finetune_epochs is not None else ''}")
+        name = f"tagging_{key}{'_finetune' if args.skip_frozen else ''}"
+        for seed in args.split_seeds:  # the result is rewritten after every seed: a cut-short run keeps its seeds
             console.print(f"split seed {seed}")
             manifest = split_manifest(full, seed=seed, stratify=stratify)
             sizes[seed] = manifest.frame["split"].value_counts().to_dict()
-            per_seed[seed] = one_split(manifest, features, args.backbone, focus, finetune, console, **options)
-        command = (f"python benchmarks/bench_tagging.py --data {args.data} --backbone {args.backbone} --datasets {key} "
-                   f"--split-seeds {' '.join(map(str, args.split_seeds))}"
-                   f"{' --skip-finetune' if finetune is None and key == 'clothing' else ''}")
-        text = (f"### {title}\n\nCommand: `{command}`  \n"
-                f"Machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-                f"torch {torch.__version__}, no GPU; wall time {time.perf_counter() - start:.0f} s. "
-                f"Splits: {sizes}. Test split only; mean ± sample std over split seeds.\n\n"
-                f"{markdown.records_table(summarise(per_seed))}\n\n{target_lines(per_seed, focus is not None)}")
-        out = args.out_dir / f"tagging_{key}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        (args.out_dir / f"tagging_{key}_rows.json").write_text(json.dumps(per_seed, indent=1), encoding="utf-8")
+            per_seed[seed] = one_split(manifest, features, args.backbone, focus, finetune, not args.skip_frozen,
+                                       console, **options)
+            snapshots = {s: next((r["snapshots"] for r in rows if "snapshots" in r), None)
+                         for s, rows in per_seed.items()}
+            text = (f"### {title}\n\nCommand: `{command}`  \n"
+                    f"Machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+                    f"torch {torch.__version__}, no GPU; wall time {time.perf_counter() - start:.0f} s. "
+                    f"Splits (seeds {list(per_seed)} of {args.split_seeds}): {sizes}. Test split only; mean ± sample "
+                    f"std over split seeds.\n\n"
+                    f"{markdown.records_table(summarise(per_seed))}\n\n{target_lines(per_seed, focus is not None)}"
+                    + (f"\nHead snapshots of the per-label best-epoch model, by split seed: {snapshots}\n"
+                       if finetune is not None else ""))
+            out = args.out_dir / f"{name}.md"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            (args.out_dir / f"{name}_rows.json").write_text(json.dumps(per_seed, indent=1), encoding="utf-8")
+            console.print(f"wrote {out} ({len(per_seed)} of {len(args.split_seeds)} split seeds)")
         console.print(text)
-        console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

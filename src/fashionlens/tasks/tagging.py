@@ -7,6 +7,10 @@ label, plus softmax heads for multi-class attributes). Training modes:
 * ``finetune`` -- backbone and head end to end on images, first stages frozen;
 * ``per_label`` -- one small model per label, each with its own early stopping (and optionally its own LR/epochs).
 
+``select_epoch: per_label`` gets the per-label models' gain within one joint run (``features`` or ``finetune``): each
+tag reads the head snapshot of the epoch where its val F-beta peaked (:class:`EpochSelectedHead`); when fine-tuning,
+the snapshots are scored on the val features of the shipped (best-epoch) backbone.
+
 Afterwards each label's decision threshold is moved to the value that maximises its F-beta on held-out predictions
 (threshold moving; see :class:`ThresholdConfig` for the methods: out-of-fold, validation, plateau, fixed 0.5). One
 threshold set is saved per β (F1 for the decisions a person reads, the config's β -- F2 for the JD paper -- for the
@@ -144,10 +148,11 @@ class TaggingConfig:
             raise ConfigError(f"label_importance values must be non-negative numbers, got {bad}")
         if self.select_epoch not in EPOCH_SELECTIONS:
             raise ConfigError(f"unknown select_epoch '{self.select_epoch}'; use one of {EPOCH_SELECTIONS}")
-        if self.select_epoch == "per_label" and (self.mode != "features"
+        if self.select_epoch == "per_label" and (self.mode == "per_label"
                                                  or self.thresholds.resolved(self.mode) == "oof"):
-            raise ConfigError("select_epoch 'per_label' keeps head snapshots of one run on frozen features: it needs "
-                              "mode 'features' and a thresholds.method chosen on val (val, plateau or fixed), not oof")
+            raise ConfigError("select_epoch 'per_label' keeps head snapshots of one joint run: it needs mode "
+                              "'features' or 'finetune' and a thresholds.method chosen on val (val, plateau or fixed), "
+                              "not oof")
         if self.thresholds.resolved(self.mode) == "oof" and self.mode != "features":
             raise ConfigError(f"thresholds.method 'oof' refits the head on {self.thresholds.folds} folds and is "
                               f"offered for mode 'features' only; use val, plateau or fixed in mode '{self.mode}'")
@@ -211,12 +216,16 @@ class EpochSelectedHead(nn.Module):
 def _build_head(config: TaggingConfig, labels: LabelSpace, in_features: int, snapshots: int = 1) -> nn.Module:
     if config.mode == "per_label":
         return PerLabelHeads(in_features, labels, config.hidden, config.dropout)
-    head_sizes = {h: len(c) for h, c in labels.heads.items()}
     if config.select_epoch == "per_label":
-        heads = [TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
-                 for _ in range(snapshots)]
-        return EpochSelectedHead(heads, [0] * len(labels.tags))
-    return TaggingHead(in_features, len(labels.tags), head_sizes, config.hidden, config.dropout)
+        return EpochSelectedHead([_joint_head(config, labels, in_features) for _ in range(snapshots)],
+                                 [0] * len(labels.tags))
+    return _joint_head(config, labels, in_features)
+
+
+def _joint_head(config: TaggingConfig, labels: LabelSpace, in_features: int) -> TaggingHead:
+    """One joint head (what a training run trains; :class:`EpochSelectedHead` holds several)."""
+    return TaggingHead(in_features, len(labels.tags), {h: len(c) for h, c in labels.heads.items()}, config.hidden,
+                       config.dropout)
 
 
 class TaggingObjective:
@@ -423,9 +432,9 @@ class Tagger(TaskModel[Predictions]):
         if not any(key.endswith("hidden.0.weight") for key in head_state):
             raise ModelError(f"{path}/model.pt holds no tagging head weights")
         in_features = backbone.num_features if backbone is not None else _head_in_features(head_state)
-        snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")}) or 1
-        head = load_head(_build_head(config, labels, in_features, snapshots), state, path,
-                         "labels.json/config.json")
+        snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")})
+        shape = config if snapshots else replace(config, select_epoch="best")  # no tags: no snapshots were taken
+        head = load_head(_build_head(shape, labels, in_features, snapshots), state, path, "labels.json/config.json")
         return cls(config, labels, head, thresholds, backbone=backbone, metrics_summary=documents.get("metrics"),
                    threshold_sets=sets, weights_id=weights_id)
 
@@ -665,7 +674,7 @@ def _train_joint(features: np.ndarray, config: TaggingConfig, labels: LabelSpace
                  show_progress: bool) -> tuple[nn.Module, int]:
     """The joint head with early stopping on ``val``, and its best epoch (1-based)."""
     device = resolve_device(config.train.device)
-    head = _build_head(replace(config, select_epoch="best"), labels, features.shape[1])  # snapshots assembled below
+    head = _joint_head(config, labels, features.shape[1])  # per-label snapshots are assembled after training
     loader = tensor_loader([features[train_rows], torch.as_tensor(train_rows)], config.train.batch_size,
                            shuffle=True, seed=config.train.seed)
     evaluate = _feature_evaluator(objective, features, val_rows, labels, config.beta, device)
@@ -674,55 +683,83 @@ def _train_joint(features: np.ndarray, config: TaggingConfig, labels: LabelSpace
     model, result = _fit(head, objective.loss, tracker or evaluate, loader, config.train, run_dir, console,
                          show_progress)
     if tracker is not None:
-        model = tracker.selected(model, result.best_epoch, config, labels, features.shape[1])
-        console.print(f"per-label epochs: {dict(zip(labels.tags, tracker.best_epoch.tolist(), strict=True))}")
+        model = tracker.selected(model, result, config, labels, features.shape[1], console)
     return model, max(result.best_epoch, 1)
 
 
 class _PerLabelEpochs:
-    """Engine evaluate callback that also keeps, per tag, the head of the epoch where its val F-beta (at its best
-    threshold) peaked; :meth:`selected` assembles them into an :class:`EpochSelectedHead`."""
+    """Engine evaluate callback that keeps the head state of every epoch and, per tag, the epoch where its val
+    F-beta (at its best threshold) peaked; :meth:`selected` assembles those heads into an :class:`EpochSelectedHead`.
+
+    On frozen features (:meth:`bind` before training) each epoch is scored as it ends, and only the states some tag
+    still peaks at are kept. When fine-tuning, the backbone moves between epochs, so every head state is kept and
+    scored after training on the val features of the shipped backbone (the monitor's best epoch, given to
+    :meth:`selected`): the features inference will see.
+    """
 
     def __init__(self, val_truth: np.ndarray, beta: float, evaluate: Callable[[nn.Module], dict[str, float]]):
         self.val_truth, self.beta, self.evaluate = val_truth, beta, evaluate
         self.best = np.full(val_truth.shape[1], -np.inf)
         self.best_epoch = np.zeros(val_truth.shape[1], dtype=np.int64)
         self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.scores: dict[int, np.ndarray] = {}
         self.epoch = 0
+        self.scored_through = 0  # epochs up to this one are scored
         self._rows = np.arange(len(val_truth))
+        self._loader: DataLoader[Any] | None = None
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         self.epoch += 1
         out = self.evaluate(model)
-        probs = self.last_probs(model)
-        score = np.nan_to_num(select_thresholds(self.val_truth, probs, beta=self.beta).best_fbeta, nan=-1.0)
-        improved = score > self.best + 1e-12
-        if improved.any():
-            self.best[improved], self.best_epoch[improved] = score[improved], self.epoch
-            self.states[self.epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.states = {e: s for e, s in self.states.items() if e in set(self.best_epoch.tolist())}
+        head = model.head if isinstance(model, TaskNetwork) else model
+        self.states[self.epoch] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+        if self._loader is not None:
+            self._score(head, self.epoch)
         return out
 
-    def last_probs(self, model: nn.Module) -> np.ndarray:
-        """Val tag probabilities of ``model`` (features captured by the first evaluation)."""
-        logits, _ = predict_outputs(model, self._loader, len(self._rows), next(model.parameters()).device)
-        return logits_to_predictions(logits, LabelSpace(tags=[""] * self.val_truth.shape[1]), len(self._rows)).tags
+    def _score(self, head: nn.Module, epoch: int) -> None:
+        """Score ``head`` (of ``epoch``) on the bound val features; drop the states no tag peaks at any more."""
+        assert self._loader is not None
+        logits, _ = predict_outputs(head, self._loader, len(self._rows), next(head.parameters()).device)
+        probs = logits_to_predictions(logits, LabelSpace(tags=[""] * self.val_truth.shape[1]), len(self._rows)).tags
+        score = np.nan_to_num(select_thresholds(self.val_truth, probs, beta=self.beta).best_fbeta, nan=-1.0)
+        self.scores[epoch] = score
+        improved = score > self.best + 1e-12
+        self.best[improved], self.best_epoch[improved] = score[improved], epoch
+        self.scored_through = max(self.scored_through, epoch)
+        peaks = set(self.best_epoch.tolist())
+        self.states = {e: s for e, s in self.states.items() if e in peaks or e > self.scored_through}
 
     def bind(self, features: np.ndarray) -> _PerLabelEpochs:
-        """Attach the val features (rows aligned with ``val_truth``)."""
+        """Attach the val features the heads are scored on (rows aligned with ``val_truth``)."""
         self._loader = tensor_loader([features.astype(np.float32), self._rows], batch_size=2048, shuffle=False)
         return self
 
-    def selected(self, best_model: nn.Module, best_epoch: int, config: TaggingConfig, labels: LabelSpace,
-                 in_features: int) -> EpochSelectedHead:
-        """Snapshot 0: the monitor's best epoch; then one snapshot per other epoch some tag peaked at."""
+    def selected(self, best_model: nn.Module, result: TrainResult, config: TaggingConfig, labels: LabelSpace,
+                 in_features: int, console: Console, val_features: np.ndarray | None = None) -> EpochSelectedHead:
+        """Snapshot 0: the monitor's best epoch (``best_model``); then one snapshot per other epoch some tag peaked
+        at (strictly above its score at the monitor's epoch). Epochs not scored yet are scored first, on
+        ``val_features`` when given (else the bound ones)."""
+        if val_features is not None:
+            self.bind(val_features)
+        for epoch in sorted(e for e in self.states if e > self.scored_through):
+            snapshot = _joint_head(config, labels, in_features)
+            snapshot.load_state_dict(self.states[epoch])
+            self._score(snapshot, epoch)
+        offset = result.resumed_from or 0  # this process counts epochs from its start
+        best_epoch = result.best_epoch - offset
+        if best_epoch < 1:  # the best epoch came before a resume: the shipped head is a candidate too
+            self._score(best_model, best_epoch)
+        if best_epoch in self.scores:  # a tie goes to the monitor's epoch (snapshot 0)
+            self.best_epoch[self.scores[best_epoch] >= self.best - 1e-12] = best_epoch
         others = sorted(set(self.best_epoch.tolist()) - {best_epoch})
         snapshots: list[nn.Module] = [best_model]
         for epoch in others:
-            snapshot = _build_head(replace(config, select_epoch="best"), labels, in_features)
+            snapshot = _joint_head(config, labels, in_features)
             snapshot.load_state_dict(self.states[epoch])
             snapshots.append(snapshot)
         index = {epoch: i + 1 for i, epoch in enumerate(others)}
+        console.print(f"per-label epochs: {dict(zip(labels.tags, (self.best_epoch + offset).tolist(), strict=True))}")
         return EpochSelectedHead(snapshots, [index.get(int(e), 0) for e in self.best_epoch]).eval()
 
 
@@ -768,10 +805,13 @@ def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelS
 def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
                     show_progress: bool) -> tuple[nn.Module, Backbone]:
-    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen)."""
+    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen).
+
+    The backbone of the monitor's best epoch is shipped. With ``select_epoch: per_label`` every epoch's head state
+    is kept, scored on the val features of that backbone, and each tag read from the head where it scored best.
+    """
     backbone = build_backbone(config.backbone, finetune=True)
-    head = _build_head(config, labels, backbone.num_features)
-    net = TaskNetwork(backbone, head)
+    net = TaskNetwork(backbone, _joint_head(config, labels, backbone.num_features))
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
                                     config.train.batch_size, True, workers, config.train.seed)
@@ -780,7 +820,15 @@ def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpac
     device = resolve_device(config.train.device)
 
     evaluate = _evaluator(objective, val_loader, len(manifest), val_rows, labels, config.beta, device)
-    trained = _fit(net, objective.loss, evaluate, train_loader, config.train, run_dir, console, show_progress)[0]
+    tracker = (_PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate)
+               if config.select_epoch == "per_label" and labels.tags else None)
+    result = _fit(net, objective.loss, tracker or evaluate, train_loader, config.train, run_dir, console,
+                  show_progress)[1]
     backbone_out: Any = net.backbone
     backbone_out.weights_id = state_fingerprint(backbone_out)
-    return trained.head if isinstance(trained, TaskNetwork) else head, backbone_out
+    head: nn.Module = net.head
+    if tracker is not None:  # val features through the cache, as inference (and the threshold step) reads them
+        val_features = frozen_features(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
+                                       config.backbone, backbone=backbone_out, show_progress=show_progress)
+        head = tracker.selected(head, result, config, labels, backbone_out.num_features, console, val_features)
+    return head, backbone_out
