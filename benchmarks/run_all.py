@@ -21,6 +21,8 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("features", "Feature extraction throughput on each runtime (issues 2, 12)", ["bench_features.py"]),
     ("training_speed", "Fine-tuning speed: channels-last on the CPU (issue 12)", ["bench_training_speed.py"]),
     ("tagging_clothing", "Tagging ablation: Clothing Attributes (issue 14)", ["bench_tagging.py --split-seeds 0 1 2"]),
+    ("tagging_clothing_finetune", "Tagging ablation: Clothing Attributes, fine-tuned backbone (issue 14)",
+     ["bench_tagging.py --datasets clothing --split-seeds 0 1 2 --skip-frozen"]),
     ("tagging_products", "Tagging ablation: Fashion Product Images attributes (issue 3)", []),
     ("hierarchy", "Hierarchical classification (issue 4)", ["bench_hierarchy.py"]),
     ("hierarchy_finetune", "Hierarchical classification, backbone fine-tuned (issue 4)",
