@@ -33,3 +33,9 @@ class ModelError(FashionlensError):
 
 class CatalogueIndexError(FashionlensError):
     """A catalogue index is missing, mismatched with the embedding model, or asked an invalid query."""
+
+
+def first_line(error: BaseException) -> str:
+    """First line of an exception's text, shortened: library errors can run to paragraphs."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""

@@ -22,7 +22,7 @@ from timm.data import resolve_data_config
 from timm.models import group_modules
 from torch import nn
 
-from fashionlens.errors import ConfigError, ModelError
+from fashionlens.errors import ConfigError, ModelError, first_line
 from fashionlens.models.efficientnet_lite import LITE_VARIANTS, create_classifier, resolve_variant
 from fashionlens.runtime.devices import check_runtime
 
@@ -259,7 +259,7 @@ def _create_timm(arch: str, hub: bool, pretrained_cfg: dict[str, Any] | None) ->
         if not hub:
             raise
         raise ModelError(
-            f"cannot get timm hub weights for {arch!r} ({type(error).__name__}: {_first_line(error)}); "
+            f"cannot get timm hub weights for {arch!r} ({type(error).__name__}: {first_line(error)}); "
             "pass weights=PATH to a local weights file, or pretrained=False"
         ) from error
 
@@ -303,7 +303,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file fails in many library-specific ways
-        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {_first_line(error)}") from error
+        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {first_line(error)}") from error
     if isinstance(data, Mapping):
         data = next((data[key] for key in ("state_dict", "model") if isinstance(data.get(key), Mapping)), data)
     if not isinstance(data, Mapping) or not all(isinstance(value, torch.Tensor) for value in data.values()):
@@ -318,9 +318,3 @@ def _unknown_name(name: str) -> ModelError:
     close = list(dict.fromkeys(candidates))[:5]
     hint = f"; close matches: {', '.join(close)}" if close else ""
     return ModelError(f"unknown backbone {name!r}{hint} (offline: {', '.join(LITE_VARIANTS)}; or any timm model)")
-
-
-def _first_line(error: BaseException) -> str:
-    """First line of an exception's text, shortened: library errors can run to paragraphs."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else ""

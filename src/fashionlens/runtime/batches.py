@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-Outputs = Mapping[str, np.ndarray]
 Forward = Callable[[torch.Tensor], Any]
 """A network as the loop sees it: a batch of inputs in, a tensor/array or a ``{name: tensor/array}`` mapping out."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ import timm
 import torch
 from torch import nn
 
-from fashionlens.errors import ModelError
+from fashionlens.errors import ConfigError, ModelError, first_line
 from fashionlens.io import atomic_path, default_cache_dir
 from fashionlens.runtime.devices import check_runtime, resolve_device
 
@@ -220,12 +219,6 @@ def _export(module: nn.Module, example: torch.Tensor, output_names: list[str], o
         raise ModelError(f"ONNX export failed ({'; '.join(errors)})") from error
 
 
-def first_line(error: BaseException) -> str:
-    """First line of an exception's text, shortened: library errors can run to paragraphs."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else ""
-
-
 # ---------------------------------------------------------------------------------------------------- cache
 def backbone_key(backbone: CompilableBackbone) -> str:
     """Everything an exported backbone graph depends on."""
@@ -360,8 +353,6 @@ def compile_backbone(backbone: CompilableBackbone, runtime: str = "auto", device
     check_runtime(runtime)
     torch_device = resolve_device(None if device in (None, "auto") else str(device))
     if runtime == "onnx" and torch_device.type != "cpu":
-        from fashionlens.errors import ConfigError
-
         raise ConfigError(f"runtime 'onnx' runs on the CPU; use runtime 'torch' (or 'auto') on {torch_device}")
     resolved = runtime
     if runtime == "auto":
@@ -404,7 +395,3 @@ def _checked(path: Path, backbone: CompilableBackbone) -> bool:
         return False
     return bool(record.get("ok")) and record.get("key") == backbone_key(backbone)
 
-
-def cpu_threads() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
