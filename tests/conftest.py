@@ -153,3 +153,24 @@ def built_backbones(monkeypatch: pytest.MonkeyPatch) -> BuiltBackbones:
 
     monkeypatch.setattr(backbones, "create_backbone", recording)
     return record
+
+
+@pytest.fixture(scope="session")
+def save_small_hierarchy() -> Callable[..., Path]:
+    """``save(directory, backbone=BackboneConfig())``: an untrained HMCN-F classifier (seeded head) over a two-level
+    taxonomy (Apparel > Shirt, Jeans; Footwear > Shoe) saved to ``directory``, which it returns."""
+    from fashionlens.models import BackboneConfig
+    from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+    from fashionlens.taxonomy import Taxonomy
+
+    def save(directory: Path, backbone: BackboneConfig | None = None) -> Path:
+        taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],
+                                                                                    ["Shirt", "Jeans", "Shoe"]],
+                                       "parents": [[], [0, 0, 1]]})
+        config = HierarchyConfig(backbone=backbone or BackboneConfig(), hidden=16)
+        torch.manual_seed(0)
+        HierarchyClassifier(config, taxonomy, build_head(config, taxonomy, 1280)).save(directory)
+        return directory
+
+    return save
+

@@ -25,11 +25,10 @@ from fashionlens.export import OnnxModel, export_onnx, model_kind, verify_export
 from fashionlens.models import create_backbone
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+from fashionlens.tasks.hierarchy import HierarchyClassifier
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, train_tagger
-from fashionlens.taxonomy import Taxonomy
 
 ATOL = 1e-4
 QUIET = Console(quiet=True)
@@ -155,13 +154,9 @@ def test_finetuned_tagger_exports_its_saved_backbone(images: list[Path], tmp_pat
     assert verify_export(tmp_path / "finetuned", tmp_path / "f.onnx", images[:3]) <= ATOL
 
 
-def test_hierarchy_onnx_matches_pytorch_on_real_images(images: list[Path], tmp_path: Path) -> None:
-    taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],
-                                                                                ["Shirt", "Jeans", "Shoe"]],
-                                   "parents": [[], [0, 0, 1]]})
-    config = HierarchyConfig(hidden=16)
-    torch.manual_seed(0)
-    HierarchyClassifier(config, taxonomy, build_head(config, taxonomy, 1280)).save(tmp_path / "hierarchy")
+def test_hierarchy_onnx_matches_pytorch_on_real_images(images: list[Path], tmp_path: Path,
+                                                        save_small_hierarchy: Callable[..., Path]) -> None:
+    save_small_hierarchy(tmp_path / "hierarchy")
     result = export_onnx(tmp_path / "hierarchy", tmp_path / "h.onnx", verify_images=images)
     assert result.kind == "hierarchy" and result.outputs == ["level:master", "level:article"]
     assert result.max_abs_diff is not None and result.max_abs_diff <= ATOL

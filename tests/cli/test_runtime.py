@@ -15,16 +15,15 @@ import torch
 from fashionlens.data.records import Manifest
 from fashionlens.models import BackboneConfig
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
-from fashionlens.taxonomy import Taxonomy
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], Path]:
+def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory,
+          save_small_hierarchy: Callable[..., Path]) -> tuple[Path, list[Path], Path]:
     """A tagger and a hierarchy model on EfficientNet-Lite0 (heads assembled, not trained), photos, a manifest."""
     folder = tmp_path_factory.mktemp("runtime-cli")
     backbone = BackboneConfig(num_workers=0)
@@ -32,11 +31,7 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     labels = LabelSpace(tags=["red", "striped"], heads={"sleeve": ["long", "short"]})
     Tagger(TaggingConfig(backbone=backbone, hidden=16), labels, TaggingHead(1280, 2, {"sleeve": 2}, 16, 0.0),
            np.full(2, 0.5)).save(folder / "tagger")
-    taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],
-                                                                                ["Shirt", "Shoe"]],
-                                   "parents": [[], [0, 1]]})
-    config = HierarchyConfig(backbone=backbone, hidden=16)
-    HierarchyClassifier(config, taxonomy, build_head(config, taxonomy, 1280)).save(folder / "hierarchy")
+    save_small_hierarchy(folder / "hierarchy", backbone)
     photos = sorted((shared_data / "fashion-product-images" / "images").glob("*.jpg"))[:6]
     manifest = folder / "catalogue.parquet"
     Manifest(pd.DataFrame({"path": [str(p) for p in photos], "item_id": [p.stem for p in photos],

@@ -35,11 +35,10 @@ from fashionlens.inference import (
 )
 from fashionlens.inference.ray_engine import LOOPBACK, RayEngine, init_local_ray
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+from fashionlens.tasks.hierarchy import HierarchyClassifier
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, build_catalogue_index, open_index
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
-from fashionlens.taxonomy import Taxonomy
 
 pytestmark = pytest.mark.slow
 
@@ -119,13 +118,9 @@ def test_ray_tags_equal_local_engine_and_in_process_prediction(catalogue: Manife
 
 
 def test_hierarchy_jobs_equal_in_process_prediction_on_both_engines(catalogue: Manifest, work: Path,
-                                                                    local_tags: JobResult, ray_instance: None) -> None:
-    taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],
-                                                                                ["Shirt", "Jeans", "Shoe"]],
-                                   "parents": [[], [0, 0, 1]]})
-    config = HierarchyConfig(hidden=16)
-    torch.manual_seed(0)
-    HierarchyClassifier(config, taxonomy, build_head(config, taxonomy, 1280)).save(work / "hierarchy")
+                                                                    local_tags: JobResult, ray_instance: None,
+                                                                    save_small_hierarchy: Callable[..., Path]) -> None:
+    save_small_hierarchy(work / "hierarchy")
     classifier = HierarchyClassifier.load(work / "hierarchy")
     reference = classifier.predict(catalogue, show_progress=False)
     spec = ModelSpec("hierarchy", str(work / "hierarchy"))
