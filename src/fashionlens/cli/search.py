@@ -261,12 +261,13 @@ def search(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
+    from fashionlens.errors import ConfigError
     from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, search_photos
     from fashionlens.tasks.retrieval import index_embedder, open_index
     from fashionlens.tasks.tag_evaluation import load_tagger
 
     if attributes not in ATTRIBUTE_MODES:
-        raise typer.BadParameter(f"use one of {', '.join(ATTRIBUTE_MODES)}", param_hint="--attributes")
+        raise ConfigError(f"unknown --attributes '{attributes}'; use one of {', '.join(ATTRIBUTE_MODES)}")
     index = open_index(index_dir)
     embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
     tagger_path = tagger_dir if tagger_dir is not None else index.models.get("tagger")
