@@ -296,7 +296,10 @@ def test_recorded_models_travel_with_the_folder_and_name_the_fix(vectors, items,
                                                   r".*elsewhere/models/embedder \(omit --model"):
         CatalogueIndex.load(moved / "models" / "index", expected_model_id="vit-b16@v2")
     loaded.record_model("tagger", None)
-    loaded.save(tmp_path / "copy")  # saved elsewhere, the record still points at the same directories
+    loaded.save(tmp_path / "far" / "away" / "copy")  # far from its models: recorded absolute, so it may move alone
+    written = json.loads((tmp_path / "far" / "away" / "copy" / MANIFEST_FILE).read_text())["models"]
+    assert written == {"embedder": str(moved / "models" / "embedder")}
+    (tmp_path / "far" / "away" / "copy").rename(tmp_path / "copy")
     assert CatalogueIndex.load(tmp_path / "copy").models == {"embedder": moved / "models" / "embedder"}
 
 

@@ -366,29 +366,6 @@ def test_serve_warns_when_open_on_a_public_interface(tmp_path: Path, monkeypatch
 
 
 # ----------------------------------------------------------------------------------------------- attribute steering
-@pytest.fixture(scope="module")
-def mapped_index(service_models: ServiceModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An index of the baseline embedder over items of every articleType and baseColour the shipped mapping names
-    (random vectors: which items are nearest is arbitrary, so only the steering orders the kinds)."""
-    from fashionlens.data.domains import load_domain_mapping
-    from fashionlens.models.backbones import BackboneConfig
-    from fashionlens.tasks.retrieval import Embedder
-
-    mapping = load_domain_mapping()
-    kinds = sorted({kind for names in mapping.categories.values() for kind in names})
-    colours = sorted({colour for names in mapping.colours.values() for colour in names})
-    rows = max(len(kinds), len(colours))
-    photo = str(service_models.catalogue.frame["path"].iloc[0])
-    metadata = pd.DataFrame({"item_id": [f"item{i}" for i in range(rows)], "path": [photo] * rows,
-                             "articleType": [kinds[i % len(kinds)] for i in range(rows)],
-                             "baseColour": [colours[i % len(colours)] for i in range(rows)]})
-    embedder = Embedder.untrained(BackboneConfig())
-    vectors = np.random.default_rng(0).normal(size=(rows, embedder.dim)).astype(np.float32)
-    index = CatalogueIndex.build(vectors, metadata, embedder.model_id, embedder.metric)
-    index.record_model("tagger", service_models.tagger)
-    return index.save(tmp_path_factory.mktemp("mapped") / "index")
-
-
 def test_search_is_steered_by_the_photos_attributes(mapped_index: Path, service_models: ServiceModels) -> None:
     photo = service_models.street_photos[0]
     with TestClient(create_app(index_dir=mapped_index)) as steered:  # the tagger the index records

@@ -92,6 +92,24 @@ def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, 
     assert errors == []
 
 
+def test_page_shows_which_attributes_steered_the_search(browser: Any, steered_server: str,
+                                                       service_models: ServiceModels) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(steered_server + "/")
+    page.wait_for_selector("#steer-toggle:not([hidden])")
+    page.set_input_files("#file", str(service_models.street_photos[0]))
+    page.wait_for_function("document.getElementById('steering').textContent.startsWith('Steered by: ')")
+    assert page.locator("#steering").is_visible() and "→" in page.inner_text("#steering")
+    page.uncheck("#steer")  # searches the same photo again, unsteered
+    page.wait_for_function("document.getElementById('steering').hidden")
+    page.wait_for_selector("#results .item")
+    assert not page.locator("#status.error").count(), page.inner_text("#status")
+    assert errors == []
+
+
 def test_page_fits_a_phone_screen(browser: Any, live_server: str, service_models: ServiceModels) -> None:
     page = browser.new_page()
     page.set_viewport_size({"width": 375, "height": 740})

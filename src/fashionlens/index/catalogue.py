@@ -177,8 +177,7 @@ class CatalogueIndex:
         Raises:
             CatalogueIndexError: Writing failed.
         """
-        target = Path(directory).absolute()
-        models = {role: os.path.relpath(path, target) for role, path in self._models.items()}
+        models = {role: _recorded_path(path, Path(directory).absolute()) for role, path in self._models.items()}
         manifest = IndexManifest(
             self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
             models=models,
@@ -197,7 +196,7 @@ class CatalogueIndex:
         return dict(self._models)
 
     def record_model(self, role: str, directory: str | os.PathLike[str] | None) -> None:
-        """Record where the ``role`` model lives (``None``: forget it); :meth:`save` writes it relative to the index."""
+        """Record where the ``role`` model lives (``None``: forget it); :meth:`save` writes it into ``index.json``."""
         if directory is None:
             self._models.pop(role, None)
         else:
@@ -416,6 +415,13 @@ class CatalogueIndex:
                 hits.append(SearchHit(item_id=item_id, score=score, rank=rank, metadata=metadata))
             results.append(hits)
         return results
+
+
+def _recorded_path(model: Path, index_dir: Path) -> str:
+    """How ``index.json`` records a model directory: relative when it sits beside the index (the two move
+    together, as ``models/index`` and ``models/embedder`` do), absolute otherwise (the index may move alone)."""
+    relative = os.path.relpath(model, index_dir)
+    return relative if Path(relative).parts.count("..") <= 1 else str(model)
 
 
 def model_fix(recorded: Path | None) -> str:

@@ -68,9 +68,9 @@ class IndexManifest:
         count: Number of items.
         fashionlens_version: Version of fashionlens that wrote the index.
         format: Layout version of the directory.
-        models: Where the models to search it with live, by role (``embedder``, ``tagger``), as paths relative to
-            the index directory (so a folder moved with its models keeps working). Optional: indexes written before
-            it existed have none, and older versions ignore it.
+        models: Where the models to search it with live, by role (``embedder``, ``tagger``): relative to the index
+            directory when beside it (a folder moved with its models keeps working), else absolute. Optional:
+            indexes written before it existed have none, and older versions ignore it.
     """
 
     model_id: str
