@@ -38,9 +38,11 @@ from fashionlens.data.readers import read_clothing_attributes, read_fashion_prod
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.data.street_view import StreetViewSimulator
+from fashionlens.demo import CLOTHING_POSITIVE_NAMES
 from fashionlens.index import CatalogueIndex
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
+from fashionlens.tasks.attribute_search import DEFAULT_WEIGHTS, AttributeSteering, attribute_search
 from fashionlens.tasks.common import default_cache_dir, frozen_features
 from fashionlens.tasks.retrieval import (
     Embedder,
@@ -52,6 +54,7 @@ from fashionlens.tasks.retrieval import (
     train_embedder,
 )
 from fashionlens.tasks.street_eval import SearchFn, evaluate_street_search, index_search
+from fashionlens.tasks.tagging import TaggingConfig, ThresholdConfig, train_tagger
 
 HERE = Path(__file__).resolve().parent
 QUIET = Console(quiet=True)
@@ -154,8 +157,20 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
             indexes[embedder.model_id] = build_catalogue_index(embedder, products)
         return indexes[embedder.model_id]
 
-    def plain(embedder: Embedder) -> SearchFn:
-        return index_search(index_of(embedder), embedder.embed)
+    def plain(embedder: Embedder, k: int = 10) -> SearchFn:
+        return index_search(index_of(embedder), embedder.embed, k)
+
+    # The attribute tagger of attribute-aware search: Clothing Attributes TRAIN split only (val picks its epoch and
+    # thresholds), so the test photos are unseen; its category probabilities and colour tags steer the hits.
+    tagger_config = TaggingConfig(positive_names=CLOTHING_POSITIVE_NAMES, thresholds=ThresholdConfig(method="val"))
+    tagger = train_tagger(street, tagger_config, features=frozen_features(street, tagger_config.backbone),
+                          console=QUIET, show_progress=False)
+
+    def steered(base: Callable[[int], SearchFn], colour: bool = True) -> SearchFactory:
+        weights = DEFAULT_WEIGHTS if colour else replace(DEFAULT_WEIGHTS, colour=0.0)
+        steering = AttributeSteering.of(tagger, mapping, weights)
+        return lambda seed: attribute_search(base(seed), functools.partial(tagger.predict, show_progress=False),
+                                             steering, catalogue)
 
     untrained = Embedder.untrained()
     similar_models: dict[int, Embedder] = {}
@@ -170,6 +185,12 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
     methods: list[tuple[str, bool, SearchFactory]] = [
         ("untrained ImageNet features, whole photo", False, lambda seed: plain(untrained)),
         ("catalogue-only triplet embedder (the demo's), whole photo", True, lambda seed: plain(similar_model(seed))),
+        ("untrained + attributes (category only)", False,
+         steered(lambda seed: plain(untrained, DEFAULT_WEIGHTS.shortlist), colour=False)),
+        ("untrained + attributes (category + colour)", False,
+         steered(lambda seed: plain(untrained, DEFAULT_WEIGHTS.shortlist))),
+        ("demo's triplet embedder + attributes (category + colour)", True,
+         steered(lambda seed: plain(similar_model(seed), DEFAULT_WEIGHTS.shortlist))),
     ]
     rows, scores_by_label = [], {}
     for label, trained, factory in methods:
