@@ -269,7 +269,8 @@ class _HeldPipeline(Pipeline):
     def require(self, what: str) -> None:
         return None
 
-    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10, filters: Any = None) -> Job:
+    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10, filters: Any = None,
+                crop: Any = "auto") -> Job:
         return Job(frozenset(tasks), {}, k, filters, (len(data), 1))
 
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:

@@ -34,12 +34,13 @@ embed_app = typer.Typer(help="Train and evaluate embedding models for visual sea
 index_app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is_help=True)
 
 
-def _hits_table(query: str, hits: list[SearchHit], as_json: bool) -> None:
-    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines."""
+def _hits_table(query: str, hits: list[SearchHit], as_json: bool, extra: dict[str, object] | None = None) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with
+    ``extra`` fields on each)."""
     if as_json:
         for hit in hits:
             typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
-                                   **hit.metadata}))
+                                   **hit.metadata, **(extra or {})}))
         return
     from rich.table import Table
 
@@ -232,15 +233,28 @@ def search(
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
     k: int = typer.Option(10, "--k", "-k", help="Results per photo."),
     filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
+    crop: str = typer.Option("auto", help="What of each photo to search with: auto (find the garment; the whole "
+                                          "photo when none is found), none (whole photo) or x1,y1,x2,y2 (pixels)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
+    from fashionlens.data.crops import CropSpec, box_text
+    from fashionlens.tasks.localised import plan_crops
     from fashionlens.tasks.retrieval import open_index, search_images
 
+    spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
     embedder = load_embedder(model, backbone, runtime)
     index = open_index(index_dir, embedder)
-    for image, hits in zip(images, search_images(index, embedder, images, k, parse_filters(filters)), strict=True):
+    crops = plan_crops(images, spec)
+    found = search_images(index, embedder, images, k, parse_filters(filters), crops)
+    for image, hits, used in zip(images, found, crops, strict=True):
+        if as_json:
+            _hits_table(str(image), hits, as_json, {"crop": used.as_dict()})
+            continue
+        # which box was searched, and why the whole photo when the localiser found no garment
+        console.print(f"{image}: searched the whole photo ({used.fallback})" if used.fallback else
+                      f"{image}: searched box {box_text(used.box)} ({used.mode})")
         _hits_table(str(image), hits, as_json)
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.images import DecodeLimits, decode_for_model
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
@@ -39,9 +40,11 @@ from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
 from fashionlens.models.backbones import Backbone, BackboneConfig
+from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
+from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, fuse_embeddings, plan_image_crops, view_images
 from fashionlens.tasks.retrieval import Embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
@@ -78,6 +81,9 @@ class Job:
     k: int = 10
     filters: Filters | None = None
     size: tuple[int, int] = (0, 0)
+    crop: QueryCrop | None = None
+    views: list[torch.Tensor] = field(default_factory=list)
+    """Embedding inputs: one per searched view of the photo (see :mod:`fashionlens.tasks.localised`)."""
 
 
 @dataclass
@@ -114,12 +120,15 @@ class Pipeline:
             :func:`~fashionlens.runtime.compiled.compile_backbone`).
         threads: Intra-op threads of each backbone's runtime (``None``: one per core); a service running ``W``
             inference threads passes ``cores // W`` (see :func:`~fashionlens.service.batching.plan_threads`).
+        localiser: Finds the garment in photo searches with ``crop=auto`` (default: one is built when photo search
+            is available).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
                  index: CatalogueIndex | None = None, embedder: Embedder | None = None,
                  sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None,
-                 decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None):
+                 decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None,
+                 localiser: GarmentLocaliser | None = None):
         if embedder is not None and index is not None and embedder.model_id != index.model_id:
             raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
                                       f"{embedder.model_id!r}; pass the embedder that built it")
@@ -141,8 +150,10 @@ class Pipeline:
             self._task_keys["tags"] = [self._register(m.backbone, "tagger") for m in members]
         if hierarchy is not None:
             self._task_keys["hierarchy"] = [self._register(hierarchy.backbone, "hierarchy classifier")]
+        self.localiser: GarmentLocaliser | None = None
         if self.embedder is not None:
             self._task_keys["embedding"] = [self._register(self.embedder.backbone, "embedder")]
+            self.localiser = localiser or GarmentLocaliser()
 
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
@@ -222,17 +233,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------------ inference
     def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10,
-                filters: Filters | None = None) -> Job:
-        """Decode an upload and make the input tensor of every backbone its ``tasks`` need.
+                filters: Filters | None = None, crop: str | CropSpec = "auto") -> Job:
+        """Decode an upload and make the input tensor of every backbone its ``tasks`` need; a search (``embedding``)
+        gets one per view of the ``crop`` box (see :mod:`fashionlens.tasks.localised`).
 
         Raises:
             ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
+            ConfigError: A malformed or empty crop spec.
+            DataError: A crop box outside the image.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
         decoded = decode_for_model(data, source=source, limits=self.decode_limits)
         image, size = decoded.image, decoded.full_size
-        keys = {key for task in wanted for key in self._task_keys[task]}
-        return Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        keys = {key for task in wanted - {"embedding"} for key in self._task_keys[task]}
+        job = Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        if "embedding" in wanted:
+            job.crop = plan_image_crops([image], [size], [source], crop, self.localiser)[0]
+            transform = self._transforms[self._task_keys["embedding"][0]]
+            job.views = [transform(view) for view in view_images(image, job.crop, DEFAULT_VIEWS)]
+        return job
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
@@ -251,7 +270,8 @@ class Pipeline:
                                                             for j in jobs]
         for task, answer_rows in self._task_rows(jobs).items():
             try:
-                outputs = self._heads(task, features, answer_rows)
+                outputs = (self._embed_views(jobs, answer_rows) if task == "embedding" else
+                           self._heads(task, features, answer_rows))
             except FashionlensError as error:
                 for row in answer_rows:
                     answers[row] = error
@@ -265,6 +285,7 @@ class Pipeline:
             if "embedding" in job.tasks and isinstance(answer, dict):
                 try:
                     answer["results"] = self._search(answer.pop("embedding"), job.k, job.filters)
+                    answer["crop"] = job.crop.as_dict() if job.crop is not None else None
                 except FashionlensError as error:
                     answers[row] = error
         return answers
@@ -275,10 +296,11 @@ class Pipeline:
         return self._one(self.prepare(data, source, ("tags", "hierarchy")))
 
     def search(self, data: bytes, source: str = "<upload>", k: int = 10,
-               filters: Filters | None = None) -> dict[str, Any]:
-        """The ``k`` catalogue items most similar to one image."""
+               filters: Filters | None = None, crop: str | CropSpec = "auto") -> dict[str, Any]:
+        """The ``k`` catalogue items most similar to one image, searched with its ``crop`` box (``auto``: the
+        garment; the answer's ``crop`` says which box was used and whether it fell back to the whole image)."""
         self.require("search")
-        return self._one(self.prepare(data, source, ("embedding",), k, filters))
+        return self._one(self.prepare(data, source, ("embedding",), k, filters, crop))
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | None = None) -> dict[str, Any]:
         """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself).
@@ -362,8 +384,15 @@ class Pipeline:
         if task == "hierarchy":
             assert self.hierarchy is not None
             return _hierarchy_answers(self.hierarchy.predict_features(features.of(keys[0], rows)))
+        raise ConfigError(f"no head answers task '{task}'")
+
+    def _embed_views(self, jobs: Sequence[Job], rows: list[int]) -> list[dict[str, Any]]:
+        """One forward pass over every view of the searching jobs; each job's views fused into its query vector."""
         assert self.embedder is not None
-        return [{"embedding": vector} for vector in self.embedder.embed_features(features.of(keys[0], rows))]
+        backbone = self._backbones[self._task_keys["embedding"][0]]
+        vectors = self.embedder.embed_features(backbone(torch.stack([view for r in rows for view in jobs[r].views])))
+        fused = fuse_embeddings(vectors.reshape(len(rows), len(DEFAULT_VIEWS), -1), self.embedder.metric == "ip")
+        return [{"embedding": vector} for vector in fused]
 
     def _search(self, vector: np.ndarray, k: int, filters: Filters | None) -> list[dict[str, Any]]:
         assert self.index is not None

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fashionlens.data.crops import CropSpec, box_part, box_text, check_box, whole_image
-from fashionlens.data.images import decode_for_model
+from fashionlens.data.images import crop_box, decode_for_model
 from fashionlens.data.records import BBOX_COLUMNS, BBox, Manifest
 from fashionlens.errors import ConfigError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
@@ -35,6 +36,9 @@ from fashionlens.models.localiser import GarmentLocaliser
 
 VIEWS = ("box", "whole", "upper", "lower")
 FUSIONS = ("mean", "rrf")
+DEFAULT_VIEWS = ("box", "upper")
+"""The views searched by default: best category and category + colour P@10 on the Clothing Attributes val split
+(see the real street-to-shop section of ``docs/benchmarks.md``)."""
 RRF_CONSTANT = 60
 RRF_DEPTH = 100
 """Hits per view that reciprocal-rank fusion merges (deeper than the usual ``k``, so an item ranked well by one view
@@ -105,14 +109,29 @@ def plan_crops(paths: Sequence[str | Path], crop: str | CropSpec = "auto",
     """
     spec = CropSpec.parse(crop)
     decoded = [decode_for_model(path) for path in paths]
-    sizes = [d.full_size for d in decoded]
+    return plan_image_crops([d.image for d in decoded], [d.full_size for d in decoded], [str(p) for p in paths],
+                            spec, localiser)
+
+
+def plan_image_crops(images: Sequence[Image.Image], sizes: Sequence[tuple[int, int]], sources: Sequence[str],
+                     crop: str | CropSpec = "auto", localiser: GarmentLocaliser | None = None) -> list[QueryCrop]:
+    """:func:`plan_crops` for decoded photos: ``images`` (possibly shrunk) of originals of ``sizes`` (width,
+    height), named ``sources`` in errors."""
+    spec = CropSpec.parse(crop)
     if spec.mode == "none":
         return [QueryCrop(whole_image(size), size, "none") for size in sizes]
     if spec.box is not None:
-        return [QueryCrop(check_box(spec.box, size, str(path)), size, "box")
-                for path, size in zip(paths, sizes, strict=True)]
-    found = (localiser or GarmentLocaliser()).localise([d.image for d in decoded], sizes)
+        return [QueryCrop(check_box(spec.box, size, source), size, "box")
+                for source, size in zip(sources, sizes, strict=True)]
+    found = (localiser or GarmentLocaliser()).localise(images, sizes)
     return [QueryCrop(place.box, place.size, "auto", place.fallback) for place in found]
+
+
+def view_images(image: Image.Image, crop: QueryCrop, views: Sequence[str]) -> list[Image.Image]:
+    """The views of a decoded photo (``image`` may be a shrunk copy of the original ``crop.size``)."""
+    scale_x, scale_y = image.width / crop.size[0], image.height / crop.size[1]
+    return [crop_box(image, (x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y))
+            for x0, y0, x1, y1 in crop.views(views)]
 
 
 def views_manifest(paths: Sequence[str | Path], crops: Sequence[QueryCrop], views: Sequence[str]) -> Manifest:
