@@ -21,7 +21,7 @@ def test_parse_accepts_the_three_forms(text: str, mode: str, box: tuple[float, .
 
 @pytest.mark.parametrize("text", ["", "autox", "1,2,3", "1,2,3,4,5", "a,b,c,d", "1,2,,4", "nan,0,1,1", "0,0,inf,1"])
 def test_malformed_specs_are_one_line_errors(text: str) -> None:
-    with pytest.raises(ConfigError, match="is malformed: use auto.*none.*x1,y1,x2,y2") as error:
+    with pytest.raises(ConfigError, match=r"is malformed: use auto.*none.*x1,y1,x2,y2") as error:
         CropSpec.parse(text)
     assert "\n" not in str(error.value)
 

@@ -69,15 +69,19 @@ def test_mean_fusion_normalises_views_for_cosine_indexes() -> None:
 
 
 def test_views_are_boxes_of_the_photo_in_its_pixels(tmp_path: Path) -> None:
-    crop = QueryCrop((10, 20, 110, 220), (200, 300), "box")
+    crop = QueryCrop((10, 20, 110, 220), (200, 300), "auto")
     assert crop.views(["whole", "box", "upper", "lower"]) == [(0, 0, 200, 300), (10, 20, 110, 220),
                                                               (10, 20, 110, 140), (10, 100, 110, 220)]
+    # a given box, the whole photo and a fallback are searched as they are
+    for plain in (QueryCrop((10, 20, 110, 220), (200, 300), "box"), QueryCrop((0, 0, 200, 300), (200, 300), "none"),
+                  QueryCrop((0, 0, 200, 300), (200, 300), "auto", "no garment found")):
+        assert plain.views(["whole", "upper"]) == [plain.box, plain.box]
     manifest = views_manifest(["a.jpg", "b.jpg"], [crop, crop], ["whole", "box"])
     assert manifest.frame["path"].tolist() == ["a.jpg", "a.jpg", "b.jpg", "b.jpg"]
     assert manifest.frame[list(BBOX_COLUMNS)].iloc[1].tolist() == [10, 20, 110, 220]
     shrunk = Image.new("RGB", (100, 150))  # a half-size copy of the 200x300 original
     assert [v.size for v in view_images(shrunk, crop, ["whole", "box"])] == [(100, 150), (50, 100)]
-    assert crop.as_dict() == {"box": [10, 20, 110, 220], "box_text": "10,20,110,220", "mode": "box",
+    assert crop.as_dict() == {"box": [10, 20, 110, 220], "box_text": "10,20,110,220", "mode": "auto",
                               "fallback": False, "reason": None}
     with pytest.raises(ConfigError, match="query views"):
         search_views(_index(), _embed_by_box, ["a.jpg"], [crop], views=("box", "box"))
@@ -94,7 +98,7 @@ def test_plan_crops_given_none_and_auto(tmp_path: Path) -> None:
         plan_crops([photo], "5,5,130,80")
     with pytest.raises(ConfigError, match="malformed"):
         plan_crops([photo], "5,5")
-    with pytest.raises(ImageError, match="missing.jpg"):
+    with pytest.raises(ImageError, match=r"missing\.jpg"):
         plan_crops([tmp_path / "missing.jpg"], "none")
     blank = plan_crops([photo], "auto", GarmentLocaliser())[0]
     assert blank.mode == "auto" and blank.box == (0, 0, 120, 160) and blank.fallback is not None
@@ -105,7 +109,7 @@ def test_localised_search_is_a_search_method(tmp_path: Path) -> None:
     photo = tmp_path / "p.png"
     Image.new("RGB", (100, 400), (0, 0, 0)).save(photo)
     queries = Manifest(pd.DataFrame({"path": [str(photo)]}), name="q")
-    search = localised_search(_index(), _embed_by_box, crop="none", views=("upper",), k=2)
+    search = localised_search(_index(), _embed_by_box, crop="0,0,100,240", views=("box",), k=2)
     assert search(queries) == [["top", "both"]]
     with pytest.raises(ConfigError, match="query views"):
         localised_search(_index(), _embed_by_box, views=("left",))

@@ -168,7 +168,8 @@ class GarmentLocaliser:
         mass = np.asarray(ndimage.sum_labels(cam, labels, index), dtype=float)
         order = np.argsort(-mass, kind="stable")
         share = mass / mass.sum()
-        boxes, scores = [], []
+        boxes: list[Box] = []
+        scores: list[float] = []
         scale_x, scale_y = width / cam.shape[1], height / cam.shape[0]
         slices = ndimage.find_objects(labels)
         for component in order[:self.max_boxes]:

@@ -66,7 +66,13 @@ class QueryCrop:
     fallback: str | None = None
 
     def views(self, names: Sequence[str]) -> list[BBox]:
-        """The boxes of the named views (see the module docstring)."""
+        """The boxes of the named views (see the module docstring).
+
+        Only a localised box (``auto``, found) has parts: a given box, the whole photo and a fallback are searched
+        as they are, so every view is that box (the same number of views keeps a batch of queries rectangular).
+        """
+        if self.mode != "auto" or self.fallback is not None:
+            return [self.box] * len(names)
         whole = whole_image(self.size)
         chosen = {"box": self.box, "whole": whole, "upper": box_part(self.box, "upper"),
                   "lower": box_part(self.box, "lower")}

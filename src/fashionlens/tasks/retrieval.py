@@ -55,8 +55,8 @@ from fashionlens.models.network import TaskNetwork
 from fashionlens.reports.retrieval_grid import save_results_grid
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
 from fashionlens.tasks.base import TaskModel, load_head
-from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, plan_crops, search_views
 from fashionlens.tasks.common import fold_legacy_freeze, frozen_features, manifest_of_paths, state_fingerprint
+from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, plan_crops, search_views
 from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
 
