@@ -44,7 +44,14 @@ from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
-from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, fuse_embeddings, plan_image_crops, view_images
+from fashionlens.tasks.localised import (
+    DEFAULT_VIEWS,
+    QueryCrop,
+    default_localiser,
+    fuse_embeddings,
+    plan_image_crops,
+    view_images,
+)
 from fashionlens.tasks.retrieval import Embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
@@ -121,7 +128,7 @@ class Pipeline:
         threads: Intra-op threads of each backbone's runtime (``None``: one per core); a service running ``W``
             inference threads passes ``cores // W`` (see :func:`~fashionlens.service.batching.plan_threads`).
         localiser: Finds the garment in photo searches with ``crop=auto`` (default: one is built when photo search
-            is available).
+            is available: the process's shared one).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
@@ -153,7 +160,7 @@ class Pipeline:
         self.localiser: GarmentLocaliser | None = None
         if self.embedder is not None:
             self._task_keys["embedding"] = [self._register(self.embedder.backbone, "embedder")]
-            self.localiser = localiser or GarmentLocaliser()
+            self.localiser = localiser or default_localiser()
 
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,

@@ -18,6 +18,7 @@ The embedding step is a callable from a manifest (whose ``bbox_*`` columns hold 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,13 @@ def check_views(views: Sequence[str], fusion: str) -> tuple[str, ...]:
     return tuple(views)
 
 
+@functools.cache
+def default_localiser() -> GarmentLocaliser:
+    """The localiser ``auto`` crops use when none is given, built once per process (its classifier loads in about a
+    second)."""
+    return GarmentLocaliser()
+
+
 def plan_crops(paths: Sequence[str | Path], crop: str | CropSpec = "auto",
                localiser: GarmentLocaliser | None = None) -> list[QueryCrop]:
     """The box to search each photo with, in pixels of the original image.
@@ -106,7 +114,7 @@ def plan_crops(paths: Sequence[str | Path], crop: str | CropSpec = "auto",
         paths: Query photos.
         crop: ``auto``, ``none`` or ``x1,y1,x2,y2`` (see :class:`~fashionlens.data.crops.CropSpec`); a given box
             applies to every photo and must lie inside each.
-        localiser: Finds the garment for ``auto`` (default: a :class:`GarmentLocaliser` built here).
+        localiser: Finds the garment for ``auto`` (default: :func:`default_localiser`).
 
     Raises:
         ConfigError: A malformed or empty crop spec.
@@ -129,7 +137,7 @@ def plan_image_crops(images: Sequence[Image.Image], sizes: Sequence[tuple[int, i
     if spec.box is not None:
         return [QueryCrop(check_box(spec.box, size, source), size, "box")
                 for source, size in zip(sources, sizes, strict=True)]
-    found = (localiser or GarmentLocaliser()).localise(images, sizes)
+    found = (localiser or default_localiser()).localise(images, sizes)
     return [QueryCrop(place.box, place.size, "auto", place.fallback) for place in found]
 
 
@@ -201,13 +209,13 @@ def localised_search(index: CatalogueIndex, embed: EmbedFn, localiser: GarmentLo
 
     Example::
 
-        search = localised_search(index, embedder.embed, GarmentLocaliser(), views=("whole", "box"))
+        search = localised_search(index, embedder.embed, views=("box", "upper"), fusion="rrf")
         evaluate_street_search(search, street, catalogue_metadata(products), load_domain_mapping(), "val")
     """
     check_views(views, fusion)
     spec = CropSpec.parse(crop)
     if spec.mode == "auto" and localiser is None:
-        localiser = GarmentLocaliser()
+        localiser = default_localiser()
 
     def search(queries: Manifest) -> list[list[str]]:
         paths = queries.frame["path"].tolist()

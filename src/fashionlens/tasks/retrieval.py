@@ -615,7 +615,7 @@ def search_images(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
         crop: ``auto`` (search with the garment the ``localiser`` finds; the whole photo when it finds none),
             ``none``, ``x1,y1,x2,y2`` (pixels), or crops already planned with
             :func:`~fashionlens.tasks.localised.plan_crops` (one per photo; how callers learn the boxes used).
-        localiser: Garment localiser for ``auto`` (default: one built here).
+        localiser: Garment localiser for ``auto`` (default: the process's shared one).
         views: Parts of the crop searched with, their hits fused (see :mod:`fashionlens.tasks.localised`).
         fusion: ``mean`` or ``rrf``.
 
