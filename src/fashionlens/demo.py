@@ -39,7 +39,7 @@ from fashionlens.tasks.tag_evaluation import evaluate_predictions, write_report
 from fashionlens.tasks.tagging import TaggingConfig, train_tagger
 
 #: What a positive means for the Clothing Attributes tags whose name does not say it (the dataset's README: gender
-#: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in configs/tagging_*.yaml.
+#: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in the shipped tagging configs.
 CLOTHING_POSITIVE_NAMES = {"gender": "gender=female", "skin_exposure": "skin_exposure=high"}
 
 

@@ -125,7 +125,7 @@ def test_training_needs_train_and_val_rows_with_the_identity() -> None:
 
 
 def test_example_config_loads() -> None:
-    config = load_config(RetrievalConfig, Path(__file__).resolve().parents[2] / "configs" / "retrieval_triplet.yaml")
+    config = load_config(RetrievalConfig, "retrieval_triplet")
     assert config.identity == "item_id" and config.easy_fraction == 0.2 and config.negatives_per_pair == 4
     assert config.train.optimizer == "sgd" and config.train.momentum == 0.9 and config.train.scheduler == "step"
 

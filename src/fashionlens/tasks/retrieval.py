@@ -85,7 +85,7 @@ def _default_retrieval_train() -> TrainConfig:
 
 @dataclass
 class RetrievalConfig:
-    """How an embedder is built and trained (YAML-loadable; see ``configs/retrieval_triplet.yaml``).
+    """How an embedder is built and trained (YAML-loadable; shipped config ``retrieval_triplet``).
 
     Attributes:
         backbone: Feature extractor; its ``freeze`` (default here: 5) is what stays frozen in ``finetune`` mode.
