@@ -80,6 +80,10 @@ class GarmentLocaliser:
         min_box_share: A further component becomes a box only with at least this share of the activation.
         batch_size: Images per forward pass.
 
+    The defaults ``threshold=0.35``, ``padding=0.1`` scored best on the Clothing Attributes val split (category P@10
+    of box + upper-part search with ImageNet features: 0.270, against 0.239-0.249 for thresholds 0.2 / 0.5 or
+    paddings 0 / 0.2).
+
     Raises:
         ConfigError: A setting out of range.
         ModelError: ``backbone`` has no offline ImageNet weights.
