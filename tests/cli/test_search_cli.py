@@ -217,3 +217,38 @@ def test_attribute_search_refuses_unfit_taggers_and_catalogues(mapped_catalogue:
     assert "the catalogue lacks" in _fails(run_cli, "search", photo, "--index", small, "--tagger", dress)
     assert "--attributes" in _fails(run_cli, "search", photo, "--index", index, "--attributes", "maybe")
     assert "no-tagger" in _fails(run_cli, "search", photo, "--index", index, "--tagger", tmp_path / "no-tagger")
+
+
+def test_search_says_which_box_it_searched(catalogue: tuple[Path, Manifest, Path], shared_data: Path,
+                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    _, manifest, index = catalogue
+    photo = manifest.frame["path"].iloc[7]
+    width, height = Image.open(photo).size
+    whole = _json_lines(_ok("search", photo, "--index", index, "--k", "2", "--json", "--crop", "none"))
+    assert len(whole) == 2 and whole[0]["crop"] == {"box": [0, 0, width, height], "box_text": f"0,0,{width},{height}",
+                                                    "mode": "none", "fallback": False, "reason": None}
+    given = _json_lines(_ok("search", photo, "--index", index, "--k", "1", "--json", "--crop", "10,20,100,120"))
+    assert given[0]["crop"]["box"] == [10, 20, 100, 120] and given[0]["crop"]["mode"] == "box"
+    street = sorted((shared_data / "clothing-attributes" / "images").glob("*.jpg"))[0]
+    found = _json_lines(_ok("search", street, "--index", index, "--k", "1", "--json"))[0]["crop"]  # auto by default
+    street_width, street_height = Image.open(street).size
+    x0, y0, x1, y1 = found["box"]
+    assert found["mode"] == "auto" and not found["fallback"]
+    assert 0 <= x0 < x1 <= street_width and 0 <= y0 < y1 <= street_height
+    assert (x1 - x0) * (y1 - y0) < street_width * street_height  # the garment, not the whole photo
+    assert f"searched box {found['box_text']} (auto)" in " ".join(_ok("search", street, "--index", index, "--k",
+                                                                        "1").split())  # rich wraps long lines
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 300), (255, 255, 255)).save(blank)
+    table = " ".join(_ok("search", blank, "--index", index, "--k", "1").split())
+    assert "searched the whole photo (no garment found" in table
+
+
+@pytest.mark.parametrize(("crop", "fragment"), [("abc", "is malformed"), ("1,2,3", "is malformed"),
+                                                ("5,5,5,9", "is empty"), ("0,0,5000,10", "lies outside the")])
+def test_bad_crops_fail_with_one_line(catalogue: tuple[Path, Manifest, Path], run_cli: Callable[..., Any],
+                                      crop: str, fragment: str) -> None:
+    _, manifest, index = catalogue
+    assert fragment in _fails(run_cli, "search", manifest.frame["path"].iloc[0], "--index", index, "--crop", crop)

@@ -35,14 +35,13 @@ embed_app = typer.Typer(help="Train and evaluate embedding models for visual sea
 index_app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is_help=True)
 
 
-def _hits_table(query: str, hits: list[SearchHit], as_json: bool, steering: dict[str, Any] | None = None) -> None:
-    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with the
-    attributes that steered them, when any did)."""
+def _hits_table(query: str, hits: list[SearchHit], as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with
+    ``extra`` fields on each: the crop searched, the attributes that steered them)."""
     if as_json:
-        steered = {"steered_by": steering} if steering is not None else {}
         for hit in hits:
             typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
-                                   **hit.metadata, **steered}))
+                                   **hit.metadata, **(extra or {})}))
         return
     from rich.table import Table
 
@@ -253,6 +252,8 @@ def search(
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
     k: int = typer.Option(10, "--k", "-k", help="Results per photo."),
     filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
+    crop: str = typer.Option("auto", help="What of each photo to search with: auto (find the garment; the whole "
+                                          "photo when none is found), none (whole photo) or x1,y1,x2,y2 (pixels)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
     attributes: str = typer.Option("auto", help="auto: the tagger's category and colours of the photo re-rank the "
                                                 "hits (off, with a note, without a tagger or mapped index fields) | "
@@ -261,25 +262,36 @@ def search(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
+    from fashionlens.data.crops import CropSpec, box_text
     from fashionlens.errors import ConfigError
     from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, search_photos
+    from fashionlens.tasks.localised import plan_crops
     from fashionlens.tasks.retrieval import index_embedder, open_index
     from fashionlens.tasks.tag_evaluation import load_tagger
 
+    spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
     if attributes not in ATTRIBUTE_MODES:
         raise ConfigError(f"unknown --attributes '{attributes}'; use one of {', '.join(ATTRIBUTE_MODES)}")
     index = open_index(index_dir)
     embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
     tagger_path = tagger_dir if tagger_dir is not None else index.models.get("tagger")
     tagger = use_runtime(load_tagger(tagger_path), runtime) if tagger_path and attributes != "off" else None
-    results = search_photos(index, embedder, images, k, parse_filters(filters), tagger, attributes)
+    crops = plan_crops(images, spec)
+    results = search_photos(index, embedder, images, k, parse_filters(filters), tagger, attributes, crop=crops)
     if results.note:
         err_console.print(f"[dim]{results.note}")
     steered: list[dict[str, Any] | None] = [*results.attributes] if results.attributes else [None] * len(images)
-    for image, hits, steering in zip(images, results.hits, steered, strict=True):
-        if steering is not None and not as_json:
-            console.print(f"steered by {_steering_text(steering)}")
-        _hits_table(str(image), hits, as_json, steering)
+    for image, hits, used, steering in zip(images, results.hits, crops, steered, strict=True):
+        extra: dict[str, Any] = {"crop": used.as_dict()}
+        if steering is not None:
+            extra["steered_by"] = steering
+        if not as_json:
+            # which box was searched (and why the whole photo when no garment was found), what steered the hits
+            console.print(f"{image}: searched the whole photo ({used.fallback})" if used.fallback else
+                          f"{image}: searched box {box_text(used.box)} ({used.mode})")
+            if steering is not None:
+                console.print(f"steered by {_steering_text(steering)}")
+        _hits_table(str(image), hits, as_json, extra)
 
 
 def similar(

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.images import DecodeLimits, decode_for_model
 from fashionlens.data.transforms import describe, eval_transform
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, FashionlensError, ModelError
@@ -39,10 +40,19 @@ from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
 from fashionlens.models.backbones import Backbone, BackboneConfig
+from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
 from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, AttributeSteering, steering_for_index
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
+from fashionlens.tasks.localised import (
+    DEFAULT_VIEWS,
+    QueryCrop,
+    default_localiser,
+    fuse_embeddings,
+    plan_image_crops,
+    view_images,
+)
 from fashionlens.tasks.retrieval import Embedder, index_embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
@@ -90,6 +100,9 @@ class Job:
     k: int = 10
     filters: Filters | None = None
     size: tuple[int, int] = (0, 0)
+    crop: QueryCrop | None = None
+    views: list[torch.Tensor] = field(default_factory=list)
+    """Embedding inputs: one per searched view of the photo (see :mod:`fashionlens.tasks.localised`)."""
 
 
 @dataclass
@@ -128,13 +141,15 @@ class Pipeline:
             :func:`~fashionlens.runtime.compiled.compile_backbone`).
         threads: Intra-op threads of each backbone's runtime (``None``: one per core); a service running ``W``
             inference threads passes ``cores // W`` (see :func:`~fashionlens.service.batching.plan_threads`).
+        localiser: Finds the garment in photo searches with ``crop=auto`` (default: one is built when photo search
+            is available: the process's shared one).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
                  index: CatalogueIndex | None = None, embedder: Embedder | None = None,
                  sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None,
                  decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None,
-                 attribute_tagger: TagModel | None = None):
+                 attribute_tagger: TagModel | None = None, localiser: GarmentLocaliser | None = None):
         if embedder is not None and index is not None and embedder.model_id != index.model_id:
             raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
                                       f"{embedder.model_id!r}; pass the embedder that built it")
@@ -155,8 +170,10 @@ class Pipeline:
             self._task_keys["tags"] = [self._register(m.backbone, "tagger") for m in self._members(tagger)]
         if hierarchy is not None:
             self._task_keys["hierarchy"] = [self._register(hierarchy.backbone, "hierarchy classifier")]
+        self.localiser: GarmentLocaliser | None = None
         if self.embedder is not None:
             self._task_keys["embedding"] = [self._register(self.embedder.backbone, "embedder")]
+            self.localiser = localiser or default_localiser()
         steerer = attribute_tagger or tagger
         self.steering, self.steering_note = self._steering(steerer)
         self._attribute_tagger = steerer if self.steering is not None else None
@@ -250,17 +267,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------------ inference
     def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10,
-                filters: Filters | None = None) -> Job:
-        """Decode an upload and make the input tensor of every backbone its ``tasks`` need.
+                filters: Filters | None = None, crop: str | CropSpec = "auto") -> Job:
+        """Decode an upload and make the input tensor of every backbone its ``tasks`` need; a search (``embedding``)
+        gets one per view of the ``crop`` box (see :mod:`fashionlens.tasks.localised`).
 
         Raises:
             ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
+            ConfigError: A malformed or empty crop spec.
+            DataError: A crop box outside the image.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
         decoded = decode_for_model(data, source=source, limits=self.decode_limits)
         image, size = decoded.image, decoded.full_size
-        keys = {key for task in wanted for key in self._task_keys[task]}
-        return Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        keys = {key for task in wanted - {"embedding"} for key in self._task_keys[task]}
+        job = Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        if "embedding" in wanted:
+            job.crop = plan_image_crops([image], [size], [source], crop, self.localiser)[0]
+            transform = self._transforms[self._task_keys["embedding"][0]]
+            job.views = [transform(view) for view in view_images(image, job.crop, DEFAULT_VIEWS)]
+        return job
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
@@ -279,7 +304,8 @@ class Pipeline:
                                                             for j in jobs]
         for task, answer_rows in self._task_rows(jobs).items():
             try:
-                outputs = self._heads(task, features, answer_rows)
+                outputs = (self._embed_views(jobs, answer_rows) if task == "embedding" else
+                           self._heads(task, features, answer_rows))
             except FashionlensError as error:
                 for row in answer_rows:
                     answers[row] = error
@@ -294,6 +320,7 @@ class Pipeline:
                 try:
                     answer.update(self._search(answer.pop("embedding"), job.k, job.filters,
                                                answer.pop("attribute_predictions", None)))
+                    answer["crop"] = job.crop.as_dict() if job.crop is not None else None
                 except FashionlensError as error:
                     answers[row] = error
         return answers
@@ -304,10 +331,12 @@ class Pipeline:
         return self._one(self.prepare(data, source, ("tags", "hierarchy")))
 
     def search(self, data: bytes, source: str = "<upload>", k: int = 10, filters: Filters | None = None,
-               attributes: str = "auto") -> dict[str, Any]:
-        """The ``k`` catalogue items most similar to one image (steered by its attributes unless ``off``)."""
+               attributes: str = "auto", crop: str | CropSpec = "auto") -> dict[str, Any]:
+        """The ``k`` catalogue items most similar to one image, steered by its attributes unless ``off``, searched
+        with its ``crop`` box (``auto``: the garment; the answer's ``crop`` says which box was used and whether it
+        fell back to the whole image)."""
         self.require("search")
-        return self._one(self.prepare(data, source, search_tasks(attributes), k, filters))
+        return self._one(self.prepare(data, source, search_tasks(attributes), k, filters, crop))
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | None = None) -> dict[str, Any]:
         """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself).
@@ -399,8 +428,15 @@ class Pipeline:
             assert self._attribute_tagger is not None
             predictions = _tag_predictions(self._attribute_tagger, [features.of(k, rows) for k in keys])
             return [{"attribute_predictions": predictions.subset(np.array([i]))} for i in range(len(rows))]
+        raise ConfigError(f"no head answers task '{task}'")
+
+    def _embed_views(self, jobs: Sequence[Job], rows: list[int]) -> list[dict[str, Any]]:
+        """One forward pass over every view of the searching jobs; each job's views fused into its query vector."""
         assert self.embedder is not None
-        return [{"embedding": vector} for vector in self.embedder.embed_features(features.of(keys[0], rows))]
+        backbone = self._backbones[self._task_keys["embedding"][0]]
+        vectors = self.embedder.embed_features(backbone(torch.stack([view for r in rows for view in jobs[r].views])))
+        fused = fuse_embeddings(vectors.reshape(len(rows), len(DEFAULT_VIEWS), -1), self.embedder.metric == "ip")
+        return [{"embedding": vector} for vector in fused]
 
     def _search(self, vector: np.ndarray, k: int, filters: Filters | None,
                 predictions: Predictions | None = None) -> dict[str, Any]:

@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.domains import DomainMapping, load_domain_mapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.tasks.common import manifest_of_paths
 from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.localised import QueryCrop
 from fashionlens.tasks.retrieval import Embedder, search_images
 from fashionlens.tasks.street_eval import SearchFn
 from fashionlens.tasks.tag_evaluation import TagPredictor
@@ -284,7 +286,8 @@ def steering_for_index(index: CatalogueIndex, tagger: TagPredictor | None, mappi
 def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str | Path], k: int = 10,
                   filters: Filters | None = None, tagger: TagPredictor | None = None, attributes: str = "auto",
                   mapping: DomainMapping | None = None, weights: AttributeWeights = DEFAULT_WEIGHTS,
-                  runtime: str | None = None) -> SteeredResults:
+                  runtime: str | None = None,
+                  crop: str | CropSpec | Sequence[QueryCrop] = "auto") -> SteeredResults:
     """Top-``k`` catalogue items for each photo, steered by the tagger's attributes when ``attributes='auto'``.
 
     Args:
@@ -298,6 +301,8 @@ def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
         mapping: Street → catalogue labels (``None``: the shipped mapping).
         weights: Re-ranking knobs.
         runtime: Where the tagger's backbone runs (``None``: its config's).
+        crop: What of each photo the embedder searches with (see
+            :func:`~fashionlens.tasks.retrieval.search_images`); the tagger always sees the whole photo.
 
     Raises:
         ConfigError: Unknown ``attributes`` mode, or a tagger without the mapped categories.
@@ -308,12 +313,12 @@ def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
     if attributes not in ATTRIBUTE_MODES:
         raise ConfigError(f"unknown attributes mode '{attributes}'; use one of {ATTRIBUTE_MODES}")
     if attributes == "off":
-        return SteeredResults(search_images(index, embedder, paths, k, filters))
+        return SteeredResults(search_images(index, embedder, paths, k, filters, crop))
     steering, note = steering_for_index(index, tagger, mapping, weights)
     if steering is None:
-        return SteeredResults(search_images(index, embedder, paths, k, filters), note=note)
+        return SteeredResults(search_images(index, embedder, paths, k, filters, crop), note=note)
     assert tagger is not None
-    hits = search_images(index, embedder, paths, max(k, min(weights.shortlist, len(index))), filters)
+    hits = search_images(index, embedder, paths, max(k, min(weights.shortlist, len(index))), filters, crop)
     predictions = tagger.predict(manifest_of_paths(paths), show_progress=False, runtime=runtime)
     described = [a.describe(steering.mapping, steering.weights) for a in steering.attributes(predictions)]
     return SteeredResults(steering.steer(hits, predictions, k), described)

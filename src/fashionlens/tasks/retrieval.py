@@ -38,6 +38,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.images import decode_image
 from fashionlens.data.records import CLASS_PREFIX, META_PREFIX, Manifest
@@ -50,11 +51,13 @@ from fashionlens.index.catalogue import model_fix
 from fashionlens.metrics import relevance_matrix, retrieval_metrics
 from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
 from fashionlens.models.embedding import EmbeddingHead
+from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.models.network import TaskNetwork
 from fashionlens.reports.retrieval_grid import save_results_grid
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
 from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import fold_legacy_freeze, frozen_features, manifest_of_paths, state_fingerprint
+from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, plan_crops, search_views
 from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
 
@@ -213,7 +216,16 @@ class Embedder(TaskModel[np.ndarray]):
         return self.predict(manifest, show_progress=show_progress)
 
     def embed_paths(self, paths: Sequence[str | Path], runtime: str | None = None) -> np.ndarray:
-        """Embeddings of query photos, each first decoded so that a bad file is named with its problem.
+        """Embeddings of query photos (see :meth:`embed_queries`).
+
+        Raises:
+            ImageError: A file is missing or not a decodable image.
+        """
+        return self.embed_queries(manifest_of_paths(paths, name="queries"), runtime)
+
+    def embed_queries(self, queries: Manifest, runtime: str | None = None) -> np.ndarray:
+        """Embeddings of query photos (cropped to their ``bbox_*`` boxes, if any), each first decoded so that a bad
+        file is named with its problem.
 
         One-off queries bypass the feature cache: looking them up would load every cached vector, and storing them
         would fill the cache with photos never seen again.
@@ -221,12 +233,11 @@ class Embedder(TaskModel[np.ndarray]):
         Raises:
             ImageError: A file is missing or not a decodable image.
         """
-        for path in paths:
+        for path in dict.fromkeys(queries.frame["path"]):
             decode_image(path)
         network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies CompilableBackbone only at run time
-        result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
-                                  batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False,
-                                  runtime=runtime or self.config.backbone.runtime)
+        result = extract_features(queries, network, cache_dir=None, batch_size=self.config.backbone.batch_size,
+                                  num_workers=0, show_progress=False, runtime=runtime or self.config.backbone.runtime)
         return self.embed_features(result.vectors)
 
     def documents(self) -> dict[str, Any]:
@@ -639,16 +650,34 @@ def _check_k(k: int, available: int, what: str) -> None:
 
 
 def search_images(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str | Path], k: int = 10,
-                  filters: Filters | None = None) -> list[list[SearchHit]]:
+                  filters: Filters | None = None, crop: str | CropSpec | Sequence[QueryCrop] = "auto",
+                  localiser: GarmentLocaliser | None = None, views: Sequence[str] = DEFAULT_VIEWS,
+                  fusion: str = "mean") -> list[list[SearchHit]]:
     """Top-``k`` catalogue items for each query photo (a batch of images is one call).
+
+    Args:
+        index: The catalogue index.
+        embedder: The model that built it.
+        paths: Query photos.
+        k: Results per photo.
+        filters: Only items with these field values.
+        crop: ``auto`` (search with the garment the ``localiser`` finds; the whole photo when it finds none),
+            ``none``, ``x1,y1,x2,y2`` (pixels), or crops already planned with
+            :func:`~fashionlens.tasks.localised.plan_crops` (one per photo; how callers learn the boxes used).
+        localiser: Garment localiser for ``auto`` (default: the process's shared one).
+        views: Parts of the crop searched with, their hits fused (see :mod:`fashionlens.tasks.localised`).
+        fusion: ``mean`` or ``rrf``.
 
     Raises:
         ImageError: A query image cannot be decoded (named).
+        ConfigError: A malformed or empty crop spec, invalid views or fusion.
+        DataError: A given crop box outside a photo.
         CatalogueIndexError: ``k`` exceeds the catalogue, an unknown filter field, or a model mismatch.
     """
     _check_k(k, len(index), "items")
     check_embedder(index, embedder)
-    return index.search(embedder.embed_paths(paths), k, filters)
+    crops = (list(crop) if not isinstance(crop, (str, CropSpec)) else plan_crops(paths, crop, localiser))
+    return search_views(index, embedder.embed_queries, paths, crops, k, filters, views, fusion)
 
 
 def similar_items(index: CatalogueIndex, item_id: str, k: int = 10,

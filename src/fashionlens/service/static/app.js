@@ -147,13 +147,33 @@ async function analyse(blob, name, searchRequest, resultsTitle) {
   if (found.status === "fulfilled" && found.value) {
     renderResults(found.value.results, resultsTitle);
     renderSteering(found.value);
+    drawCrop(found.value.crop, found.value.image);
   } else if (found.status === "rejected") {
     problems.push(`search: ${found.reason.message}`);
   }
   setStatus(problems.join(" · ") || "Done. Click an item to see items similar to it.", problems.length > 0);
 }
 
+// The box the search used, drawn over the photo in percentages of the image's size (so it follows any scaling).
+function drawCrop(crop, image) {
+  const box = $("crop-box");
+  const note = $("crop-note");
+  box.hidden = !crop || crop.fallback || !image || !image.width;
+  note.hidden = !crop;
+  if (!crop) return;
+  note.textContent = crop.fallback ? `Searched the whole photo: ${crop.reason}`
+    : `Searched the ${crop.mode === "auto" ? "garment found" : "box"} at ${crop.box_text}`;
+  if (box.hidden) return;
+  const [x0, y0, x1, y1] = crop.box;
+  box.style.left = `${(100 * x0) / image.width}%`;
+  box.style.top = `${(100 * y0) / image.height}%`;
+  box.style.width = `${(100 * (x1 - x0)) / image.width}%`;
+  box.style.height = `${(100 * (y1 - y0)) / image.height}%`;
+  box.title = `searched box ${crop.box_text}`;
+}
+
 function showPhoto(src) {
+  drawCrop(null, null);
   $("photo").src = src;
   $("photo").hidden = false;
   $("drop-text").textContent = "Drop or tap for another photo";
