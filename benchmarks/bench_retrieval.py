@@ -44,6 +44,7 @@ from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.attribute_search import DEFAULT_WEIGHTS, AttributeSteering, attribute_search
 from fashionlens.tasks.common import default_cache_dir, frozen_features
+from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, default_localiser, plan_crops, search_views
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,
@@ -53,7 +54,7 @@ from fashionlens.tasks.retrieval import (
     evaluate_street_to_shop,
     train_embedder,
 )
-from fashionlens.tasks.street_eval import SearchFn, evaluate_street_search, index_search
+from fashionlens.tasks.street_eval import SearchFn, evaluate_street_search, index_search, street_queries
 from fashionlens.tasks.tagging import TaggingConfig, ThresholdConfig, train_tagger
 
 HERE = Path(__file__).resolve().parent
@@ -166,6 +167,22 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
     tagger = train_tagger(street, tagger_config, features=frozen_features(street, tagger_config.backbone),
                           console=QUIET, show_progress=False)
 
+    # Garment localisation: CAM boxes of every query photo, planned once and shared by every localised row.
+    crops: dict[str, QueryCrop] = {}
+    for split in ("val", "test"):
+        paths = street_queries(street, mapping, split).frame["path"].tolist()
+        crops.update(zip(paths, plan_crops(paths, "auto", default_localiser()), strict=True))
+    fallbacks = sum(crop.fallback is not None for crop in crops.values())
+
+    def localised(embedder: Embedder, k: int = 10) -> SearchFn:
+        """The default ``--crop auto``: the garment box and its upper part searched together (mean embedding)."""
+        def search(queries: Manifest) -> list[list[str]]:
+            paths = queries.frame["path"].tolist()
+            hits = search_views(index_of(embedder), embedder.embed_queries, paths, [crops[p] for p in paths], k,
+                                None, DEFAULT_VIEWS, "mean")
+            return [[hit.item_id for hit in row] for row in hits]
+        return search
+
     def steered(base: Callable[[int], SearchFn], colour: bool = True) -> SearchFactory:
         weights = DEFAULT_WEIGHTS if colour else replace(DEFAULT_WEIGHTS, colour=0.0)
         steering = AttributeSteering.of(tagger, mapping, weights)
@@ -191,6 +208,10 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
          steered(lambda seed: plain(untrained, DEFAULT_WEIGHTS.shortlist))),
         ("demo's triplet embedder + attributes (category + colour)", True,
          steered(lambda seed: plain(similar_model(seed), DEFAULT_WEIGHTS.shortlist))),
+        ("untrained + localisation (CAM box + upper part)", False, lambda seed: localised(untrained)),
+        ("demo's triplet embedder + localisation", True, lambda seed: localised(similar_model(seed))),
+        ("untrained + localisation + attributes", False,
+         steered(lambda seed: localised(untrained, DEFAULT_WEIGHTS.shortlist))),
     ]
     rows, scores_by_label = [], {}
     for label, trained, factory in methods:
@@ -222,6 +243,13 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
         "**category + colour** = that, and the hit's baseColour is one of those the photo's colour tags map to "
         "(navy counts as blue). P@10 = mean share of the top 10 that is relevant; hit@10 = share of queries with "
         "any relevant item in the top 10; mAP@10 = average precision at depth 10.",
+        "",
+        f"Localisation (`--crop auto`): class-activation maps of the ImageNet head's garment classes give a box; the "
+        f"box and its upper part are embedded and their mean searched (views, fusion, CAM threshold 0.35 and padding "
+        f"0.1 chosen on val). It found no garment and searched the whole photo for {fallbacks} of the "
+        f"{len(crops)} val+test photos. Attributes (`--attributes auto`): a tagger trained on the Clothing "
+        "Attributes train split predicts the photo's category and colours, and the 3,000 nearest items are "
+        "re-ranked by −ln(rank) + 80·P(kind matches) + 12·P(colour matches) (weights chosen on val).",
         "",
         markdown.records_table(rows),
     ]
