@@ -12,9 +12,10 @@ Either way an image is cropped to its garment box when the manifest has one and 
 input (224x224 for EfficientNet-Lite0), as the paper does with its bounding-box crops.
 
 Both use pytorch-metric-learning's triplet margin loss on squared L2 distances, with the seed paper's triplets
-(:mod:`fashionlens.tasks.triplets`: anchor shop photo, positive street photo, 4 negatives, easy:hard = 1:4) or PML's
-online miners. Which rows are positives is the ``identity`` field: ``item_id`` (street-to-shop pairs) or a category
-such as ``articleType`` (similar-item search).
+(:mod:`fashionlens.tasks.triplets`: anchor shop photo, positive street photo, 4 negatives, easy:hard = 1:4; the
+negatives are user-shot photos of other pairs as in the paper, ``negatives: street``, or other items' shop photos,
+``negatives: shop``, this project's default) or PML's online miners. Which rows are positives is the ``identity``
+field: ``item_id`` (street-to-shop pairs) or a category such as ``articleType`` (similar-item search).
 
 Evaluation ranks a gallery with a :class:`~fashionlens.index.CatalogueIndex`. When a split has both domains, its
 street photos query its shop photos; otherwise each item queries the others (never itself). Scores come from
@@ -55,7 +56,13 @@ from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches,
 from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import fold_legacy_freeze, frozen_features, manifest_of_paths, state_fingerprint
 from fashionlens.tasks.registry import register_model
-from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
+from fashionlens.tasks.triplets import (
+    NEGATIVE_DOMAINS,
+    ClassBalancedSampler,
+    PaperTripletSampler,
+    TripletBatch,
+    encode,
+)
 
 MODES = ("features", "finetune")
 SIMULATED_FIELD = META_PREFIX + "simulated"
@@ -95,14 +102,17 @@ class RetrievalConfig:
             as ``articleType`` for similar-item search. Rows where it is empty take no part in training.
         categories: Fields whose equality makes a negative hard, finest first (see :mod:`fashionlens.tasks.triplets`).
         negatives_per_pair: Negatives per (anchor, positive) pair (4 in the paper).
+        negatives: Where cross-domain negatives come from: ``street`` (the paper's: user-shot photos of other
+            pairs; ``configs/papers/street2shop_triplet.yaml``) or ``shop`` (other items' shop photos, the default:
+            with ``swap`` it trains the street photo vs other shop photos comparison a query is ranked by).
         easy_fraction: Share of easy negatives: 0.2 is the paper's easy:hard = 1:4, 0 means hard only.
         miner: A key of :data:`MINERS` to mine triplets online from class-balanced batches instead of the paper's
-            triplets; ``None`` uses the paper's.
+            triplets; ``None`` uses the paper's (with ``negatives``).
         margin: Triplet margin α on squared L2 distances (the paper's best: 4.0 without normalisation; with
             normalisation distances lie in 0..4, so use well under 1).
         swap: PML's distance swap: a triplet also counts as violated when the *positive* is closer to the negative
-            than allowed. With the paper's shop anchors and street positives this adds the street photo vs other
-            shop photos comparison, which is what a street-to-shop query is ranked by; without it, training on
+            than allowed. With shop anchors, street positives and shop negatives this adds the street photo vs
+            other shop photos comparison, which is what a street-to-shop query is ranked by; without it, training on
             frozen features made simulated street-to-shop *worse* than the untrained baseline (see the benchmark).
         max_pairs: Pairs per epoch at most (a random subset each epoch); ``None`` uses all.
         eval_k: Cut-off of the per-epoch validation scores (``val_recall@K``, ``val_precision@K``).
@@ -119,6 +129,7 @@ class RetrievalConfig:
     identity: str = "item_id"
     categories: list[str] = field(default_factory=lambda: ["articleType"])
     negatives_per_pair: int = 4
+    negatives: str = "shop"
     easy_fraction: float = 0.2
     miner: str | None = None
     margin: float = 0.2
@@ -130,6 +141,8 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown retrieval mode '{self.mode}'; use one of {MODES}")
+        if self.negatives not in NEGATIVE_DOMAINS:
+            raise ConfigError(f"unknown negatives '{self.negatives}'; use one of {NEGATIVE_DOMAINS}")
         if self.miner is not None and self.miner not in MINERS:
             raise ConfigError(f"unknown miner '{self.miner}'; use one of {sorted(MINERS)} or null")
         if self.margin <= 0:
@@ -377,7 +390,7 @@ def _sampler(config: RetrievalConfig, rows: np.ndarray, identity: np.ndarray, do
         return ClassBalancedSampler(rows, identity[rows], config.train.batch_size, seed=config.train.seed)
     return PaperTripletSampler(rows, identity[rows], domain[rows], [c[rows] for c in categories],
                                config.train.batch_size, config.negatives_per_pair, config.easy_fraction,
-                               config.max_pairs, config.train.seed)
+                               config.max_pairs, config.train.seed, negative_domain=config.negatives)
 
 
 def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], roles: _Roles,
