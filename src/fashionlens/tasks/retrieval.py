@@ -106,17 +106,20 @@ class SharedSpaceConfig:
         fine_fields: Catalogue fields whose joined values are the fine classes (articleType + baseColour keeps
             same-type, same-colour items together in similar-item search).
         triplet_weight: Weight of an added triplet margin loss (``RetrievalConfig.margin``) on triplets that
-            ``RetrievalConfig.miner`` (``semihard`` when unset) mines over the shared garment classes, across both
-            domains in each batch; 0: none.
+            ``RetrievalConfig.miner`` (``semihard`` when unset) mines in each batch over the classes of each of
+            ``triplet_heads``; 0: none.
+        triplet_heads: Heads the triplets are mined over: ``category`` gives cross-domain triplets (a street photo
+            and a catalogue photo of the same shared class are a positive pair), ``fine`` catalogue-only ones.
         street_share: Share of each batch that is street photos.
     """
 
-    loss: str = "normalized_softmax"
+    loss: str = "proxy_anchor"
     category_weight: float = 1.0
     colour_weight: float = 0.5
     fine_weight: float = 1.0
-    fine_fields: list[str] = field(default_factory=lambda: ["articleType", "baseColour"])
-    triplet_weight: float = 0.0
+    fine_fields: list[str] = field(default_factory=lambda: ["articleType"])
+    triplet_weight: float = 1.0
+    triplet_heads: list[str] = field(default_factory=lambda: ["category", "fine"])
     street_share: float = 0.25
 
     def __post_init__(self) -> None:
@@ -127,6 +130,9 @@ class SharedSpaceConfig:
             raise ConfigError(f"shared-space loss weights must be >= 0 with one > 0, got {weights}")
         if not 0.0 <= self.street_share < 1.0:
             raise ConfigError(f"street_share must lie in 0..1 (exclusive of 1), got {self.street_share}")
+        unknown = sorted(set(self.triplet_heads) - set(HEADS))
+        if unknown:
+            raise ConfigError(f"unknown triplet head(s) {unknown}; use some of {list(HEADS)}")
 
 
 def _default_retrieval_train() -> TrainConfig:
@@ -612,7 +618,7 @@ class SharedSpaceObjective:
         self.weights = {head: w for head, w in weights.items() if w > 0 and len(classes[head]) > 1}
         # the model holds these modules too (so the optimiser trains their proxies and .to() moves them)
         self.head_losses = {head: SHARED_LOSSES[shared.loss](len(classes[head]), dim) for head in self.weights}
-        self.triplet_weight = shared.triplet_weight
+        self.triplet_weight, self.triplet_heads = shared.triplet_weight, list(shared.triplet_heads)
         self.triplet = TripletObjective(margin, miner or "semihard") if shared.triplet_weight > 0 else None
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
@@ -626,10 +632,10 @@ class SharedSpaceObjective:
             known = codes >= 0
             if bool(known.any()):
                 total = total + weight * self.head_losses[head](embeddings[known], codes[known])
-        if self.triplet is not None:
-            codes = labels[:, HEADS.index("category")]
+        for head in self.triplet_heads if self.triplet is not None else ():
+            assert self.triplet is not None and self.triplet.miner is not None
+            codes = labels[:, HEADS.index(head)]
             known = codes >= 0
-            assert self.triplet.miner is not None
             indices = self.triplet.miner(embeddings[known], codes[known])
             total = total + self.triplet_weight * self.triplet.loss_function(embeddings[known], codes[known], indices)
         return total
