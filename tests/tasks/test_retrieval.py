@@ -206,7 +206,8 @@ def test_example_config_loads() -> None:
     assert config.identity == "item_id" and config.easy_fraction == 0.2 and config.negatives_per_pair == 4
     assert config.train.optimizer == "sgd" and config.train.momentum == 0.9 and config.train.scheduler == "step"
     assert config.negatives == "shop" and config.shared is None
-    shared = load_config(RetrievalConfig, Path(__file__).resolve().parents[2] / "configs" / "retrieval_street2shop.yaml")
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    shared = load_config(RetrievalConfig, configs / "retrieval_street2shop.yaml")
     assert shared.shared is not None and shared.shared.loss == "proxy_anchor" and shared.mode == "features"
 
 
