@@ -14,7 +14,7 @@ from rich.console import Console
 
 from fashionlens.config import from_dict, load_config
 from fashionlens.data.domains import DomainMapping
-from fashionlens.data.readers import read_fashion_product_images
+from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.street_view import StreetViewSimulator
 from fashionlens.engine import TrainConfig
@@ -373,3 +373,25 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
     assert loaded.model_id == embedder.model_id
     some = shop.subset(np.arange(len(shop)) < 3)
     assert np.allclose(loaded.embed(some), embedder.embed(some), atol=1e-5)
+
+
+@pytest.mark.slow  # about 12 s: fine-tunes a tiny backbone on 44 real photos
+def test_cross_domain_finetune_mode_runs_on_real_photos(shared_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
+    shop = _small_real_catalogue(shared_data)
+    photos = read_clothing_attributes(shared_data / "clothing-attributes")
+    tees = np.flatnonzero(photos.class_column("category") == "T-shirt")[:8]
+    street = photos.subset(np.isin(np.arange(len(photos)), tees))
+    street.frame["split"] = ["train"] * 5 + ["val"] * 3
+    mapping = DomainMapping.from_dict({
+        "street": {"category": "category"}, "catalogue": {"category": "articleType", "colour": "baseColour"},
+        "categories": {"T-shirt": ["Tshirts"]}, "colours": {"black": ["Black"], "white": ["White"]}})
+    config = RetrievalConfig(
+        backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0, freeze=1), mode="finetune",
+        dim=8, shared=SharedSpaceConfig(), train=TrainConfig(epochs=1, batch_size=8, monitor="val_map", mode="max"))
+    embedder = train_cross_domain_embedder(shop, street, mapping, config, tmp_path / "embedder", console=QUIET,
+                                           show_progress=False)
+    assert embedder.weights_id.startswith("weights-") and 0.0 <= embedder.metrics["val_street_p@10"] <= 1.0
+    loaded = Embedder.load(tmp_path / "embedder")
+    assert loaded.model_id == embedder.model_id and loaded.config.shared == config.shared
