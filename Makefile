@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= demo-output
 
-.PHONY: setup browser test lint typecheck pytest demo benchmarks clean
+.PHONY: setup browser test lint typecheck pytest demo benchmarks clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# pyproject.toml holds compatible ranges (fashionlens is a library); constraints.txt the exact pins installed here.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -41,6 +42,11 @@ MUTANTS ?=
 .PHONY: mutation
 mutation: setup
 	$(BIN)/python scripts/mutation.py $(if $(MUTANTS),--only $(MUTANTS))
+
+# Re-pin constraints.txt from the current venv after a deliberate upgrade (torch stays 2.14.1: it comes from disk).
+lock: setup
+	{ sed -n '1,/^# --- pins/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
 benchmarks: setup
 	$(BIN)/python benchmarks/run_all.py --data $(DATA)

@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 
 from fashionlens.audit import AuditConfig, audit_catalogue, label_issue_table, write_audit
-from fashionlens.config import load_config
+from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
@@ -39,7 +39,7 @@ from fashionlens.tasks.hierarchy import HierarchyConfig, evaluate_hierarchy, tra
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CONFIG = ROOT / "configs" / "hierarchy_fashion_products.yaml"
+CONFIG = SHIPPED_CONFIGS / "hierarchy_fashion_products.yaml"
 QUIET = Console(quiet=True)
 
 

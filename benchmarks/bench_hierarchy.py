@@ -3,7 +3,7 @@ multi-task weighting, all on the same cached frozen features, several training s
 
 The split is seeded and stratified on articleType (70/15/15); the epoch is chosen on ``val``, so ``test`` (never used
 for any choice) is reported beside it. Rare classes and inconsistent labels are handled by the taxonomy settings of
-``configs/hierarchy_fashion_products.yaml``, and the markdown says how that changes the accuracy denominator.
+config ``hierarchy_fashion_products``, and the markdown says how that changes the accuracy denominator.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_hierarchy.py --data ../shared/data
 """
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from fashionlens.config import load_config
+from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
@@ -33,7 +33,7 @@ from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "hierarchy_fashion_products.yaml"
+CONFIG = SHIPPED_CONFIGS / "hierarchy_fashion_products.yaml"
 VARIANTS = ("flat", "hmcn", "hmcn_mtl")
 QUIET = Console(quiet=True)
 
@@ -111,7 +111,7 @@ def main() -> None:
     lines = ["# Hierarchical classification (Fashion Product Images)", "",
              f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/bench_hierarchy.py "
              f"--seeds {' '.join(map(str, args.seeds))} --backbones {' '.join(args.backbones)}` "
-             f"(config `configs/hierarchy_fashion_products.yaml`, variant overridden). Machine: {platform.machine()}, "
+             f"(config `hierarchy_fashion_products`, variant overridden). Machine: {platform.machine()}, "
              f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s).", ""]
     for backbone in args.backbones:
         start = time.perf_counter()

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from fashionlens.config import load_config
+from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.splits import split_manifest
 from fashionlens.io import write_text
@@ -31,7 +31,7 @@ from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "hierarchy_fashion_products.yaml"
+CONFIG = SHIPPED_CONFIGS / "hierarchy_fashion_products.yaml"
 
 
 def epoch_table(history: list[dict[str, float]]) -> pd.DataFrame:

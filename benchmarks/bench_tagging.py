@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", default="clothing,products", help="Which of clothing,products to run.")
     parser.add_argument("--finetune-config", type=Path,
-                        default=Path("configs/tagging_clothing_attributes_finetune.yaml"),
+                        default="tagging_clothing_attributes_finetune",
                         help="Config of variant 5 (Clothing Attributes only).")
     parser.add_argument("--skip-finetune", action="store_true",
                         help="Leave out variants 5/5b (one fine-tuning, ~13 min per split seed).")

@@ -3,10 +3,10 @@
 Each task's own training entry point in ``finetune`` mode (backbone and head end to end on augmented images) on a
 bounded subset of the real data, ``train.channels_last`` false vs true:
 
-* tagging: ``train_tagger`` on Clothing Attributes (``configs/tagging_clothing_attributes_finetune.yaml``);
-* hierarchy: ``train_hierarchy`` on Fashion Product Images (``configs/hierarchy_fashion_products.yaml``, HMCN-F + MTL);
+* tagging: ``train_tagger`` on Clothing Attributes (config ``tagging_clothing_attributes_finetune``);
+* hierarchy: ``train_hierarchy`` on Fashion Product Images (config ``hierarchy_fashion_products``, HMCN-F + MTL);
 * retrieval: ``train_embedder`` triplet fine-tune for similar items on Fashion Product Images
-  (``configs/retrieval_triplet.yaml``, identity ``articleType``).
+  (config ``retrieval_triplet``, identity ``articleType``).
 
 The two formats alternate (which goes first flips every repeat) so that load from other processes hits both alike.
 An epoch is timed inside :meth:`fashionlens.engine.Trainer.train_epoch` (data loading, forward, backward, optimiser
@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from fashionlens.config import load_config
+from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
@@ -113,19 +113,19 @@ def _tasks(data: Path, n_train: int, n_val: int, epochs: int, batch_size: int, w
     products = _bounded(read_fashion_product_images(data / "fashion-product-images"), "articleType", n_train, n_val)
 
     def tagging(channels_last: bool) -> object:
-        config = load_config(TaggingConfig, ROOT / "configs" / "tagging_clothing_attributes_finetune.yaml",
+        config = load_config(TaggingConfig, SHIPPED_CONFIGS / "tagging_clothing_attributes_finetune.yaml",
                              {**train, "train.channels_last": channels_last})
         return train_tagger(clothing, config, console=QUIET, show_progress=False)
 
     def hierarchy(channels_last: bool) -> object:
-        config = load_config(HierarchyConfig, ROOT / "configs" / "hierarchy_fashion_products.yaml",
+        config = load_config(HierarchyConfig, SHIPPED_CONFIGS / "hierarchy_fashion_products.yaml",
                              {**train, "mode": "finetune", "train.scheduler": "cosine", "train.lr": 5e-4,
                               "train.channels_last": channels_last})
         return train_hierarchy(products, config, console=QUIET, show_progress=False)
 
     def retrieval(channels_last: bool) -> object:
         # batch_size counts (anchor, positive) pairs, each with its negatives: ~batch_size * 6 images a batch
-        config = load_config(RetrievalConfig, ROOT / "configs" / "retrieval_triplet.yaml",
+        config = load_config(RetrievalConfig, SHIPPED_CONFIGS / "retrieval_triplet.yaml",
                              {**train, "mode": "finetune", "identity": "articleType",
                               "categories": ["subCategory", "masterCategory"], "train.batch_size": 8,
                               "max_pairs": n_train // 6, "train.channels_last": channels_last})

@@ -30,7 +30,10 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("hierarchy_lpft", "Hierarchical classification, LP-FT: fine-tuned from the probed head (issue 4)",
      ["bench_hierarchy_finetune.py --epochs 5 --lr 0.0002 --lp-ft --run-dir runs/hierarchy_lpft/model "
       "--out benchmarks/results/hierarchy_lpft.md"]),
-    ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)", ["bench_retrieval.py"]),
+    ("retrieval", "Visual search: similar items and simulated street-to-shop (issue 5)",
+     ["bench_retrieval.py --sections catalogue"]),
+    ("retrieval_street", "Visual search on REAL street photos: street-to-shop (issue 13)",
+     ["bench_retrieval.py --sections street"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
     ("service", "HTTP service on each runtime (issues 6, 12)", ["bench_service.py --concurrency 1 4 16"]),
     ("distributed", "Data-parallel training with torchrun (issue 7)", ["bench_distributed.py"]),

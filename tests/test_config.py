@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fashionlens.config import from_dict, load_config, to_dict
+from fashionlens.config import SHIPPED_CONFIGS, from_dict, load_config, shipped_configs, to_dict
 from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError
 from fashionlens.tasks.hierarchy import HierarchyConfig
@@ -122,7 +122,7 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
     assert "typo.yaml" in str(raised.value)
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = SHIPPED_CONFIGS
 CONFIG_CLASSES = {"tagging_": TaggingConfig, "hierarchy_": HierarchyConfig, "retrieval_": RetrievalConfig,
                   "street2shop_": RetrievalConfig}
 
@@ -213,3 +213,23 @@ def test_backbone_runtime_is_validated() -> None:
         from_dict(TaggingConfig, {"backbone": {"runtime": "tensorrt"}})
     with pytest.raises(ConfigError, match="unknown runtime"):
         BackboneConfig(runtime="tensorrt")
+
+
+@pytest.mark.parametrize("name", ["tagging_clothing_attributes", "papers/tagging_jd_fashion_style",
+                                  "hierarchy_fashion_products.yaml"])
+def test_shipped_configs_load_by_name(name: str) -> None:
+    assert name.removesuffix(".yaml") in shipped_configs()
+    kind = next(cls for prefix, cls in CONFIG_CLASSES.items() if name.split("/")[-1].startswith(prefix))
+    file = SHIPPED / f"{name.removesuffix('.yaml')}.yaml"
+    assert to_dict(load_config(kind, name)) == to_dict(load_config(kind, file))
+
+
+def test_a_file_wins_over_a_shipped_name_and_unknown_names_list_shipped_ones(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tagging_clothing_attributes").write_text("hidden: 64\n", encoding="utf-8")
+    assert load_config(TaggingConfig, "tagging_clothing_attributes").hidden == 64
+    with pytest.raises(ConfigError, match=r"not found: taging_clothing .*shipped: .*papers/tagging_jd_fashion_style"):
+        load_config(TaggingConfig, "taging_clothing")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TaggingConfig, "../configs/tagging_clothing_attributes")

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fashionlens.config import SHIPPED_CONFIGS
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.taxonomy import Taxonomy, find_conflicts
 
 LEVELS = ["master", "sub", "article"]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 
 
 def manifest_of(rows: list[tuple[str, str, str, int, str]]) -> Manifest:

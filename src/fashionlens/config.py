@@ -73,13 +73,45 @@ def _coerce(value: Any, types_allowed: tuple[Any, ...], where: str) -> Any:
     raise ConfigError(f"{where} must be {names}, got {value!r}")
 
 
+SHIPPED_CONFIGS = Path(__file__).with_name("configs")
+"""The configs installed with fashionlens (task defaults and the seed papers' recipes under ``papers/``)."""
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs, e.g. ``tagging_clothing_attributes``, ``papers/street2shop_triplet``."""
+    return sorted(path.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix()
+                  for path in SHIPPED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file: ``path`` itself when it exists, else the shipped config of that name (``.yaml`` optional).
+
+    Raises:
+        ConfigError: Neither exists; the shipped names are listed.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.as_posix().removesuffix(".yaml")
+    shipped = SHIPPED_CONFIGS / f"{name}.yaml"
+    if not given.is_absolute() and ".." not in given.parts and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {path} (nor a shipped config of that name; shipped: "
+                      f"{', '.join(shipped_configs())})")
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None) -> T:
-    """Load ``cls`` from a YAML file (or defaults when ``path`` is None), then apply ``overrides``."""
+    """Load ``cls`` from a YAML file or shipped config name (defaults when ``path`` is None), then apply ``overrides``.
+
+    Args:
+        cls: The config dataclass.
+        path: A YAML file, or the name of a shipped config (:func:`shipped_configs`), e.g.
+            ``tagging_clothing_attributes`` or ``papers/tagging_jd_fashion_style``.
+        overrides: Dotted keys → values applied on top (``None`` values are skipped).
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:

@@ -39,7 +39,7 @@ from fashionlens.tasks.tag_evaluation import evaluate_predictions, write_report
 from fashionlens.tasks.tagging import TaggingConfig, train_tagger
 
 #: What a positive means for the Clothing Attributes tags whose name does not say it (the dataset's README: gender
-#: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in configs/tagging_*.yaml.
+#: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in the shipped tagging configs.
 CLOTHING_POSITIVE_NAMES = {"gender": "gender=female", "skin_exposure": "skin_exposure=high"}
 
 
@@ -138,7 +138,8 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
                                   show_progress=False)
         grid = out / "reports" / "similar_items_grid.png"
         trained = evaluate_similar_items(embedder, products, "test", grid_path=grid)
-        index = build_catalogue_index(embedder, products, out / "models" / "index")
+        models = {"embedder": out / "models" / "embedder", "tagger": out / "models" / "tagger"}
+        index = build_catalogue_index(embedder, products, out / "models" / "index", models=models)  # --index alone
         console.print(f"similar-item P@10 (same articleType) on test products: untrained ImageNet features "
                       f"{baseline['precision@10']:.3f} -> triplet-trained {trained['precision@10']:.3f}; "
                       f"strict (same articleType and colour) {baseline['precision@10_strict']:.3f} -> "

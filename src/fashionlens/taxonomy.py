@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fashionlens.config import resolve_config
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
 
@@ -412,10 +413,12 @@ class Taxonomy:
     def from_yaml(cls, path: str | Path, conflicts: ConflictPolicy = "error",
                   leaf_counts: Mapping[str, int] | None = None, min_count: int = 0,
                   rare: RarePolicy = "other") -> Taxonomy:
-        """Load a user-written taxonomy: ``levels: [...]`` and ``tree: {...}`` (see ``configs/``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"taxonomy file not found: {path}")
+        """Load a user-written taxonomy (a file, or a shipped config name such as ``deepfashion_taxonomy``):
+        ``levels: [...]`` and ``tree: {...}``."""
+        try:
+            path = resolve_config(path)
+        except ConfigError:
+            raise ConfigError(f"taxonomy file not found: {path}") from None
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:

@@ -56,3 +56,13 @@ def test_bad_input_is_one_line_and_exit_2(run_cli: Callable[..., Any], tmp_path:
 def test_a_good_command_exits_0(run_cli: Callable[..., Any]) -> None:
     outcome = run_cli("data", "--help")
     assert outcome.exit_code == 0 and "build" in outcome.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    from typer.testing import CliRunner
+
+    from fashionlens.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"fashionlens {fashionlens.__version__}"

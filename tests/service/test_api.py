@@ -363,3 +363,42 @@ def test_serve_warns_when_open_on_a_public_interface(tmp_path: Path, monkeypatch
     assert "warning" not in runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--tagger", "nope"]).output
     bad = runner.invoke(cli_app, ["serve", "--tagger", "x", "--max-queue", "0"])
     assert "--max-queue" in str(bad.exception)
+
+
+# ----------------------------------------------------------------------------------------------- attribute steering
+def test_search_is_steered_by_the_photos_attributes(mapped_index: Path, service_models: ServiceModels) -> None:
+    photo = service_models.street_photos[0]
+    with TestClient(create_app(index_dir=mapped_index)) as steered:  # the tagger the index records
+        attributes = steered.get("/v1/info").json()["attributes"]
+        assert attributes["steering"] and attributes["source"] == str(service_models.tagger)
+        answer = steered.post("/v1/search", params={"k": 5}, files=upload(photo)).json()
+        category = answer["steered_by"]["category"]
+        assert answer["results"][0]["metadata"]["articleType"] in category["catalogue"]
+        assert [hit["rank"] for hit in answer["results"]] == [1, 2, 3, 4, 5]
+        plain = steered.post("/v1/search", params={"k": 5, "attributes": "off"}, files=upload(photo)).json()
+        assert "steered_by" not in plain and "note" not in plain
+        scores = [hit["score"] for hit in plain["results"]]
+        assert scores == sorted(scores, reverse=True)  # off: by similarity alone
+        assert_one_line_error(steered.post("/v1/search", params={"attributes": "maybe"}, files=upload(photo)), 422,
+                              "'attributes'")
+
+
+def test_search_without_a_usable_tagger_notes_why_it_is_not_steered(client: TestClient,
+                                                                   service_models: ServiceModels) -> None:
+    answer = client.post("/v1/search", params={"k": 3}, files=upload(service_models.queries[0])).json()
+    # the test catalogue (200 products) lacks articleTypes the shipped mapping names
+    assert "steered_by" not in answer and answer["note"].startswith("attribute steering off: domain mapping")
+    assert client.get("/v1/info").json()["attributes"]["steering"] is False
+
+
+def test_an_index_recording_its_embedder_is_searched_with_it(service_models: ServiceModels, tmp_path: Path) -> None:
+    index = CatalogueIndex.load(service_models.index)
+    index.record_model("embedder", service_models.embedder)
+    index.save(tmp_path / "index")
+    with TestClient(create_app(index_dir=tmp_path / "index")) as recorded:
+        assert recorded.get("/v1/info").json()["embedder"]["source"] == str(service_models.embedder)
+        assert recorded.post("/v1/search", files=upload(service_models.queries[0])).status_code == 200
+    index.record_model("embedder", tmp_path / "gone")
+    index.save(tmp_path / "index")
+    with pytest.raises(FashionlensError, match=r"records its embedder at .*gone.*--model DIR"):
+        create_app(index_dir=tmp_path / "index")

@@ -57,13 +57,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         context.close()
 
 
-def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, service_models: ServiceModels,
-                                                tmp_path: Path) -> None:
+def _open(browser: Any, server: str) -> tuple[Any, list[str]]:
+    """A new page on the server's web page, and the list its script errors will be appended to."""
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_server + "/")
+    page.goto(server + "/")
+    return page, errors
+
+
+def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, service_models: ServiceModels,
+                                                tmp_path: Path) -> None:
+    page, errors = _open(browser, live_server)
     page.wait_for_function("document.getElementById('models').textContent.includes('catalogue')")
     page.set_input_files("#file", str(service_models.queries[0]))
 
@@ -89,6 +95,20 @@ def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, 
     page.wait_for_selector("#results .item")
     shown = page.locator("#results .item").evaluate_all("items => items.map(i => i.dataset.itemId)")
     assert clicked not in shown and len(shown) == 12
+    assert errors == []
+
+
+def test_page_shows_which_attributes_steered_the_search(browser: Any, steered_server: str,
+                                                       service_models: ServiceModels) -> None:
+    page, errors = _open(browser, steered_server)
+    page.wait_for_selector("#steer-toggle:not([hidden])")
+    page.set_input_files("#file", str(service_models.street_photos[0]))
+    page.wait_for_function("document.getElementById('steering').textContent.startsWith('Steered by: ')")
+    assert page.locator("#steering").is_visible() and "→" in page.inner_text("#steering")
+    page.uncheck("#steer")  # searches the same photo again, unsteered
+    page.wait_for_function("document.getElementById('steering').hidden")
+    page.wait_for_selector("#results .item")
+    assert not page.locator("#status.error").count(), page.inner_text("#status")
     assert errors == []
 
 

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fashionlens.config import from_dict, load_config
+from fashionlens.config import SHIPPED_CONFIGS, from_dict, load_config
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.errors import ConfigError, ModelError
@@ -28,7 +28,7 @@ from fashionlens.tasks.hierarchy import (
 )
 from fashionlens.taxonomy import Taxonomy
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 # Six articleTypes from four subCategories and three masterCategories, 40 images each: small enough to extract
 # features in well under a minute on a cold cache, varied enough that chance is 1/6.
 SUBSET = ("Tshirts", "Shirts", "Jeans", "Casual Shoes", "Handbags", "Watches")

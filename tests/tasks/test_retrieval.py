@@ -30,6 +30,7 @@ from fashionlens.tasks.retrieval import (
     catalogue_metadata,
     evaluate_similar_items,
     evaluate_street_to_shop,
+    index_embedder,
     open_index,
     rank_gallery,
     score_ranking,
@@ -202,12 +203,11 @@ def test_cross_domain_training_needs_both_splits_and_known_settings() -> None:
 
 
 def test_example_config_loads() -> None:
-    config = load_config(RetrievalConfig, Path(__file__).resolve().parents[2] / "configs" / "retrieval_triplet.yaml")
+    config = load_config(RetrievalConfig, "retrieval_triplet")
     assert config.identity == "item_id" and config.easy_fraction == 0.2 and config.negatives_per_pair == 4
     assert config.train.optimizer == "sgd" and config.train.momentum == 0.9 and config.train.scheduler == "step"
     assert config.negatives == "shop" and config.shared is None
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    shared = load_config(RetrievalConfig, configs / "retrieval_street2shop.yaml")
+    shared = load_config(RetrievalConfig, "retrieval_street2shop")
     assert shared.shared is not None and shared.shared.loss == "proxy_anchor" and shared.mode == "features"
 
 
@@ -299,8 +299,26 @@ def test_image_search_rejects_bad_photos_large_k_and_foreign_models(
         search_images(index, embedder, [broken], k=3)
     with pytest.raises(CatalogueIndexError, match="k=7 is larger than the 6 items"):
         search_images(index, embedder, [broken], k=7)
-    with pytest.raises(CatalogueIndexError, match="search it with the model that built it"):
+    with pytest.raises(CatalogueIndexError, match=r"pass the embedder directory that built it \(--model DIR\)"):
         search_images(index, _embedder(seed=9), [broken], k=3)
+
+
+def test_the_embedder_of_an_index_is_the_given_the_recorded_or_the_fallback_one(
+        saved_index: tuple[Path, Embedder, Manifest], tmp_path: Path) -> None:
+    directory, embedder, _ = saved_index
+    index = open_index(directory)
+    assert index_embedder(index, fallback=lambda: embedder) is embedder  # an index without a record
+    with pytest.raises(CatalogueIndexError, match=r"records no embedder; pass the embedder .*--model DIR"):
+        index_embedder(index)
+    embedder.save(tmp_path / "embedder")
+    index.record_model("embedder", tmp_path / "embedder")
+    assert index_embedder(index).model_id == embedder.model_id
+    _embedder(seed=9).save(tmp_path / "other")
+    with pytest.raises(CatalogueIndexError, match=r"search it with the embedder it records, .*/embedder"):
+        index_embedder(index, tmp_path / "other")  # --model wins over the record, and is checked
+    index.record_model("embedder", tmp_path / "moved-away")
+    with pytest.raises(ModelError, match=r"records its embedder at .*moved-away.*--model DIR"):
+        index_embedder(index)
 
 
 def test_removing_an_unknown_id_changes_nothing(saved_index: tuple[Path, Embedder, Manifest]) -> None:

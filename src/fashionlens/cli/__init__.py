@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from fashionlens import distributed
+from fashionlens import __version__, distributed
 from fashionlens.cli import export, hierarchy, search
 from fashionlens.cli.audit import audit
 from fashionlens.cli.common import console, err_console
@@ -30,6 +30,20 @@ app.add_typer(search.index_app, name="index")
 app.command("search")(search.search)
 app.command("similar")(search.similar)
 app.command("audit")(audit)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"fashionlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the fashionlens version and exit."),
+) -> None:
+    """fashionlens: tag fashion photos, classify them into a category hierarchy, and find matching catalogue items."""
 
 
 @app.command("demo")

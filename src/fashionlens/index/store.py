@@ -3,8 +3,9 @@
 A catalogue index directory holds:
 
 * ``index.json``: the :class:`IndexManifest` -- which embedding model produced the vectors, their dimension,
-  the metric, index kind and parameters, item count and the fashionlens version that wrote it. It is read first,
-  so a model or dimension mismatch is reported before the (possibly multi-GB) index is loaded.
+  the metric, index kind and parameters, item count and the fashionlens version that wrote it, and optionally
+  where the models to search it with live (so the index alone is enough to search it). It is read first, so a
+  model or dimension mismatch is reported before the (possibly multi-GB) index is loaded.
 * ``index.faiss``: the FAISS index; its int64 ids are the values in ``ids.npy``.
 * ``ids.npy``: int64 FAISS id of each row, strictly ascending (ids survive removals, so they are not row numbers).
 * ``items.parquet``: one row per item: ``item_id`` and the filterable metadata fields, as text. Kept in memory as
@@ -20,7 +21,7 @@ import importlib.metadata
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -67,6 +68,9 @@ class IndexManifest:
         count: Number of items.
         fashionlens_version: Version of fashionlens that wrote the index.
         format: Layout version of the directory.
+        models: Where the models to search it with live, by role (``embedder``, ``tagger``): relative to the index
+            directory when beside it (a folder moved with its models keeps working), else absolute. Optional:
+            indexes written before it existed have none, and older versions ignore it.
     """
 
     model_id: str
@@ -77,6 +81,7 @@ class IndexManifest:
     count: int
     fashionlens_version: str
     format: int = FORMAT
+    models: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> IndexManifest:
@@ -103,7 +108,10 @@ class IndexManifest:
             raise CatalogueIndexError(
                 f"corrupt catalogue index file {path}: unknown metric {raw['metric']!r} or kind {raw['kind']!r}"
             )
-        return cls(**{key: raw[key] for key in expected})
+        models = raw.get("models", {})
+        if not isinstance(models, dict) or not all(isinstance(v, str) and v for v in models.values()):
+            raise CatalogueIndexError(f"corrupt catalogue index file {path}: 'models' must map roles to paths")
+        return cls(**{key: raw[key] for key in expected}, models=models)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ Bad input is never a 500: every refusal is a 4xx with ``{"detail": "<one line>"}
 * 413 upload over ``max_upload_bytes`` (checked on ``Content-Length`` and while reading), image over the pixel cap or
   a decompression bomb;
 * 415 not an image, or an image format outside the accepted ones (JPEG, PNG, WebP, GIF by default);
-* 422 bad ``k``, ``size`` or ``filter`` (including internal fields such as ``path``), missing ``image`` field;
+* 422 bad ``k``, ``size``, ``attributes`` or ``filter`` (including internal fields such as ``path``), missing
+  ``image`` field;
 * 503 (with ``Retry-After``) too many requests already waiting: the service is overloaded, not broken.
 """
 
@@ -54,7 +55,7 @@ from fashionlens.service.batching import (
     MicroBatcher,
     QueueFullError,
 )
-from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError
+from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError, search_tasks
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
@@ -68,7 +69,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                        401: "API key missing (only when the service has one)", 403: "API key wrong",
                        404: "Model not loaded, or unknown item", 413: "Upload or image too large",
                        415: "Not an image, or an image format that is not accepted",
-                       422: "Bad parameter (k, size, filter) or missing image field",
+                       422: "Bad parameter (k, size, attributes, filter) or missing image field",
                        503: "Too many requests waiting: retry after the Retry-After seconds"}.items()}
 
 
@@ -182,11 +183,17 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
     async def search(image: UploadFile = File(..., description="A photo to find similar catalogue items for."),
                      k: int = Query(10, ge=1, le=MAX_K, description="Number of results."),
                      filter: list[str] = Query([], description="field=value or field=value1,value2 (repeatable), "
-                                                                "e.g. gender=Men")) -> JSONResponse:
-        """The ``k`` catalogue items most similar to the photo, best first, with scores and metadata."""
+                                                                "e.g. gender=Men"),
+                     attributes: str = Query("auto", pattern="^(auto|off)$", description=(
+                         "auto: the photo's category and colours (attribute tagger, mapped to catalogue values) "
+                         "re-rank the hits; off: plain similarity."))) -> JSONResponse:
+        """The ``k`` catalogue items most similar to the photo, best first, with scores and metadata; with
+        ``steered_by`` (the attributes that re-ranked them) or a ``note`` saying why none did."""
         pipeline.require("search")
         filters = pipeline.parse_filters(filter)
-        result = await answer(image, ("embedding",), k, filters)
+        result = await answer(image, search_tasks(attributes), k, filters)
+        if attributes == "auto" and "steered_by" not in result and pipeline.steering_note:
+            result["note"] = pipeline.steering_note
         return JSONResponse(_with_image_urls(result))
 
     @app.get("/v1/items/{item_id:path}/similar", tags=["catalogue"], responses=_ERRORS)

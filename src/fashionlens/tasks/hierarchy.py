@@ -95,7 +95,7 @@ class TaxonomyConfig:
 
 @dataclass
 class HierarchyConfig:
-    """How a hierarchy classifier is built and trained (YAML-loadable; see ``configs/``).
+    """How a hierarchy classifier is built and trained (YAML-loadable; shipped configs in ``fashionlens/configs``).
 
     ``backbone.freeze`` says what stays frozen in ``finetune`` mode; ``features`` mode trains on frozen features.
     """

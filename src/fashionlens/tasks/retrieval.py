@@ -48,6 +48,7 @@ from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ModelError
 from fashionlens.features import extract_features
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
+from fashionlens.index.catalogue import model_fix
 from fashionlens.metrics import relevance_matrix, retrieval_metrics
 from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
 from fashionlens.models.embedding import EmbeddingHead
@@ -142,7 +143,7 @@ def _default_retrieval_train() -> TrainConfig:
 
 @dataclass
 class RetrievalConfig:
-    """How an embedder is built and trained (YAML-loadable; see ``configs/retrieval_triplet.yaml``).
+    """How an embedder is built and trained (YAML-loadable; shipped config ``retrieval_triplet``).
 
     Attributes:
         backbone: Feature extractor; its ``freeze`` (default here: 5) is what stays frozen in ``finetune`` mode.
@@ -156,7 +157,7 @@ class RetrievalConfig:
         categories: Fields whose equality makes a negative hard, finest first (see :mod:`fashionlens.tasks.triplets`).
         negatives_per_pair: Negatives per (anchor, positive) pair (4 in the paper).
         negatives: Where cross-domain negatives come from: ``street`` (the paper's: user-shot photos of other
-            pairs; ``configs/papers/street2shop_triplet.yaml``) or ``shop`` (other items' shop photos, the default:
+            pairs; the shipped config ``papers/street2shop_triplet``) or ``shop`` (other items' shop photos, the default:
             with ``swap`` it trains the street photo vs other shop photos comparison a query is ranked by).
         easy_fraction: Share of easy negatives: 0.2 is the paper's easy:hard = 1:4, 0 means hard only.
         miner: A key of :data:`MINERS` to mine triplets online from class-balanced batches instead of the paper's
@@ -770,7 +771,8 @@ def catalogue_metadata(manifest: Manifest) -> pd.DataFrame:
 
 
 def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
-                          kind: str = "flat", show_progress: bool = False, **params: int) -> CatalogueIndex:
+                          kind: str = "flat", show_progress: bool = False,
+                          models: Mapping[str, str | Path] | None = None, **params: int) -> CatalogueIndex:
     """Embed a catalogue and index it (saved atomically to ``out_dir`` when given).
 
     Args:
@@ -779,21 +781,26 @@ def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str |
         out_dir: Index directory to write.
         kind: FAISS index kind (see :mod:`fashionlens.index.kinds`).
         show_progress: Draw a progress bar while extracting features.
+        models: Model directories to record in the index by role: ``embedder`` (the saved ``embedder``, so that
+            the index alone is enough to search it) and ``tagger`` (for attribute-aware search).
         **params: Index parameters for ``kind``.
     """
     vectors = embedder.embed(manifest, show_progress=show_progress)
-    return index_catalogue(vectors, embedder, manifest, out_dir, kind, **params)
+    return index_catalogue(vectors, embedder, manifest, out_dir, kind, models, **params)
 
 
 def index_catalogue(vectors: np.ndarray, embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
-                    kind: str = "flat", **params: int) -> CatalogueIndex:
+                    kind: str = "flat", models: Mapping[str, str | Path] | None = None,
+                    **params: int) -> CatalogueIndex:
     """Index a catalogue's precomputed ``embedder`` vectors (rows of ``manifest``), saved to ``out_dir`` when given.
 
-    The one place an index gets its metadata and model id, whether the vectors were just computed
-    (:func:`build_catalogue_index`) or read from a batch job's shards.
+    The one place an index gets its metadata, model id and model record (see :func:`build_catalogue_index`),
+    whether the vectors were just computed or read from a batch job's shards.
     """
     index = CatalogueIndex.build(vectors, catalogue_metadata(manifest), embedder.model_id, embedder.metric, kind,
                                  **params)
+    for role, directory in (models or {}).items():
+        index.record_model(role, directory)
     if out_dir is not None:
         index.save(out_dir)
     return index
@@ -810,15 +817,57 @@ def open_index(directory: str | Path, embedder: Embedder | None = None) -> Catal
     return CatalogueIndex.load(directory, expected_model_id=embedder.model_id, expected_dim=embedder.dim)
 
 
+def check_embedder(index: CatalogueIndex, embedder: Embedder) -> None:
+    """Check ``index`` was built by ``embedder``.
+
+    Raises:
+        CatalogueIndexError: Another model built it; the message names the fix (the recorded embedder, or
+            ``--model DIR``).
+    """
+    if index.model_id != embedder.model_id:
+        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
+                                  f"{embedder.model_id!r}; {model_fix(index.models.get('embedder'))}")
+
+
+def index_embedder(index: CatalogueIndex, model: str | Path | None = None,
+                   fallback: Callable[[], Embedder] | None = None) -> Embedder:
+    """The embedder to search ``index`` with, checked against it.
+
+    Args:
+        index: The catalogue index.
+        model: An embedder directory (wins over the index's record).
+        fallback: Makes the embedder to use when neither ``model`` nor a recorded one exists (e.g. the untrained
+            baseline); ``None``: an error naming the fix.
+
+    Raises:
+        ModelError: The recorded or given embedder cannot be loaded.
+        CatalogueIndexError: It did not build the index, or no embedder is known (the message names the fix).
+    """
+    recorded = index.models.get("embedder")
+    if model is not None:
+        embedder = Embedder.load(model)
+    elif recorded is not None:
+        try:
+            embedder = Embedder.load(recorded)
+        except ModelError as error:
+            raise ModelError(f"the catalogue index records its embedder at {recorded}, which cannot be loaded "
+                             f"({error}); pass the embedder that built it (--model DIR)") from error
+    elif fallback is not None:
+        embedder = fallback()
+    else:
+        raise CatalogueIndexError(f"the catalogue index (embedding model {index.model_id!r}) records no embedder; "
+                                  f"{model_fix(None)}")
+    check_embedder(index, embedder)
+    return embedder
+
+
 def add_to_index(index: CatalogueIndex, embedder: Embedder, manifest: Manifest) -> None:
     """Embed and add catalogue images (their keys must be new; see :func:`catalogue_metadata`).
 
     Raises:
         CatalogueIndexError: The index comes from another model, or a key is already in it.
     """
-    if index.model_id != embedder.model_id:
-        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
-                                  f"{embedder.model_id!r}; embed new items with the index's model")
+    check_embedder(index, embedder)
     index.add(embedder.embed(manifest), catalogue_metadata(manifest))
 
 
@@ -837,9 +886,7 @@ def search_images(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
         CatalogueIndexError: ``k`` exceeds the catalogue, an unknown filter field, or a model mismatch.
     """
     _check_k(k, len(index), "items")
-    if index.model_id != embedder.model_id:
-        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
-                                  f"{embedder.model_id!r}; search it with the model that built it")
+    check_embedder(index, embedder)
     return index.search(embedder.embed_paths(paths), k, filters)
 
 

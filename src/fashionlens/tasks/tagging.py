@@ -106,7 +106,7 @@ def _default_tagging_train() -> TrainConfig:
 
 @dataclass
 class TaggingConfig:
-    """How a tagger is built and trained (YAML-loadable; see ``configs/`` for examples).
+    """How a tagger is built and trained (YAML-loadable; shipped configs in ``fashionlens/configs``).
 
     ``backbone.freeze`` says what stays frozen in ``finetune`` mode; the other modes train on frozen features.
     """
