@@ -157,8 +157,8 @@ class RetrievalConfig:
         categories: Fields whose equality makes a negative hard, finest first (see :mod:`fashionlens.tasks.triplets`).
         negatives_per_pair: Negatives per (anchor, positive) pair (4 in the paper).
         negatives: Where cross-domain negatives come from: ``street`` (the paper's: user-shot photos of other
-            pairs; the shipped config ``papers/street2shop_triplet``) or ``shop`` (other items' shop photos, the default:
-            with ``swap`` it trains the street photo vs other shop photos comparison a query is ranked by).
+            pairs; the shipped config ``papers/street2shop_triplet``) or ``shop`` (other items' shop photos, the
+            default: with ``swap`` it trains the street photo vs other shop photos comparison a query is ranked by).
         easy_fraction: Share of easy negatives: 0.2 is the paper's easy:hard = 1:4, 0 means hard only.
         miner: A key of :data:`MINERS` to mine triplets online from class-balanced batches instead of the paper's
             triplets; ``None`` uses the paper's (with ``negatives``).
