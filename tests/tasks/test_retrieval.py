@@ -194,6 +194,9 @@ def test_cross_domain_training_needs_both_splits_and_known_settings() -> None:
     with pytest.raises(DataError, match="manifest 'street' needs train and val rows"):
         train_cross_domain_embedder(catalogue, street, STREET_MAPPING, RetrievalConfig(), features=features,
                                     console=QUIET, show_progress=False)
+    with pytest.raises(ConfigError, match="use train_cross_domain_embedder"):
+        train_embedder(catalogue, RetrievalConfig(shared=SharedSpaceConfig()), features=features[:len(catalogue)],
+                       console=QUIET, show_progress=False)
     for bad, match in (({"loss": "hinge"}, "unknown shared-space loss 'hinge'"),
                        ({"category_weight": -1.0}, "weights must be >= 0"),
                        ({"triplet_heads": ["style"]}, "unknown triplet head"),

@@ -17,6 +17,12 @@ negatives are user-shot photos of other pairs as in the paper, ``negatives: stre
 ``negatives: shop``, this project's default) or PML's online miners. Which rows are positives is the ``identity``
 field: ``item_id`` (street-to-shop pairs) or a category such as ``articleType`` (similar-item search).
 
+Cross-domain training (:func:`train_cross_domain_embedder`, ``RetrievalConfig.shared``, the shipped config
+``retrieval_street2shop``) trains on real street photos too: street photos (Clothing Attributes) and catalogue photos
+(Fashion Product Images) get classes in one label space through the street↔shop
+:class:`~fashionlens.data.domains.DomainMapping` (:mod:`fashionlens.tasks.shared_space`), learnt with PML proxy
+losses (ProxyAnchor by default) per label head, composed with mined triplets across the domains.
+
 Evaluation ranks a gallery with a :class:`~fashionlens.index.CatalogueIndex`. When a split has both domains, its
 street photos query its shop photos; otherwise each item queries the others (never itself). Scores come from
 :func:`fashionlens.metrics.retrieval_metrics`: ``recall@K`` is the HIT RATE (a query counts when at least one
@@ -532,9 +538,13 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
         show_progress: Draw progress bars.
 
     Raises:
+        ConfigError: ``config.shared`` is set (cross-domain training: :func:`train_cross_domain_embedder`).
         DataError: Empty ``train``/``val`` split, unknown identity/category field, no positive pairs, or no val
             row with a match to score.
     """
+    if config.shared is not None:
+        raise ConfigError("the config sets 'shared' (cross-domain training), which needs a catalogue and a street "
+                          "manifest: use train_cross_domain_embedder, or remove 'shared' for triplet training")
     console = console or Console(stderr=True)
     identity_text = manifest.column(config.identity).fillna("").astype(str).to_numpy()
     split, domain = manifest.frame["split"].to_numpy(), manifest.frame["domain"].to_numpy()
