@@ -8,9 +8,10 @@ street-to-shop retrieval, each untrained (ImageNet features) vs triplet-trained.
 * Simulated street-to-shop: each product gets one synthetic "street" view (:mod:`fashionlens.data.street_view`:
   perspective, scale, partial crop, occluder, lighting, blur, JPEG, pasted on Clothing Attributes street photos).
   Test-split views query the test split's shop photos (held-back products); the whole 8,080-photo catalogue as
-  gallery is reported too. Trained on train-split (shop, street) pairs with hard negatives = same articleType;
-  hard-only vs hard+easy (1:4) triplets. No real street photos exist in the shared data, so these figures are
-  simulated street-to-shop, not street-to-shop.
+  gallery is reported too. Trained on train-split (shop, street) pairs with hard negatives = same articleType,
+  drawn from other items' SHOP photos (``negatives: shop``; the paper draws user-shot photos of other pairs,
+  ``-c papers/street2shop_triplet``); hard-only vs hard+easy (1:4) triplets. These views are
+  simulated, so these figures are simulated street-to-shop, not street-to-shop.
 
 Embedding heads train on frozen, cached EfficientNet-Lite0 features (CPU); checkpoints are chosen on ``val``.
 Trained rows are the mean ± standard deviation over ``--seeds``.
@@ -308,7 +309,7 @@ def catalogue_sections(args: argparse.Namespace, console: Console) -> None:
     all_keys = [*street_keys, *[f"{k} (all)" for k in street_keys]]
     street_rows.append({"model": "untrained (ImageNet features, cosine)",
                         **{k: f"{untrained_street[k]:.3f}" for k in all_keys}, "train s": "-"})
-    variants = (("hard negatives only", 0.0, True), ("hard+easy 1:4 (paper)", 0.2, True),
+    variants = (("hard negatives only", 0.0, True), ("hard+easy 1:4 (paper's ratio), shop negatives", 0.2, True),
                 ("hard+easy 1:4, no distance swap", 0.2, False))
     for label, easy, swap in variants:
         runs, model = trained_runs(pairs, features, functools.partial(street_config, easy_fraction=easy, swap=swap),
@@ -351,10 +352,10 @@ def catalogue_sections(args: argparse.Namespace, console: Console) -> None:
         "",
         markdown.records_table(street_rows),
         "",
-        "The paper's triplets anchor on the shop photo (anchor shop, positive its street photo, negatives other "
-        "shop photos), so on their own they never compare a street photo with other items' shop photos, which is "
-        "what a query is ranked by; PML's distance swap (`swap: true`, the default) adds that comparison. The last "
-        "row trains without it.",
+        "These triplets anchor on the shop photo (anchor shop, positive its street photo, negatives other items' "
+        "shop photos: `negatives: shop`, not the paper's user-shot negatives), so on their own they never compare a "
+        "street photo with other items' shop photos, which is what a query is ranked by; PML's distance swap "
+        "(`swap: true`, the default) adds that comparison. The last row trains without it.",
         "",
         "Results grids of the trained models (queries with their top 10, true matches outlined in green): "
         "`benchmarks/results/retrieval_similar_trained.png`, `benchmarks/results/retrieval_street_trained.png`.",
