@@ -5,7 +5,8 @@
 3. Train an attribute tagger on Clothing Attributes with the default threshold method (out-of-fold thresholds, head
    refit on train+val); print the per-label table and tuned vs flat-0.5 figures on test.
 4. Train the HMCN-F category classifier on Fashion Product Images; print top-1/top-5.
-5. Train the similar-item embedding, build a catalogue index, print P@10 and the results-grid PNG.
+5. Train the cross-domain embedding (catalogue and street photos in one label space), build a catalogue index,
+   print similar-item P@10 and the results-grid PNG.
 6. Real street photos (Clothing Attributes test split) search the catalogue: the untrained whole-photo baseline vs
    the default search path (garment crop + embedder + attribute steering), P@10 at category and colour level.
 """
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
@@ -41,7 +44,7 @@ from fashionlens.tasks.retrieval import (
     catalogue_metadata,
     evaluate_similar_items,
     similar_items,
-    train_embedder,
+    train_cross_domain_embedder,
 )
 from fashionlens.tasks.street_eval import evaluate_street_search, index_search
 from fashionlens.tasks.tag_evaluation import evaluate_predictions, write_report
@@ -154,19 +157,22 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
             console.print(f"[bold]{split}[/bold]: articleType top-1 {s['top1']:.3f}, top-3 {s['top3']:.3f}, "
                           f"top-5 {s['top5']:.3f}; per level: {levels}; path consistency {s['consistency']:.3f} "
                           f"({int(s['scored'])} of {int(s['rows'])} rows scored)")
-    with step(console, "5. similar items: triplet embedding + catalogue index (Fashion Product Images)", timings):
+    with step(console, "5. visual search: cross-domain embedding (catalogue + street photos) + catalogue index",
+              timings):
         untrained = Embedder.untrained(backbone)
         baseline = evaluate_similar_items(untrained, products, "test")
-        embedder = train_embedder(products, RetrievalConfig(backbone=backbone, identity="articleType",
-                                                            categories=["subCategory", "masterCategory"]),
-                                  out / "models" / "embedder", features=products_features, console=quiet,
-                                  show_progress=False)
+        # one embedder for both searches: catalogue and street photos trained in one label space
+        embedder = train_cross_domain_embedder(products, clothing, load_domain_mapping(),
+                                               load_config(RetrievalConfig, "retrieval_street2shop"),
+                                               out / "models" / "embedder",
+                                               features=np.concatenate([products_features, clothing_features]),
+                                               console=quiet, show_progress=False)
         grid = out / "reports" / "similar_items_grid.png"
         trained = evaluate_similar_items(embedder, products, "test", grid_path=grid)
         models = {"embedder": out / "models" / "embedder", "tagger": out / "models" / "tagger"}
         index = build_catalogue_index(embedder, products, out / "models" / "index", models=models)  # --index alone
         console.print(f"similar-item P@10 (same articleType) on test products: untrained ImageNet features "
-                      f"{baseline['precision@10']:.3f} -> triplet-trained {trained['precision@10']:.3f}; "
+                      f"{baseline['precision@10']:.3f} -> cross-domain trained {trained['precision@10']:.3f}; "
                       f"strict (same articleType and colour) {baseline['precision@10_strict']:.3f} -> "
                       f"{trained['precision@10_strict']:.3f}")
         first = products.frame["item_id"].iloc[0]
@@ -180,8 +186,8 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
         console.print(f"real street photos -> catalogue: {street['queries']:.0f} test photos query the whole "
                       f"{len(products):,}-item catalogue (relevance through street2shop.yaml). category P@10: "
                       f"untrained ImageNet features, whole photo {street['base category']:.3f} -> default search "
-                      f"(garment crop + attributes) {street['default category']:.3f}; category + colour "
-                      f"{street['base colour']:.3f} -> {street['default colour']:.3f}")
+                      f"(garment crop + cross-domain embedder + attributes) {street['default category']:.3f}; "
+                      f"category + colour {street['base colour']:.3f} -> {street['default colour']:.3f}")
     console.rule("[bold]timings")
     for title, seconds in timings.items():
         console.print(f"{title}: {seconds:.1f} s")
