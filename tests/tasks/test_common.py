@@ -25,7 +25,7 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ModelError
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.common import read_model_dir, save_model_dir
+from fashionlens.tasks.common import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tag_evaluation import load_tagger
@@ -114,7 +114,7 @@ def test_a_save_killed_between_writes_leaves_the_previous_model(kind: str, tmp_p
             make(2).save(target)
         assert _snapshot(target) == before, f"model changed by a save killed at write {fail_at}"
         assert state_of(target) == state
-    assert [p for p in tmp_path.rglob("model.pt") if p.parent not in (target, tmp_path / "probe")] == []
+    assert [p for p in tmp_path.rglob(WEIGHTS_FILE) if p.parent not in (target, tmp_path / "probe")] == []
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -146,6 +146,7 @@ def _small_tagger(out: Path) -> tuple[Tagger, np.ndarray]:
 
 def test_planted_model_pt_runs_no_code(tmp_path: Path, planted_pickle: Callable[[Path], Path]) -> None:
     _small_tagger(tmp_path / "tagger")
+    (tmp_path / "tagger" / WEIGHTS_FILE).unlink()  # a directory of an earlier version: its model.pt is read
     marker = planted_pickle(tmp_path / "tagger" / "model.pt")
     for load in (Tagger.load, load_tagger):
         with pytest.raises(ModelError, match=r"tagger/model\.pt") as raised:
@@ -158,14 +159,16 @@ def test_model_pt_of_earlier_versions_still_loads(tmp_path: Path) -> None:
     tagger, features = _small_tagger(tmp_path / "tagger")
     # Earlier versions wrote the same dictionary of state_dicts with a bare torch.save.
     state = {"head": tagger.head.state_dict()}
-    torch.save(state, tmp_path / "tagger" / "model.pt")
+    (tmp_path / "tagger" / WEIGHTS_FILE).unlink()
+    torch.save(state, tmp_path / "tagger" / LEGACY_WEIGHTS_FILE)
     loaded = Tagger.load(tmp_path / "tagger")
     np.testing.assert_allclose(loaded.predict_features(features[:5]).tags, tagger.predict_features(features[:5]).tags)
 
 
 def test_model_pt_must_be_a_dictionary(tmp_path: Path) -> None:
     save_model_dir(tmp_path / "m", {}, {"config": {}})
-    torch.save([torch.zeros(1)], tmp_path / "m" / "model.pt")
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    torch.save([torch.zeros(1)], tmp_path / "m" / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ModelError, match=r"m/model\.pt holds a list"):
         read_model_dir(tmp_path / "m", ["config"])
 
