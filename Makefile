@@ -42,6 +42,12 @@ MUTANTS ?=
 mutation: setup
 	$(BIN)/python scripts/mutation.py $(if $(MUTANTS),--only $(MUTANTS))
 
+# The models shipped inside the package (src/fashionlens/pretrained/models/): retrained with fixed seeds from
+# $(DATA), scored on the test split, each written with its metrics and MODEL_CARD.md. Commit the result.
+.PHONY: models
+models: setup
+	$(BIN)/python -m fashionlens.pretrained.build --data $(DATA)
+
 benchmarks: setup
 	$(BIN)/python benchmarks/run_all.py --data $(DATA)
 
