@@ -180,3 +180,37 @@ def test_saving_something_that_would_not_load_writes_nothing(tmp_path: Path) -> 
     state, documents = read_model_dir(tmp_path / "m", ["config"])
     assert documents["config"] == {"v": 1} and torch.equal(state["head"]["w"], torch.ones(1))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_weights_round_trip_through_safetensors_without_pickle(tmp_path: Path) -> None:
+    """Every part comes back bit-identical, a part without tensors (an identity head) included, from a file that
+    is safetensors (a JSON header, then raw tensor bytes) and never a pickle."""
+    head = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    tied = torch.arange(6.0).reshape(2, 3)
+    state = {"head": head.state_dict(), "backbone": {"a.weight": tied, "b.weight": tied[0]}, "empty": {}}
+    save_model_dir(tmp_path / "m", state, {"config": {"v": 1}})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", WEIGHTS_FILE]
+    raw = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{" and json.loads(raw[8:8 + header])["head/0.weight"]["dtype"] == "F32"
+    loaded, documents = read_model_dir(tmp_path / "m", ["config"])
+    assert documents == {"config": {"v": 1}} and loaded.keys() == state.keys() and loaded["empty"] == {}
+    for part, tensors in state.items():
+        assert loaded[part].keys() == tensors.keys()
+        for name, tensor in tensors.items():
+            assert torch.equal(loaded[part][name], tensor) and loaded[part][name].dtype == tensor.dtype
+    restored = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    restored.load_state_dict(loaded["head"])  # num_batches_tracked (int64) included
+    with pytest.raises(TypeError, match="part names"):
+        save_model_dir(tmp_path / "bad", {"head/x": {"w": torch.ones(1)}}, {"config": {}})
+
+
+def test_damaged_safetensors_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    save_model_dir(tmp_path / "m", {"head": {"w": torch.ones(2)}}, {"config": {}})
+    (tmp_path / "m" / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ModelError, match=rf"cannot load .*m/{WEIGHTS_FILE}") as raised:
+        read_model_dir(tmp_path / "m", ["config"])
+    assert "\n" not in str(raised.value)
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelError, match=f"missing {WEIGHTS_FILE}"):
+        read_model_dir(tmp_path / "m", ["config"])
