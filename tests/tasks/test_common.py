@@ -190,6 +190,8 @@ def test_weights_round_trip_through_safetensors_without_pickle(tmp_path: Path) -
     state = {"head": head.state_dict(), "backbone": {"a.weight": tied, "b.weight": tied[0]}, "empty": {}}
     save_model_dir(tmp_path / "m", state, {"config": {"v": 1}})
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", WEIGHTS_FILE]
+    mode = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert mode[WEIGHTS_FILE] == mode["config.json"]  # readable like the other files (the umask's mode)
     raw = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
     header = int.from_bytes(raw[:8], "little")
     assert raw[8:9] == b"{" and json.loads(raw[8:8 + header])["head/0.weight"]["dtype"] == "F32"

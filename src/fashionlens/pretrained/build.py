@@ -106,8 +106,9 @@ Measured on the test split when these weights were built, by
 {COMMAND}
 ```
 
-({type(entry.recipe).__name__} in `fashionlens/pretrained/recipes.py`: {_first_line(entry.recipe)}) A test
-(`tests/pretrained/test_registry.py`) re-evaluates the shipped weights on the same split and checks these figures.
+Recipe (`{type(entry.recipe).__name__}` in `fashionlens/pretrained/recipes.py`): {_recipe_text(entry.recipe)}
+A test (`tests/pretrained/test_registry.py`) re-evaluates the shipped weights on the same split and checks these
+figures.
 
 | figure | test |
 |---|---|
@@ -123,9 +124,9 @@ def _format(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3f}"
 
 
-def _first_line(recipe: Any) -> str:
-    doc = " ".join((type(recipe).__doc__ or "").split())
-    return doc.rstrip(".") + "."
+def _recipe_text(recipe: Any) -> str:
+    """The recipe class's docstring as one markdown paragraph."""
+    return " ".join((type(recipe).__doc__ or "").split()).replace("``", "`")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

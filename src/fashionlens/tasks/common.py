@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
@@ -152,7 +152,9 @@ def save_model_dir(path: str | Path, state: Mapping[str, Mapping[str, torch.Tens
     if not is_main_process():
         return path
     with atomic_dir(path) as tmp:
-        save_file(flat, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", _PARTS_KEY: json.dumps(list(state))})
+        # through bytes: safetensors' own file writer makes 0600 files, and a model must be readable like any other
+        weights = save(flat, metadata={"format": "pt", _PARTS_KEY: json.dumps(list(state))})
+        (tmp / WEIGHTS_FILE).write_bytes(weights)
         for name, content in json_files.items():
             write_json(tmp / f"{name}.json", content)
         for name, data in (extra or {}).items():
