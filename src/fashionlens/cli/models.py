@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from fashionlens.cli.common import console
 
@@ -13,21 +12,25 @@ app = typer.Typer(help="Ready-to-use models shipped inside the package.", no_arg
 @app.command("list")
 def list_models() -> None:
     """Each shipped model: name, kind, the fashionlens version that built it, weights size and its test figures."""
+    import pandas as pd
+
     from fashionlens import __version__
     from fashionlens.pretrained import list_pretrained
 
-    table = Table(title=f"shipped models (fashionlens {__version__}; `fashionlens models show NAME` for the card)")
-    for column in ("name", "kind", "version", "weights", "test figures"):
-        table.add_column(column)
+    rows = []
     for entry in list_pretrained():
         figures = entry.test_figures()
-        shown = ", ".join(f"{key} {figures[key]:.3f}" for key in entry.headline if key in figures)
         version = entry.version or "-"
         if entry.built and version != __version__:
             version += " (stale: run `make models`)"
-        table.add_row(entry.name, entry.kind, version if entry.built else "not built (run `make models`)",
-                      f"{entry.weights_bytes() / 1e6:.1f} MB" if entry.built else "-", shown or "-")
-    console.print(table)
+        rows.append({"name": entry.name, "kind": entry.kind,
+                     "version": version if entry.built else "not built (run `make models`)",
+                     "weights": f"{entry.weights_bytes() / 1e6:.1f} MB" if entry.built else "-",
+                     "test figures": ", ".join(f"{key} {figures[key]:.3f}" for key in entry.headline
+                                               if key in figures) or "-"})
+    # plain text, one model a line (a rich table wraps its cells in a narrow terminal)
+    console.print(pd.DataFrame(rows).to_string(index=False), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"fashionlens {__version__}; `fashionlens models show NAME` prints a model's card", highlight=False)
 
 
 @app.command("show")
