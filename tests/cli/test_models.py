@@ -89,3 +89,11 @@ def test_bad_input_is_one_line_and_exit_2(run_cli: Callable[..., Any], photos: d
     outcome = run_cli(*filled)
     assert outcome.exit_code == 2, outcome
     assert culprit in _one_error_line(outcome.stderr)
+
+
+def test_evaluating_a_shipped_model_writes_its_report_outside_the_package(tmp_path: Path) -> None:
+    from fashionlens.cli.common import report_dir
+
+    assert report_dir(None, pretrained_path("clothing-tagger")) == Path("clothing-tagger-report")
+    assert report_dir(None, tmp_path / "mine") == tmp_path / "mine" / "report"
+    assert report_dir(tmp_path / "r", pretrained_path("product-hierarchy")) == tmp_path / "r"

@@ -59,6 +59,18 @@ def resolve_model_option(model: str | None, kind: str) -> Path:
     return resolve_model(model, kind)
 
 
+def report_dir(report: Path | None, model_dir: Path) -> Path:
+    """Where an ``evaluate`` command writes its report: ``--report``, else ``<model>/report`` -- except for a shipped
+    model, whose directory lies inside the installed package: its report goes to ``./<name>-report``."""
+    from fashionlens.pretrained.registry import MODELS_DIR
+
+    if report is not None:
+        return report
+    if model_dir.resolve().is_relative_to(MODELS_DIR):
+        return Path(f"{model_dir.name}-report")
+    return model_dir / "report"
+
+
 def load_manifest(path: Path) -> Manifest:
     """Load a manifest saved by ``fashionlens data build``."""
     return Manifest.load(path)

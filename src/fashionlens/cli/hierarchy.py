@@ -23,6 +23,7 @@ from fashionlens.cli.common import (
     load_manifest,
     model_option,
     prediction_manifest,
+    report_dir,
     resolve_model_option,
     unpredicted_rows,
     use_runtime,
@@ -72,7 +73,8 @@ def evaluate(
     model: str | None = model_option("hierarchy classifier", "Hierarchy classifier"),
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
     split: list[str] = typer.Option(["val", "test"], help="Splits to score (those present)."),
-    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report)."),
+    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report; ./<name>-report for a "
+                                                  "shipped model)."),
 ) -> None:
     """Score a hierarchy classifier: top-1/3/5, per-level accuracy, consistency; write a markdown report."""
     from fashionlens.errors import DataError
@@ -87,7 +89,7 @@ def evaluate(
     evaluations = [evaluate_hierarchy(classifier, manifest, name)[0] for name in present]
     history_file = model_dir.with_name(model_dir.name + ".run") / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    path = write_hierarchy_report(report or model_dir / "report", classifier, evaluations, history)
+    path = write_hierarchy_report(report_dir(report, model_dir), classifier, evaluations, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +
                       ", ".join(f"{k} {v:.3f}" for k, v in evaluation.summary.items()))

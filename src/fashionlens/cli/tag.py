@@ -24,6 +24,7 @@ from fashionlens.cli.common import (
     load_manifest,
     model_option,
     prediction_manifest,
+    report_dir,
     resolve_model_option,
     unpredicted_rows,
     use_runtime,
@@ -70,7 +71,8 @@ def evaluate(
     model: str | None = model_option("tagger", "Tagger or ensemble"),
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
     split: list[str] = typer.Option(["val", "test"], help="Splits to score (those present)."),
-    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report)."),
+    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report; ./<name>-report for a "
+                                                  "shipped model)."),
     focus: str | None = typer.Option(None, help="Comma-separated labels to also average over."),
     beta: float = typer.Option(2.0, help="F-beta of the summary."),
 ) -> None:
@@ -92,7 +94,7 @@ def evaluate(
         predictions[name], subsets[name] = predicted, manifest.split_subset(name)
     history_file = model_dir.with_name(model_dir.name + ".run") / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    path = write_report(report or model_dir / "report", tagger, evaluations, subsets, predictions, beta, history)
+    path = write_report(report_dir(report, model_dir), tagger, evaluations, subsets, predictions, beta, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +
                       ", ".join(f"{k} {v:.3f}" for k, v in evaluation.summary.items()))
