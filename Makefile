@@ -48,6 +48,12 @@ lock: setup
 	{ sed -n '1,/^# --- pins/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } \
 		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
+# The models shipped inside the package (src/fashionlens/pretrained/models/): retrained with fixed seeds from
+# $(DATA), scored on the test split, each written with its metrics and MODEL_CARD.md. Commit the result.
+.PHONY: models
+models: setup
+	$(BIN)/python -m fashionlens.pretrained.build --data $(DATA)
+
 benchmarks: setup
 	$(BIN)/python benchmarks/run_all.py --data $(DATA)
 

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens import distributed
 from fashionlens.errors import ConfigError
+from fashionlens.tasks.common import read_weights
 
 
 def _loader(n: int, batch_size: int, shuffle: bool) -> DataLoader[tuple[torch.Tensor, ...]]:
@@ -98,7 +99,7 @@ def _train(job: Path, out: str, processes: int, epochs: int,
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHIONLENS_CACHE": str(job / "cache")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    state = torch.load(job / out / "model.pt", map_location="cpu", weights_only=False)
+    state = read_weights(job / out)
     return {k: v for k, v in _flatten(state).items() if isinstance(v, torch.Tensor)}
 
 

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models", "features", "engine", "reports", "taxonomy", "thresholds"),  # networks, cached features, training loop
     ("tasks",),  # tagging, hierarchy, retrieval on one TaskModel base
     ("audit", "inference"),  # catalogue-scale jobs built on the tasks
-    ("service", "export", "demo"),  # applications
+    ("service", "export", "demo", "pretrained"),  # applications; the shipped models and their build recipes
     ("cli", "__main__"),  # the command line
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -66,14 +66,38 @@ def step(console: Console, title: str, timings: dict[str, float]) -> Iterator[No
     console.print(f"[dim]{title}: {timings[title]:.1f} s")
 
 
+def products_split(data: Path, seed: int = 0) -> Manifest:
+    """Fashion Product Images under ``data``, split with ``seed`` stratified on articleType (the demo's split).
+
+    Raises:
+        DataError: The dataset folder is missing.
+    """
+    return split_manifest(read_fashion_product_images(_dataset_root(data, "fashion-product-images")), seed=seed,
+                          stratify="articleType")
+
+
+def clothing_split(data: Path, seed: int = 0) -> Manifest:
+    """Clothing Attributes under ``data``, split with ``seed`` stratified on category (the demo's split).
+
+    Raises:
+        DataError: The dataset folder is missing.
+    """
+    return split_manifest(read_clothing_attributes(_dataset_root(data, "clothing-attributes")), seed=seed,
+                          stratify="category")
+
+
+def _dataset_root(data: Path, name: str) -> Path:
+    root = data / name
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root} (pass --data pointing at the shared data)")
+    return root
+
+
 def build_manifests(data: Path, out: Path, seed: int = 0) -> tuple[Manifest, Manifest]:
     """Seeded, stratified splits of the two shared datasets, saved under ``out/manifests``."""
-    products_root, clothing_root = data / "fashion-product-images", data / "clothing-attributes"
-    for root in (products_root, clothing_root):
-        if not root.is_dir():
-            raise DataError(f"dataset folder not found: {root} (pass --data pointing at the shared data)")
-    products = split_manifest(read_fashion_product_images(products_root), seed=seed, stratify="articleType")
-    clothing = split_manifest(read_clothing_attributes(clothing_root), seed=seed, stratify="category")
+    for name in ("fashion-product-images", "clothing-attributes"):  # both named missing before any is read
+        _dataset_root(data, name)
+    products, clothing = products_split(data, seed), clothing_split(data, seed)
     products.save(out / "manifests" / "fashion-product-images.parquet")
     clothing.save(out / "manifests" / "clothing-attributes.parquet")
     return products, clothing

@@ -25,7 +25,7 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ModelError
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.common import read_model_dir, save_model_dir
+from fashionlens.tasks.common import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tag_evaluation import load_tagger
@@ -114,7 +114,7 @@ def test_a_save_killed_between_writes_leaves_the_previous_model(kind: str, tmp_p
             make(2).save(target)
         assert _snapshot(target) == before, f"model changed by a save killed at write {fail_at}"
         assert state_of(target) == state
-    assert [p for p in tmp_path.rglob("model.pt") if p.parent not in (target, tmp_path / "probe")] == []
+    assert [p for p in tmp_path.rglob(WEIGHTS_FILE) if p.parent not in (target, tmp_path / "probe")] == []
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -146,6 +146,7 @@ def _small_tagger(out: Path) -> tuple[Tagger, np.ndarray]:
 
 def test_planted_model_pt_runs_no_code(tmp_path: Path, planted_pickle: Callable[[Path], Path]) -> None:
     _small_tagger(tmp_path / "tagger")
+    (tmp_path / "tagger" / WEIGHTS_FILE).unlink()  # a directory of an earlier version: its model.pt is read
     marker = planted_pickle(tmp_path / "tagger" / "model.pt")
     for load in (Tagger.load, load_tagger):
         with pytest.raises(ModelError, match=r"tagger/model\.pt") as raised:
@@ -158,14 +159,16 @@ def test_model_pt_of_earlier_versions_still_loads(tmp_path: Path) -> None:
     tagger, features = _small_tagger(tmp_path / "tagger")
     # Earlier versions wrote the same dictionary of state_dicts with a bare torch.save.
     state = {"head": tagger.head.state_dict()}
-    torch.save(state, tmp_path / "tagger" / "model.pt")
+    (tmp_path / "tagger" / WEIGHTS_FILE).unlink()
+    torch.save(state, tmp_path / "tagger" / LEGACY_WEIGHTS_FILE)
     loaded = Tagger.load(tmp_path / "tagger")
     np.testing.assert_allclose(loaded.predict_features(features[:5]).tags, tagger.predict_features(features[:5]).tags)
 
 
 def test_model_pt_must_be_a_dictionary(tmp_path: Path) -> None:
     save_model_dir(tmp_path / "m", {}, {"config": {}})
-    torch.save([torch.zeros(1)], tmp_path / "m" / "model.pt")
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    torch.save([torch.zeros(1)], tmp_path / "m" / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ModelError, match=r"m/model\.pt holds a list"):
         read_model_dir(tmp_path / "m", ["config"])
 
@@ -177,3 +180,39 @@ def test_saving_something_that_would_not_load_writes_nothing(tmp_path: Path) -> 
     state, documents = read_model_dir(tmp_path / "m", ["config"])
     assert documents["config"] == {"v": 1} and torch.equal(state["head"]["w"], torch.ones(1))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_weights_round_trip_through_safetensors_without_pickle(tmp_path: Path) -> None:
+    """Every part comes back bit-identical, a part without tensors (an identity head) included, from a file that
+    is safetensors (a JSON header, then raw tensor bytes) and never a pickle."""
+    head = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    tied = torch.arange(6.0).reshape(2, 3)
+    state = {"head": head.state_dict(), "backbone": {"a.weight": tied, "b.weight": tied[0]}, "empty": {}}
+    save_model_dir(tmp_path / "m", state, {"config": {"v": 1}})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", WEIGHTS_FILE]
+    mode = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert mode[WEIGHTS_FILE] == mode["config.json"]  # readable like the other files (the umask's mode)
+    raw = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{" and json.loads(raw[8:8 + header])["head/0.weight"]["dtype"] == "F32"
+    loaded, documents = read_model_dir(tmp_path / "m", ["config"])
+    assert documents == {"config": {"v": 1}} and loaded.keys() == state.keys() and loaded["empty"] == {}
+    for part, tensors in state.items():
+        assert loaded[part].keys() == tensors.keys()
+        for name, tensor in tensors.items():
+            assert torch.equal(loaded[part][name], tensor) and loaded[part][name].dtype == tensor.dtype
+    restored = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    restored.load_state_dict(loaded["head"])  # num_batches_tracked (int64) included
+    with pytest.raises(TypeError, match="part names"):
+        save_model_dir(tmp_path / "bad", {"head/x": {"w": torch.ones(1)}}, {"config": {}})
+
+
+def test_damaged_safetensors_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    save_model_dir(tmp_path / "m", {"head": {"w": torch.ones(2)}}, {"config": {}})
+    (tmp_path / "m" / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ModelError, match=rf"cannot load .*m/{WEIGHTS_FILE}") as raised:
+        read_model_dir(tmp_path / "m", ["config"])
+    assert "\n" not in str(raised.value)
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelError, match=f"missing {WEIGHTS_FILE}"):
+        read_model_dir(tmp_path / "m", ["config"])

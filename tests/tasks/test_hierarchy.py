@@ -101,8 +101,8 @@ def test_small_end_to_end_train_beats_chance_and_roundtrips(small_real: tuple[Ma
     assert loaded.taxonomy.is_consistent(predictions.paths).all()
     table = predictions.table(manifest.split_subset("val").frame["path"].tolist())
     assert table["category"].str.count(" > ").eq(2).all()
-    (tmp_path / "model" / "model.pt").write_bytes(b"")
-    with pytest.raises(ModelError, match=r"cannot load .*model\.pt"):
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"cannot load .*model\.safetensors"):
         HierarchyClassifier.load(tmp_path / "model")
 
 

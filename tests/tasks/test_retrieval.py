@@ -352,7 +352,7 @@ def test_end_to_end_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     config = RetrievalConfig(dim=32, hidden=64, categories=["articleType"],
                              train=TrainConfig(epochs=2, batch_size=8, monitor="val_map", mode="max"))
     embedder = train_embedder(both, config, tmp_path / "embedder", console=QUIET, show_progress=False)
-    assert (tmp_path / "embedder" / "model.pt").is_file() and embedder.metrics["epochs_run"] == 2
+    assert (tmp_path / "embedder" / "model.safetensors").is_file() and embedder.metrics["epochs_run"] == 2
     assert Embedder.load(tmp_path / "embedder").metrics == embedder.metrics  # metrics.json is read back
 
     # Each of the 8 street queries has one match among the 8 test products: by chance recall@1 is 1/8 and the

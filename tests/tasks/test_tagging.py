@@ -249,7 +249,7 @@ def test_train_save_load_predict_round_trip(tmp_path: Path) -> None:
     manifest, features = synthetic()
     tagger = train_tagger(manifest, quick_config(), tmp_path / "model", console=QUIET, show_progress=False,
                           features=features)
-    assert {"config.json", "labels.json", "thresholds.json", "metrics.json", "model.pt"} <= {
+    assert {"config.json", "labels.json", "thresholds.json", "metrics.json", "model.safetensors"} <= {
         p.name for p in (tmp_path / "model").iterdir()}
     loaded = Tagger.load(tmp_path / "model")
     before, after = tagger.predict_features(features[:20]), loaded.predict_features(features[:20])
@@ -278,9 +278,9 @@ def test_damaged_model_directory_gives_one_line_error(tmp_path: Path, damage: st
     elif damage == "short_thresholds":
         (tmp_path / "m" / "thresholds.json").write_text(json.dumps({"rare": 0.3}))
     elif damage == "junk_weights":
-        (tmp_path / "m" / "model.pt").write_bytes(b"this is not a torch file")
+        (tmp_path / "m" / "model.safetensors").write_bytes(b"this is not a weights file")
     else:
-        (tmp_path / "m" / "model.pt").unlink()
+        (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(ModelError) as error:
         Tagger.load(tmp_path / "m")
     assert "\n" not in str(error.value)

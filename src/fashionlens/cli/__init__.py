@@ -1,4 +1,5 @@
-"""The ``fashionlens`` command line: one group per task, plus ``demo``.
+"""The ``fashionlens`` command line: one group per task, plus ``demo``; ``tag PHOTO`` and ``classify PHOTO`` run the
+shipped models (``models list``).
 
 Every :class:`~fashionlens.errors.FashionlensError` is printed as one line on stderr with exit status 2.
 """
@@ -10,9 +11,9 @@ import sys
 import typer
 
 from fashionlens import __version__, distributed
-from fashionlens.cli import export, hierarchy, search
+from fashionlens.cli import export, hierarchy, models, search
 from fashionlens.cli.audit import audit
-from fashionlens.cli.common import console, err_console
+from fashionlens.cli.common import PREDICT_EPILOG, console, err_console
 from fashionlens.cli.data import app as data_app
 from fashionlens.cli.serve import serve
 from fashionlens.cli.tag import app as tag_app
@@ -23,6 +24,8 @@ app = typer.Typer(help="fashionlens: tag fashion photos, classify them into a ca
 app.add_typer(data_app, name="data")
 app.add_typer(tag_app, name="tag")
 app.add_typer(hierarchy.app, name="hierarchy")
+app.command("classify", epilog=PREDICT_EPILOG)(hierarchy.predict)  # `hierarchy predict`, the shipped model by default
+app.add_typer(models.app, name="models")
 app.add_typer(export.app, name="export")
 app.command("serve")(serve)
 app.add_typer(search.embed_app, name="embed")

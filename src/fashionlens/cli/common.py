@@ -11,12 +11,13 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from fashionlens.data.records import Manifest
 
@@ -28,6 +29,46 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class DefaultPredictGroup(TyperGroup):
+    """A command group whose ``predict`` command runs when the first argument names no command of the group, so
+    ``fashionlens tag photo.jpg --model NAME`` is ``fashionlens tag predict photo.jpg --model NAME`` (a photo named
+    like a command is given as ``./train``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: the click Context typer vendors
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["predict", *args]
+        return super().parse_args(ctx, args)
+
+
+def model_option(kind: str, what: str) -> Any:
+    """The ``--model NAME|DIR`` option of the commands that run a model of ``kind`` (default: its shipped model)."""
+    return typer.Option(None, "--model", help=f"{what}: the name of a shipped model (fashionlens models list) or a "
+                                              f"model directory. Default: the shipped {kind}.")
+
+
+def resolve_model_option(model: str | None, kind: str) -> Path:
+    """The model directory a ``--model`` value names (see :func:`fashionlens.pretrained.resolve_model`).
+
+    Raises:
+        ModelError: Neither a shipped model nor a directory, or a shipped model built by another version.
+    """
+    from fashionlens.pretrained import resolve_model
+
+    return resolve_model(model, kind)
+
+
+def report_dir(report: Path | None, model_dir: Path) -> Path:
+    """Where an ``evaluate`` command writes its report: ``--report``, else ``<model>/report`` -- except for a shipped
+    model, whose directory lies inside the installed package: its report goes to ``./<name>-report``."""
+    from fashionlens.pretrained.registry import MODELS_DIR
+
+    if report is not None:
+        return report
+    if model_dir.resolve().is_relative_to(MODELS_DIR):
+        return Path(f"{model_dir.name}-report")
+    return model_dir / "report"
 
 
 def load_manifest(path: Path) -> Manifest:

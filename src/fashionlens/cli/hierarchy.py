@@ -21,7 +21,10 @@ from fashionlens.cli.common import (
     err_console,
     finish_predictions,
     load_manifest,
+    model_option,
     prediction_manifest,
+    report_dir,
+    resolve_model_option,
     unpredicted_rows,
     use_runtime,
 )
@@ -67,24 +70,26 @@ def train(
 
 @app.command("evaluate")
 def evaluate(
-    model: Path = typer.Option(..., "--model", help="Hierarchy model directory."),
+    model: str | None = model_option("hierarchy classifier", "Hierarchy classifier"),
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
     split: list[str] = typer.Option(["val", "test"], help="Splits to score (those present)."),
-    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report)."),
+    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report; ./<name>-report for a "
+                                                  "shipped model)."),
 ) -> None:
     """Score a hierarchy classifier: top-1/3/5, per-level accuracy, consistency; write a markdown report."""
     from fashionlens.errors import DataError
     from fashionlens.tasks.hierarchy import HierarchyClassifier, evaluate_hierarchy, write_hierarchy_report
 
-    classifier = HierarchyClassifier.load(model)
+    model_dir = resolve_model_option(model, "hierarchy")
+    classifier = HierarchyClassifier.load(model_dir)
     manifest = load_manifest(manifest_path)
     present = [s for s in split if (manifest.frame["split"] == s).any()]
     if not present:
         raise DataError(f"none of the splits {split} exist in manifest '{manifest.name}'")
     evaluations = [evaluate_hierarchy(classifier, manifest, name)[0] for name in present]
-    history_file = model.with_name(model.name + ".run") / "history.json"
+    history_file = model_dir.with_name(model_dir.name + ".run") / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    path = write_hierarchy_report(report or model / "report", classifier, evaluations, history)
+    path = write_hierarchy_report(report_dir(report, model_dir), classifier, evaluations, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +
                       ", ".join(f"{k} {v:.3f}" for k, v in evaluation.summary.items()))
@@ -94,7 +99,7 @@ def evaluate(
 @app.command("predict", epilog=PREDICT_EPILOG)
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
-    model: Path = typer.Option(..., "--model", help="Hierarchy model directory."),
+    model: str | None = model_option("hierarchy classifier", "Hierarchy classifier"),
     manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
     top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
@@ -110,12 +115,13 @@ def predict(
     from fashionlens.tasks.hierarchy import HierarchyClassifier
 
     manifest = prediction_manifest(images, manifest_path, out)
-    classifier = use_runtime(HierarchyClassifier.load(model), runtime)
+    model_dir = resolve_model_option(model, "hierarchy")
+    classifier = use_runtime(HierarchyClassifier.load(model_dir), runtime)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, hierarchy_from_shards
 
-        folder = job.run(manifest, ModelSpec("hierarchy", str(model)), out)
+        folder = job.run(manifest, ModelSpec("hierarchy", str(model_dir)), out)
         predictions = hierarchy_from_shards(folder, classifier, skip_bad_images=True)
     else:
         predictions = classifier.predict(manifest, skip_bad_images=True)

@@ -17,16 +17,21 @@ from fashionlens.cli.common import (
     SHARDS_OPTION,
     STRICT_OPTION,
     BatchJob,
+    DefaultPredictGroup,
     console,
     err_console,
     finish_predictions,
     load_manifest,
+    model_option,
     prediction_manifest,
+    report_dir,
+    resolve_model_option,
     unpredicted_rows,
     use_runtime,
 )
 
-app = typer.Typer(help="Multi-label style / attribute tagging.", no_args_is_help=True)
+app = typer.Typer(help="Multi-label style / attribute tagging. `fashionlens tag PHOTO...` tags photos with the shipped "
+                       "tagger (`tag predict`).", no_args_is_help=True, cls=DefaultPredictGroup)
 
 
 @app.command("train")
@@ -63,17 +68,19 @@ def train(
 
 @app.command("evaluate")
 def evaluate(
-    model: Path = typer.Option(..., "--model", help="Tagger or ensemble directory."),
+    model: str | None = model_option("tagger", "Tagger or ensemble"),
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Labelled manifest."),
     split: list[str] = typer.Option(["val", "test"], help="Splits to score (those present)."),
-    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report)."),
+    report: Path | None = typer.Option(None, help="Report directory (default: <model>/report; ./<name>-report for a "
+                                                  "shipped model)."),
     focus: str | None = typer.Option(None, help="Comma-separated labels to also average over."),
     beta: float = typer.Option(2.0, help="F-beta of the summary."),
 ) -> None:
     """Score a tagger and write a markdown report with per-label table and plots."""
     from fashionlens.tasks.tag_evaluation import evaluate_tagger, load_tagger, write_report
 
-    tagger = load_tagger(model)
+    model_dir = resolve_model_option(model, "tagger")
+    tagger = load_tagger(model_dir)
     manifest = load_manifest(manifest_path)
     present = [s for s in split if (manifest.frame["split"] == s).any()]
     if not present:
@@ -85,9 +92,9 @@ def evaluate(
         evaluation, predicted = evaluate_tagger(tagger, manifest, name, beta=beta, focus=focus_labels)
         evaluations.append(evaluation)
         predictions[name], subsets[name] = predicted, manifest.split_subset(name)
-    history_file = model.with_name(model.name + ".run") / "history.json"
+    history_file = model_dir.with_name(model_dir.name + ".run") / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    path = write_report(report or model / "report", tagger, evaluations, subsets, predictions, beta, history)
+    path = write_report(report_dir(report, model_dir), tagger, evaluations, subsets, predictions, beta, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +
                       ", ".join(f"{k} {v:.3f}" for k, v in evaluation.summary.items()))
@@ -99,7 +106,7 @@ def evaluate(
 @app.command("predict", epilog=PREDICT_EPILOG)
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
-    model: Path = typer.Option(..., "--model", help="Tagger or ensemble directory."),
+    model: str | None = model_option("tagger", "Tagger or ensemble"),
     manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
     engine: str = ENGINE_OPTION,
@@ -117,11 +124,12 @@ def predict(
 
     manifest = prediction_manifest(images, manifest_path, out)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
-    tagger = use_runtime(load_tagger(model), runtime)
+    model_dir = resolve_model_option(model, "tagger")
+    tagger = use_runtime(load_tagger(model_dir), runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, predictions_from_shards
 
-        folder = job.run(manifest, ModelSpec("tag", str(model)), out)
+        folder = job.run(manifest, ModelSpec("tag", str(model_dir)), out)
         predictions = predictions_from_shards(folder, skip_bad_images=True)
     else:
         predictions = tagger.predict(manifest, skip_bad_images=True)

@@ -9,8 +9,9 @@ about its outputs (labels, a taxonomy, a metric). The base holds everything they
 * prediction -- :meth:`~TaskModel.predict` (a manifest, features through the shared cache),
   :meth:`~TaskModel.predict_paths` and :meth:`~TaskModel.predict_features`, all through :meth:`~TaskModel.activate`,
   the torch-level output activation the exported :meth:`~TaskModel.inference_graph` uses too;
-* the saved directory -- ``model.pt`` (head, and backbone when fine-tuned), ``config.json`` (the config, the model's
-  ``kind`` and the backbone ``weights_id``), ``metrics.json``, and the task's own documents.
+* the saved directory -- ``model.safetensors`` (head, and backbone when fine-tuned), ``config.json`` (the config,
+  the model's ``kind``, the fashionlens version that saved it and the backbone ``weights_id``), ``metrics.json``,
+  and the task's own documents.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fashionlens import __version__
 from fashionlens.config import from_dict, to_dict
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, ModelError
@@ -32,13 +34,14 @@ from fashionlens.models.backbones import Backbone, build_backbone
 from fashionlens.models.network import InferenceGraph, TaskNetwork
 from fashionlens.runtime import forward_batches
 from fashionlens.tasks.common import (
+    WEIGHTS_FILE,
     frozen_features,
     manifest_of_paths,
     read_model_dir,
     save_model_dir,
     state_fingerprint,
 )
-from fashionlens.tasks.registry import KIND_KEY, check_kind
+from fashionlens.tasks.registry import KIND_KEY, VERSION_KEY, check_kind
 
 WEIGHTS_KEY = "weights_id"
 """``config.json`` key of the backbone weights id (absent in models saved by earlier versions: then unchecked)."""
@@ -162,13 +165,13 @@ class TaskModel(ABC, Generic[PredictionsT]):
         """The task's own JSON documents (``{name: content}``, written as ``<name>.json``)."""
 
     def save(self, path: str | Path) -> Path:
-        """Write the model directory atomically: ``model.pt``, ``config.json`` (with the kind and weights id),
-        ``metrics.json`` and the task's documents."""
+        """Write the model directory atomically: the weights, ``config.json`` (with the kind, the fashionlens version
+        and the weights id), ``metrics.json`` and the task's documents."""
         state: dict[str, Any] = {"head": self.head.state_dict()}
         if self.finetuned:
             state["backbone"] = self.backbone.state_dict()
         weights_id = self._backbone.weights_id if self._backbone is not None else self.weights_id
-        config = {KIND_KEY: self.kind, WEIGHTS_KEY: weights_id, **to_dict(self.config)}
+        config = {KIND_KEY: self.kind, VERSION_KEY: __version__, WEIGHTS_KEY: weights_id, **to_dict(self.config)}
         documents = {"config": config, "metrics": self.metrics, **self.documents()}
         return save_model_dir(path, state, documents)
 
@@ -183,7 +186,8 @@ class TaskModel(ABC, Generic[PredictionsT]):
         state, docs = read_model_dir(path, ["config", *cls.required_documents],
                                      optional_json=["metrics", *cls.optional_documents])
         saved = dict(docs["config"])
-        saved.pop(KIND_KEY, None)  # models of earlier versions record no kind
+        saved.pop(KIND_KEY, None)  # models of earlier versions record no kind, nor version
+        saved.pop(VERSION_KEY, None)
         weights_id = saved.pop(WEIGHTS_KEY, None)
         try:
             config: Any = from_dict(cls.config_class, saved, where=f"{path}/config.json")
@@ -192,12 +196,12 @@ class TaskModel(ABC, Generic[PredictionsT]):
         backbone = None
         if config.mode == "finetune":
             if "backbone" not in state:
-                raise ModelError(f"{path}/model.pt holds no backbone weights, but the model was fine-tuned")
+                raise ModelError(f"{path}/{WEIGHTS_FILE} holds no backbone weights, but the model was fine-tuned")
             backbone = build_backbone(replace(config.backbone, pretrained=False, weights=None))
             try:
                 backbone.load_state_dict(state["backbone"])
             except RuntimeError as error:
-                raise ModelError(f"{path}/model.pt does not match backbone {config.backbone.name}: "
+                raise ModelError(f"{path}/{WEIGHTS_FILE} does not match backbone {config.backbone.name}: "
                                  f"{str(error).splitlines()[0]}") from error
             backbone.weights_id = state_fingerprint(backbone)
             weights_id = backbone.weights_id
@@ -207,14 +211,14 @@ class TaskModel(ABC, Generic[PredictionsT]):
     @abstractmethod
     def from_saved(cls, path: Path, config: Any, state: Mapping[str, Any], documents: Mapping[str, Any],
                    backbone: Backbone | None, weights_id: str | None) -> Self:
-        """The model of a saved directory, from its parsed config, ``model.pt`` state and documents (the backbone
+        """The model of a saved directory, from its parsed config, weights and documents (the backbone
         already restored when fine-tuned)."""
 
 
 def load_head(head: nn.Module, state: Mapping[str, Any], path: Path, against: str) -> nn.Module:
-    """Load ``state["head"]`` into ``head``; a one-line ModelError naming ``model.pt`` when it does not fit."""
+    """Load ``state["head"]`` into ``head``; a one-line ModelError naming the weights file when it does not fit."""
     try:
         head.load_state_dict(state["head"])
     except (RuntimeError, KeyError) as error:
-        raise ModelError(f"{path}/model.pt does not match {against}: {str(error).splitlines()[0]}") from error
+        raise ModelError(f"{path}/{WEIGHTS_FILE} does not match {against}: {str(error).splitlines()[0]}") from error
     return head

@@ -43,6 +43,7 @@ from fashionlens.reports import markdown, plots
 from fashionlens.runtime import default_workers, resolve_device, seed_everything
 from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import (
+    WEIGHTS_FILE,
     fold_legacy_freeze,
     frozen_features,
     image_row_loader,
@@ -270,7 +271,7 @@ class HierarchyClassifier(TaskModel[HierarchyPredictions]):
             raise ModelError(f"{path}: {error}") from error
         head_state = state.get("head", {})
         if "stem.0.weight" not in head_state:
-            raise ModelError(f"{path}/model.pt holds no hierarchy head weights")
+            raise ModelError(f"{path}/{WEIGHTS_FILE} holds no hierarchy head weights")
         head = load_head(build_head(config, taxonomy, _head_in_features(head_state)), state, path,
                          "labels.json/config.json")
         return cls(config, taxonomy, head, backbone=backbone,  # type: ignore[arg-type]

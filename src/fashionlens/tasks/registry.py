@@ -2,7 +2,9 @@
 
 Each task model class registers itself under its ``kind`` (:func:`register_model`); ``save`` writes that kind into
 the directory's ``config.json``, and :func:`load_model` reads it back to pick the class. Nothing guesses a model's
-kind from the files it happens to hold.
+kind from the files it happens to hold. ``config.json`` also records the fashionlens version that wrote the model
+(:data:`VERSION_KEY`); :func:`check_version` refuses a model built by another version where that matters (the models
+shipped inside the package, :mod:`fashionlens.pretrained`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fashionlens import __version__
 from fashionlens.errors import ModelError
 
 CONFIG_FILE = "config.json"
 KIND_KEY = "kind"
+VERSION_KEY = "fashionlens_version"
+"""``config.json`` key of the fashionlens version that saved the model (absent in models of earlier versions)."""
 _TASK_MODULES = ("fashionlens.tasks.tagging", "fashionlens.tasks.tag_evaluation", "fashionlens.tasks.hierarchy",
                  "fashionlens.tasks.retrieval")
 """Modules whose classes register the kinds (imported on first look-up: they import this module themselves)."""
@@ -81,6 +86,29 @@ def check_kind(path: str | Path, expected: str) -> None:
     kind = config.get(KIND_KEY) if config is not None else None
     if kind is not None and kind != expected:
         raise ModelError(f"{path} holds a model of kind {kind!r}, not {expected!r}")
+
+
+def saved_version(path: str | Path) -> str | None:
+    """The fashionlens version recorded in a model directory's ``config.json`` (``None``: not recorded)."""
+    config = _read_config(Path(path))
+    version = config.get(VERSION_KEY) if config is not None else None
+    return None if version is None else str(version)
+
+
+def check_version(path: str | Path, fix: str) -> None:
+    """Refuse a model directory that was not saved by this fashionlens version.
+
+    Args:
+        path: The model directory.
+        fix: What to do about it, for the message (e.g. ``"rebuild it with `make models`"``).
+
+    Raises:
+        ModelError: One line naming the directory, both versions and ``fix``.
+    """
+    version = saved_version(path)
+    if version != __version__:
+        built = f"fashionlens {version}" if version is not None else "an unrecorded fashionlens version"
+        raise ModelError(f"{path} holds weights built for {built}, but this is fashionlens {__version__}: {fix}")
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

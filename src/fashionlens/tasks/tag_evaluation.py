@@ -10,14 +10,14 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from fashionlens import metrics
+from fashionlens import __version__, metrics
 from fashionlens.data.records import Manifest
 from fashionlens.errors import DataError, ModelError
 from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.registry import KIND_KEY, check_kind, load_model, register_model
+from fashionlens.tasks.registry import KIND_KEY, VERSION_KEY, check_kind, load_model, register_model
 from fashionlens.tasks.tagging import Predictions, Tagger, threshold_array, threshold_set, tune_thresholds
 from fashionlens.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
 
@@ -235,7 +235,7 @@ class TaggerEnsemble:
         :meth:`fit_thresholds`, as a tagger's ``thresholds.json`` holds its ``config.beta`` set) and every set."""
         sets = {f"{b:g}": dict(zip(self.labels.tags, map(float, v), strict=True))
                 for b, v in sorted(self.threshold_sets.items())}
-        documents = {"config": {KIND_KEY: self.kind},
+        documents = {"config": {KIND_KEY: self.kind, VERSION_KEY: __version__},
                      "ensemble": {"members": self.member_dirs, "weights": self.weights.tolist()},
                      "labels": self.labels.to_json(),
                      "thresholds": dict(zip(self.labels.tags, map(float, self.thresholds_for(self.tuned_beta)),

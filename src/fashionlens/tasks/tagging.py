@@ -44,6 +44,7 @@ from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import default_workers, forward_batches, resolve_device, seed_everything
 from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import (
+    WEIGHTS_FILE,
     fold_legacy_freeze,
     frozen_features,
     image_row_loader,
@@ -430,7 +431,7 @@ class Tagger(TaskModel[Predictions]):
             raise ModelError(f"{path}/threshold_sets.json has a key that is not a beta: {error}") from error
         head_state = state.get("head", {})
         if not any(key.endswith("hidden.0.weight") for key in head_state):
-            raise ModelError(f"{path}/model.pt holds no tagging head weights")
+            raise ModelError(f"{path}/{WEIGHTS_FILE} holds no tagging head weights")
         in_features = backbone.num_features if backbone is not None else _head_in_features(head_state)
         snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")})
         shape = config if snapshots else replace(config, select_epoch="best")  # no tags: no snapshots were taken
