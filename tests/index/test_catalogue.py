@@ -12,7 +12,7 @@ import pytest
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index import INDEX_KINDS, CatalogueIndex
-from fashionlens.index import catalogue as catalogue_module
+from fashionlens.index import faiss_backend as catalogue_module
 from fashionlens.index.store import IDS_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE, VECTORS_FILE
 
 N, DIM = 600, 16

@@ -1,0 +1,5 @@
+from fashionlens.index.catalogue import CatalogueIndex
+
+
+class MilvusCatalogueIndex(CatalogueIndex):
+    backend = "milvus"
