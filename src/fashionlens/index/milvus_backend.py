@@ -1,5 +1,410 @@
-from fashionlens.index.catalogue import CatalogueIndex
+"""The ``milvus`` catalogue backend: the vectors in a Milvus collection, embedded (Milvus Lite) or on a server.
+
+Where the collection lives is the ``uri`` (``storage`` in ``index.json``):
+
+* none given: a Milvus Lite database (the real engine, in-process) saved inside the index directory as
+  ``milvus.db`` and copied along with it, so the directory stays self-contained like a ``faiss`` one;
+* a path ending in ``.db``: a Milvus Lite database there, shared by every index that names it;
+* ``http(s)://host:19530`` (or ``tcp://``, ``unix:``): a Milvus server or cluster, shared by every replica. The
+  token, if the server wants one, comes from ``$FASHIONLENS_MILVUS_TOKEN`` and is never written down.
+
+The collection holds ``item_id`` (primary key), ``vector`` and ``meta`` (the item's other fields, as JSON);
+a collection property records the model id, metric and dimension, so an ``index.json`` pointing at a collection of
+another embedder is refused on load. The index directory keeps ``items.parquet`` as for ``faiss``: hits take their
+metadata from it and :meth:`CatalogueIndex.add`/``remove`` keep it in step; ``save`` after them (the collection
+itself changes at once).
+
+Filters become Milvus boolean expressions (:func:`expression`) in which every value, field name and item id is a
+string literal escaped by :func:`literal`, so no client-given text can add expression syntax. Searches, inserts and
+deletes use the ``Strong`` consistency level: a search sees every write acknowledged before it, which is what
+Milvus Lite offers anyway and what a catalogue update followed by a search expects.
+
+Index kinds map onto Milvus index types: ``flat`` -> ``FLAT``, ``ivf`` -> ``IVF_FLAT`` (``nlist``; ``nprobe`` at
+search), ``ivfpq`` -> ``IVF_PQ`` (``nlist``, ``m``, ``nbits``; the ``k_factor * k`` shortlist is re-ranked here
+with the full vectors Milvus returns, as the ``faiss`` backend does), ``hnsw`` -> ``HNSW`` (``M``,
+``efConstruction``; ``ef`` at search, at least the number of hits fetched, as Milvus requires). Not mapped:
+FAISS's IVF training sample (Milvus trains on each sealed segment itself) and the small-subset exact-search
+cut-off (Milvus decides its own filtered-search strategy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from fashionlens.errors import CatalogueIndexError
+from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
+from fashionlens.index.filters import shown
+from fashionlens.index.kinds import Params
+from fashionlens.index.store import ITEM_ID, MILVUS_LITE_DB, IndexManifest, inconsistent
+
+VECTOR, META = "vector", "meta"
+IDENTITY = "fashionlens.identity"
+"""Collection property recording the model id, metric and dimension of the vectors (JSON)."""
+CONSISTENCY = "Strong"
+MAX_TOPK = 16_384
+"""Milvus returns at most this many hits per query (its ``topk`` limit)."""
+MAX_ID_LENGTH = 65_535
+"""Longest ``item_id`` a Milvus VARCHAR primary key holds."""
+BATCH_BYTES = 16 * 2**20
+"""Inserts are streamed in batches of about this many bytes of vectors, well under gRPC's 64 MB message limit."""
+QUERY_BATCH = 1024
+"""Queries per search call (Milvus takes at most 16384; smaller batches keep each reply small)."""
+CONNECT_TIMEOUT_S = 10.0
+TOKEN_ENV = "FASHIONLENS_MILVUS_TOKEN"
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+_INDEX_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "flat": ("FLAT", ()),
+    "ivf": ("IVF_FLAT", ("nlist",)),
+    "ivfpq": ("IVF_PQ", ("nlist", "m", "nbits")),
+    "hnsw": ("HNSW", ("M", "efConstruction")),
+}
+"""Index kind -> Milvus index type and the kind's parameters that Milvus takes under the same name."""
+_METRIC_TYPES = {"ip": "IP", "l2": "L2"}
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def literal(text: str) -> str:
+    """``text`` as a Milvus expression string literal: double-quoted, with backslash, double quote and line breaks
+    escaped. Everything else, quotes, operators and control characters included, stays inside the literal."""
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def expression(filters: dict[str, list[str]], exclude: list[str]) -> str:
+    """The Milvus boolean expression for ``filters`` (field -> accepted values, fields already checked) and
+    excluded item ids: one ``or`` group per field (Milvus has no ``in`` on JSON keys), ``and``-ed together.
+
+    ``{"gender": ["Men"], "colour": ["Red", "Blue"]}`` with ``exclude=["42"]`` gives
+    ``(meta["gender"] == "Men") and (meta["colour"] == "Red" or meta["colour"] == "Blue") and
+    item_id not in ["42"]``.
+    """
+    clauses = []
+    for field, values in filters.items():
+        unique = list(dict.fromkeys(values))
+        if field == ITEM_ID:
+            clauses.append(f"{ITEM_ID} in [{', '.join(map(literal, unique))}]")
+        else:
+            key = f"{META}[{literal(field)}]"
+            clauses.append("(" + " or ".join(f"{key} == {literal(value)}" for value in unique) + ")")
+    if exclude:
+        clauses.append(f"{ITEM_ID} not in [{', '.join(map(literal, exclude))}]")
+    return " and ".join(clauses)
 
 
 class MilvusCatalogueIndex(CatalogueIndex):
+    """Item table here, vectors in a Milvus collection (see the module docstring for ``uri`` and the mapping).
+
+    Build with ``CatalogueIndex.build(..., backend="milvus", storage={"uri": ..., "collection": ...})``; both keys
+    are optional (an embedded database in the index directory; a fresh ``fashionlens_<random>`` collection name).
+    A build never reuses an existing collection, and a failed build drops what it created.
+    """
+
     backend = "milvus"
+
+    def __init__(
+        self, manifest: IndexManifest, items: pa.Table, client: Any, uri: str, collection: str, local: bool
+    ) -> None:
+        super().__init__(manifest, items)
+        self._client = client
+        self._uri = uri
+        self._collection = collection
+        self._local = local  # a Lite database that belongs to (and is saved with) the index directory
+        self._scratch: Path | None = None  # where a built, not yet saved, local database lives
+
+    @classmethod
+    def _create(cls, vectors: np.ndarray, items: pa.Table, manifest: IndexManifest, storage: Storage) -> Self:
+        unknown = sorted(set(storage) - {"uri", "collection"})
+        if unknown:
+            raise CatalogueIndexError(f"unknown milvus storage option(s) {', '.join(unknown)}; known: uri, collection")
+        collection = storage.get("collection") or f"fashionlens_{uuid.uuid4().hex[:16]}"
+        if not _COLLECTION_NAME.fullmatch(collection):
+            raise CatalogueIndexError(
+                f"milvus collection name {shown(collection)} must be a letter or _ then letters, digits or _"
+            )
+        scratch = None
+        if storage.get("uri"):
+            uri, local = _checked_uri(storage["uri"]), False
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix="fashionlens-milvus-"))
+            uri, local = str(scratch / MILVUS_LITE_DB), True
+        try:
+            client = _connect(uri)
+            index = cls(manifest, items, client, uri, collection, local)
+            if scratch is not None:  # removed by save(), or with the index if it is never saved
+                index._scratch = scratch
+                weakref.finalize(index, shutil.rmtree, scratch, ignore_errors=True)
+            with _milvus_errors("build", uri):
+                if client.has_collection(collection):
+                    raise CatalogueIndexError(
+                        f"milvus collection {collection!r} already exists at {_redacted(uri)}; a build never "
+                        "overwrites one: choose another collection name or drop it"
+                    )
+            try:
+                index._create_collection()
+                index._upload(vectors, items)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.drop_collection(collection)
+                raise
+        except BaseException:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return index
+
+    @classmethod
+    def _open(cls, root: Path, manifest: IndexManifest, items: pa.Table) -> Self:
+        uri, collection = manifest.storage.get("uri"), manifest.storage.get("collection")
+        if not uri or not collection:
+            raise CatalogueIndexError(f"corrupt catalogue index file {root / 'index.json'}: no milvus uri/collection")
+        local = not uri.startswith(SERVER_SCHEMES) and not Path(uri).is_absolute()
+        if local:
+            path = root.resolve() / uri
+            if not path.exists():
+                raise CatalogueIndexError(f"missing catalogue index file {path}")
+            uri = str(path)
+        index = cls(manifest, items, _connect(uri), uri, collection, local)
+        index._check_collection(root, manifest)
+        return index
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """As :meth:`CatalogueIndex.save`; an embedded database is copied into the directory, and this index then
+        uses that copy (any scratch database of a build is deleted)."""
+        if not self._local:
+            return super().save(directory)
+        try:
+            saved = super().save(directory)  # _write closes the client to copy a consistent database
+        except BaseException:
+            self._client = _connect(self._uri)
+            raise
+        self._uri = str(saved.resolve() / MILVUS_LITE_DB)
+        self._client = _connect(self._uri)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+        return saved
+
+    def _storage(self, directory: Path) -> Storage:
+        return {"uri": MILVUS_LITE_DB if self._local else self._uri, "collection": self._collection}
+
+    def _write(self, tmp: Path) -> None:
+        if self._local:
+            self._client.close()
+            shutil.copytree(self._uri, tmp / MILVUS_LITE_DB)
+
+    def _insert(self, vectors: np.ndarray, items: pa.Table) -> None:
+        try:
+            self._upload(vectors, items)
+        except BaseException:
+            with contextlib.suppress(Exception):  # all or nothing: take back the batches that went in
+                self._client.delete(self._collection, ids=items.column(ITEM_ID).to_pylist())
+            raise
+
+    def _delete(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        ids = self._items.column(ITEM_ID).take(pa.array(rows)).to_pylist()
+        with _milvus_errors("delete", self._uri):
+            self._client.delete(self._collection, ids=ids, consistency_level=CONSISTENCY)
+
+    def _vector(self, row: int) -> np.ndarray:
+        item_id = self._items.column(ITEM_ID)[row].as_py()
+        with _milvus_errors("get", self._uri):
+            found = self._client.get(self._collection, ids=[item_id], output_fields=[VECTOR])
+        if not found:
+            raise CatalogueIndexError(
+                f"item_id {item_id!r} is in the item table but not in milvus collection {self._collection!r}; "
+                "the collection was changed by another writer: reload or rebuild the index"
+            )
+        return np.asarray(found[0][VECTOR], dtype=np.float32)
+
+    def _search(
+        self, queries: np.ndarray, k: int, filters: dict[str, list[str]], excluded: np.ndarray, knobs: Params
+    ) -> list[list[SearchHit]]:
+        k = min(k, len(self) - len(excluded))
+        if k > MAX_TOPK:
+            raise CatalogueIndexError(f"k={k} is more than the {MAX_TOPK} hits Milvus returns per query")
+        fetch = min(self._kind.shortlist(self._params, k), len(self), MAX_TOPK)
+        params: dict[str, int] = {}
+        if "nprobe" in knobs:
+            params["nprobe"] = min(knobs["nprobe"], self._params["nlist"])  # Milvus refuses more cells than exist
+        if "ef" in knobs:
+            params["ef"] = max(knobs["ef"], fetch)  # Milvus refuses ef < limit; FAISS raises it silently
+        excluded_ids = self._items.column(ITEM_ID).take(pa.array(excluded, type=pa.int64())).to_pylist()
+        rerank = fetch > k
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        for start in range(0, len(queries), QUERY_BATCH):
+            batch = queries[start : start + QUERY_BATCH]
+            with _milvus_errors("search", self._uri):
+                results = self._client.search(
+                    self._collection,
+                    data=batch,
+                    limit=fetch,
+                    filter=expression(filters, excluded_ids),
+                    output_fields=[VECTOR] if rerank else [],
+                    search_params={"metric_type": _METRIC_TYPES[self._metric], "params": params},
+                    consistency_level=CONSISTENCY,
+                )
+            for i, (query, found) in enumerate(zip(batch, results, strict=True), start=start):
+                ranked = self._ranked(query, list(found), k, rerank)
+                scores[i, : len(ranked)] = [score for score, _ in ranked]
+                rows[i, : len(ranked)] = [row for _, row in ranked]
+        return self._hits(scores, rows)
+
+    def _ranked(self, query: np.ndarray, found: list[Any], k: int, rerank: bool) -> list[tuple[float, int]]:
+        """(score, row) of one query's best ``k`` hits; a shortlist is re-scored exactly with the returned vectors.
+
+        Hits whose item is not in this index's item table (written by another writer since it was loaded) are
+        dropped rather than returned without metadata.
+        """
+        known = [(hit, self._row_of[hit[ITEM_ID]]) for hit in found if hit[ITEM_ID] in self._row_of]
+        if not rerank:
+            return [(float(hit["distance"]), row) for hit, row in known]
+        if not known:
+            return []
+        vectors = np.asarray([hit["entity"][VECTOR] for hit, _ in known], dtype=np.float32)
+        exact = vectors @ query if self._metric == "ip" else ((vectors - query) ** 2).sum(axis=1)
+        order = np.argsort(-exact if self._metric == "ip" else exact, kind="stable")[:k]
+        return [(float(exact[j]), known[j][1]) for j in order]
+
+    def _create_collection(self) -> None:
+        from pymilvus import DataType
+
+        client = self._client
+        with _milvus_errors("create collection", self._uri):
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field(ITEM_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+            schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
+            schema.add_field(META, DataType.JSON)
+            index_type, names = _INDEX_TYPES[self._kind.name]
+            index_params = client.prepare_index_params()
+            index_params.add_index(
+                VECTOR,
+                index_type=index_type,
+                metric_type=_METRIC_TYPES[self._metric],
+                params={name: self._params[name] for name in names},
+            )
+            client.create_collection(
+                self._collection,
+                schema=schema,
+                index_params=index_params,
+                consistency_level=CONSISTENCY,
+                properties={IDENTITY: json.dumps(self._identity())},
+            )
+
+    def _upload(self, vectors: np.ndarray, items: pa.Table) -> None:
+        """Insert ``vectors`` and ``items`` in batches (streamed: one batch of rows in memory at a time)."""
+        ids = items.column(ITEM_ID).to_pylist()
+        long = next((item_id for item_id in ids if len(item_id.encode()) > MAX_ID_LENGTH), None)
+        if long is not None:
+            raise CatalogueIndexError(f"item_id {shown(long)} is longer than the {MAX_ID_LENGTH} bytes Milvus holds")
+        meta = items.drop_columns([ITEM_ID])
+        batch = max(1, BATCH_BYTES // (4 * self._dim))
+        for start in range(0, len(ids), batch):
+            stop = min(start + batch, len(ids))
+            rows = [
+                {ITEM_ID: item_id, VECTOR: vector, META: fields}
+                for item_id, vector, fields in zip(
+                    ids[start:stop], vectors[start:stop], meta.slice(start, stop - start).to_pylist(), strict=True
+                )
+            ]
+            with _milvus_errors("insert", self._uri):
+                self._client.insert(self._collection, rows)
+
+    def _identity(self) -> dict[str, Any]:
+        return {"fashionlens": 1, "model_id": self._model_id, "metric": self._metric, "dim": self._dim}
+
+    def _check_collection(self, root: Path, manifest: IndexManifest) -> None:
+        """Refuse a missing collection, one made by another embedder or metric, or one whose size disagrees."""
+        where = f"milvus collection {self._collection!r} at {_redacted(self._uri)}"
+        with _milvus_errors("load", self._uri):
+            if not self._client.has_collection(self._collection):
+                raise CatalogueIndexError(f"{where} not found; rebuild the index {root}")
+            properties = self._client.describe_collection(self._collection).get("properties") or {}
+            try:
+                identity = json.loads(properties.get(IDENTITY, ""))
+            except ValueError:
+                identity = None
+            if not isinstance(identity, dict) or identity.get("fashionlens") != 1:
+                raise CatalogueIndexError(f"{where} was not built by fashionlens; point {root} at its own collection")
+            if identity != self._identity():
+                raise CatalogueIndexError(
+                    f"{where} was built with embedding model {identity.get('model_id')!r} ({identity.get('metric')}, "
+                    f"{identity.get('dim')}-d), but {root / 'index.json'} says {self._model_id!r} "
+                    f"({self._metric}, {self._dim}-d); rebuild the index"
+                )
+            self._client.load_collection(self._collection)
+            count = self._client.query(
+                self._collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY
+            )[0]["count(*)"]
+        if count != manifest.count:
+            inconsistent(Path(f"{where}"), f"holds {count} vectors", manifest)
+
+
+def _checked_uri(uri: str) -> str:
+    """A server URL as given, or a Milvus Lite path (``.db``) made absolute (so that ``index.json`` stays right
+    wherever the directory is opened from)."""
+    if uri.startswith(SERVER_SCHEMES):
+        return uri
+    if "://" in uri or not uri.endswith(".db"):
+        raise CatalogueIndexError(
+            f"milvus uri {shown(uri)} must be a Milvus Lite path ending in .db or a server URL "
+            "(http://host:19530, https://..., tcp://..., unix:...)"
+        )
+    return str(Path(uri).expanduser().resolve())
+
+
+def _connect(uri: str) -> Any:
+    """A ``MilvusClient`` for ``uri`` (a Lite path or a server), or a one-line error naming the uri."""
+    pymilvus = _pymilvus()
+    with _milvus_errors("connect", uri):
+        return pymilvus.MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""), timeout=CONNECT_TIMEOUT_S)
+
+
+def _pymilvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError as error:
+        raise CatalogueIndexError(
+            "the milvus backend needs pymilvus and milvus-lite: pip install 'fashionlens[milvus]'"
+        ) from error
+    # pymilvus logs every failed call with its traceback before raising; the error is raised to the caller as a
+    # one-line CatalogueIndexError, so the log would only put a traceback on a user's terminal.
+    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+    return pymilvus
+
+
+@contextlib.contextmanager
+def _milvus_errors(what: str, uri: str) -> Iterator[None]:
+    """Turn Milvus client errors (server unreachable, bad request...) into a one-line :class:`CatalogueIndexError`."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except (MilvusException, OSError, RuntimeError, ValueError, TypeError) as error:
+        message = getattr(error, "message", None) or str(error)
+        first = " ".join(str(message).split())[:300]
+        raise CatalogueIndexError(f"milvus {what} at {_redacted(uri)} failed: {first}") from error
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
