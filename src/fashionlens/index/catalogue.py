@@ -26,7 +26,7 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, overload
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,22 @@ class CatalogueIndex:
         self._dim = manifest.dim
         self._set_items(items)
 
+    # Two signatures for type checkers: callers forwarding ``**params`` (a ``dict[str, int]``) must not be told that
+    # an int might land in ``backend`` or ``storage``, while callers naming those get them checked.
+    @overload
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, metric: str = ..., kind: str = ...,
+        **params: int,
+    ) -> CatalogueIndex: ...
+
+    @overload
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, metric: str = ..., kind: str = ..., *,
+        backend: str = ..., storage: Storage | None = ..., **params: int,
+    ) -> CatalogueIndex: ...
+
     @classmethod
     def build(
         cls,
@@ -100,9 +116,7 @@ class CatalogueIndex:
         model_id: str,
         metric: str = "ip",
         kind: str = "flat",
-        backend: str = "faiss",
-        storage: Storage | None = None,
-        **params: int,
+        **options: Any,
     ) -> CatalogueIndex:
         """Index ``vectors`` (row i describes ``metadata`` row i).
 
@@ -127,8 +141,12 @@ class CatalogueIndex:
             CatalogueIndexError: Bad vectors, metadata, model id, metric, kind, backend, storage or parameters, or
                 the backend could not store them (nothing is left behind then).
         """
+        backend, storage = options.pop("backend", "faiss"), options.pop("storage", None) or {}
+        params: dict[str, Any] = options
         if not isinstance(model_id, str) or not model_id.strip():
             raise CatalogueIndexError(f"model_id must be a non-empty string, got {model_id!r}")
+        if not isinstance(storage, dict) or not all(isinstance(v, str) for v in storage.values()):
+            raise CatalogueIndexError(f"storage must be a dict of strings, got {storage!r}")
         implementation = _backend(backend)
         index_kind = get_kind(kind)
         check_metric(metric)
@@ -141,7 +159,7 @@ class CatalogueIndex:
         resolved = index_kind.resolve_params(n, dim, params)
         index_kind.check_trainable(resolved, n)
         manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version(), backend=backend)
-        return implementation._create(prepared, items, manifest, dict(storage or {}))
+        return implementation._create(prepared, items, manifest, dict(storage))
 
     @classmethod
     def load(
@@ -398,8 +416,9 @@ class CatalogueIndex:
 
 def _backend(name: str) -> type[CatalogueIndex]:
     """The index class registered for backend ``name``, naming the known ones when it is not one of them."""
-    if name not in CatalogueIndex._backends:
-        raise CatalogueIndexError(f"unknown catalogue index backend {name!r}; known: {', '.join(CatalogueIndex._backends)}")
+    if not isinstance(name, str) or name not in CatalogueIndex._backends:
+        known = ", ".join(CatalogueIndex._backends)
+        raise CatalogueIndexError(f"unknown catalogue index backend {name!r}; known: {known}")
     return CatalogueIndex._backends[name]
 
 

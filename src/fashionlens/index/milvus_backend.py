@@ -191,14 +191,19 @@ class MilvusCatalogueIndex(CatalogueIndex):
         try:
             saved = super().save(directory)  # _write closes the client to copy a consistent database
         except BaseException:
-            self._client = _connect(self._uri)
+            self._reconnect(self._uri)
             raise
-        self._uri = str(saved.resolve() / MILVUS_LITE_DB)
-        self._client = _connect(self._uri)
+        self._reconnect(str(saved.resolve() / MILVUS_LITE_DB))
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
         return saved
+
+    def _reconnect(self, uri: str) -> None:
+        """Use the database at ``uri`` (a reopened database starts with its collections released)."""
+        self._client, self._uri = _connect(uri), uri
+        with _milvus_errors("load", uri):
+            self._client.load_collection(self._collection)
 
     def _storage(self, directory: Path) -> Storage:
         return {"uri": MILVUS_LITE_DB if self._local else self._uri, "collection": self._collection}
@@ -213,18 +218,20 @@ class MilvusCatalogueIndex(CatalogueIndex):
             self._upload(vectors, items)
         except BaseException:
             with contextlib.suppress(Exception):  # all or nothing: take back the batches that went in
-                self._client.delete(self._collection, ids=items.column(ITEM_ID).to_pylist())
+                self._client.delete(self._collection, filter=_id_filter(items.column(ITEM_ID).to_pylist()))
             raise
 
     def _delete(self, rows: np.ndarray, keep: np.ndarray) -> None:
         ids = self._items.column(ITEM_ID).take(pa.array(rows)).to_pylist()
         with _milvus_errors("delete", self._uri):
-            self._client.delete(self._collection, ids=ids, consistency_level=CONSISTENCY)
+            self._client.delete(self._collection, filter=_id_filter(ids), consistency_level=CONSISTENCY)
 
     def _vector(self, row: int) -> np.ndarray:
         item_id = self._items.column(ITEM_ID)[row].as_py()
         with _milvus_errors("get", self._uri):
-            found = self._client.get(self._collection, ids=[item_id], output_fields=[VECTOR])
+            found = self._client.query(
+                self._collection, filter=_id_filter([item_id]), output_fields=[VECTOR], consistency_level=CONSISTENCY
+            )
         if not found:
             raise CatalogueIndexError(
                 f"item_id {item_id!r} is in the item table but not in milvus collection {self._collection!r}; "
@@ -354,6 +361,12 @@ class MilvusCatalogueIndex(CatalogueIndex):
             )[0]["count(*)"]
         if count != manifest.count:
             inconsistent(Path(f"{where}"), f"holds {count} vectors", manifest)
+
+
+def _id_filter(item_ids: list[str]) -> str:
+    # Not the client's ``ids=`` argument: pymilvus 3.0 pastes string ids into its expression between single
+    # quotes without escaping them, so an id such as ``' or 1==1 or '`` would select (or delete) other rows.
+    return expression({ITEM_ID: item_ids}, [])
 
 
 def _checked_uri(uri: str) -> str:
