@@ -49,10 +49,16 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def hostile(uri: str) -> CatalogueIndex:
-    """An index whose labels and item ids are the hostile values plus some plain ones."""
+    """An index whose labels and item ids are the hostile values plus some plain ones; ``late`` (the same values)
+    is a column added after the build, so it is filtered through the JSON ``meta`` field, ``label`` through its
+    VARCHAR field."""
     values = [*HOSTILE, "plain", "dress"]
-    return CatalogueIndex.build(make_vectors(len(values)), make_items(values), model_id="m", backend="milvus",
-                                storage={"uri": uri})
+    catalogue = CatalogueIndex.build(make_vectors(len(values)), make_items(values), model_id="m",
+                                     backend="milvus", storage={"uri": uri})
+    catalogue.add(make_vectors(1, seed=7), make_items(["late"]).assign(late="x"))
+    catalogue.remove(["id-late"])
+    catalogue.add(make_vectors(len(values), seed=8), make_items([f"{v}@late" for v in values]).assign(late=values))
+    return catalogue
 
 
 def test_literal_escapes_backslash_quote_and_line_breaks():
@@ -61,10 +67,10 @@ def test_literal_escapes_backslash_quote_and_line_breaks():
 
 
 def test_expression_ands_fields_ors_values_and_excludes_ids():
-    assert expression({"gender": ["Men"], "colour": ["Red", "Blue", "Red"]}, ["42"]) == (
-        '(meta["gender"] == "Men") and (meta["colour"] == "Red" or meta["colour"] == "Blue") and '
-        'item_id not in ["42"]'
+    assert expression({"gender": ["Men"], "colour": ["Red", "Blue", "Red"]}, ["42"], {"gender": "f0"}) == (
+        'f0 in ["Men"] and (meta["colour"] == "Red" or meta["colour"] == "Blue") and item_id not in ["42"]'
     )
+    assert expression({'we"ird': ["x"]}, []) == '(meta["we\\"ird"] == "x")'  # a column name is a literal too
     assert expression({"item_id": ["a", 'b"']}, []) == 'item_id in ["a", "b\\""]'
     assert expression({}, []) == ""
 
@@ -75,6 +81,8 @@ def test_hostile_filter_value_matches_exactly_its_item(hostile, value):
     assert [hit.item_id for hit in hits] == [f"id-{value}"]
     hits = hostile.search(make_vectors(1, seed=1), k=50, filters={"label": [value, "plain"]})[0]
     assert sorted(hit.item_id for hit in hits) == sorted([f"id-{value}", "id-plain"])
+    hits = hostile.search(make_vectors(1, seed=1), k=50, filters={"late": [value, "plain"]})[0]  # JSON path
+    assert sorted(hit.item_id for hit in hits) == sorted([f"id-{value}@late", "id-plain@late"])
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -93,9 +101,11 @@ def test_hostile_item_ids_in_exclude_and_search_by_id(hostile, value):
 @settings(max_examples=60, deadline=None)
 def test_any_filter_value_is_one_literal(hostile, value):
     # Whatever the text, the filter keeps exactly the items labelled with it (usually none): no error, no more.
+    known = value in [*HOSTILE, "plain", "dress"]
     hits = hostile.search(make_vectors(1, seed=2), k=50, filters={"label": value, "category": ["dress", "shirt"]})[0]
-    expected = [f"id-{value}"] if value in [*HOSTILE, "plain", "dress"] else []
-    assert [hit.item_id for hit in hits] == expected
+    assert [hit.item_id for hit in hits] == ([f"id-{value}"] if known else [])
+    hits = hostile.search(make_vectors(1, seed=2), k=50, filters={"late": value})[0]
+    assert [hit.item_id for hit in hits] == ([f"id-{value}@late"] if known else [])
 
 
 def test_filter_runs_inside_the_milvus_search(uri, monkeypatch):
@@ -111,7 +121,7 @@ def test_filter_runs_inside_the_milvus_search(uri, monkeypatch):
     monkeypatch.setattr(pymilvus.MilvusClient, "search", spy)
     hits = catalogue.search(make_vectors(2, seed=3), k=5, filters={"category": "dress"}, exclude=["id-1"])
     # One search per query batch for exactly k hits, the filter and the exclusion inside it, Strong consistency.
-    assert calls == [(5, '(meta["category"] == "dress") and item_id not in ["id-1"]', "Strong")]
+    assert calls == [(5, 'f0 in ["dress"] and item_id not in ["id-1"]', "Strong")]
     assert all(len(row) == 5 and {hit.metadata["category"] for hit in row} == {"dress"} for row in hits)
 
 

@@ -8,9 +8,12 @@ Where the collection lives is the ``uri`` (``storage`` in ``index.json``):
 * ``http(s)://host:19530`` (or ``tcp://``, ``unix:``): a Milvus server or cluster, shared by every replica. The
   token, if the server wants one, comes from ``$FASHIONLENS_MILVUS_TOKEN`` and is never written down.
 
-The collection holds ``item_id`` (primary key), ``vector`` and ``meta`` (the item's other fields, as JSON);
-a collection property records the model id, metric and dimension, so an ``index.json`` pointing at a collection of
-another embedder is refused on load. The index directory keeps ``items.parquet`` as for ``faiss``: hits take their
+The collection holds ``item_id`` (primary key), ``vector``, one nullable VARCHAR field per metadata column known
+at build time (``f0``, ``f1``...: column names need not be Milvus identifiers) and ``meta``, a JSON object with the
+columns that :meth:`~CatalogueIndex.add` introduces later (Milvus Lite cannot add fields to a collection; filtering
+a JSON key is ~10x slower there than a VARCHAR field). Collection properties record the model id, metric and
+dimension, so an ``index.json`` pointing at a collection of another embedder is refused on load, and the column ->
+field mapping. The index directory keeps ``items.parquet`` as for ``faiss``: hits take their
 metadata from it and :meth:`CatalogueIndex.add`/``remove`` keep it in step; ``save`` after them (the collection
 itself changes at once).
 
@@ -45,6 +48,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
@@ -55,11 +59,13 @@ from fashionlens.index.store import ITEM_ID, MILVUS_LITE_DB, IndexManifest, inco
 VECTOR, META = "vector", "meta"
 IDENTITY = "fashionlens.identity"
 """Collection property recording the model id, metric and dimension of the vectors (JSON)."""
+FIELDS = "fashionlens.fields"
+"""Collection property recording which VARCHAR field holds which metadata column (JSON)."""
+MAX_TEXT = 65_535
+"""Longest text (bytes) a Milvus VARCHAR holds: item ids and metadata values."""
 CONSISTENCY = "Strong"
 MAX_TOPK = 16_384
 """Milvus returns at most this many hits per query (its ``topk`` limit)."""
-MAX_ID_LENGTH = 65_535
-"""Longest ``item_id`` a Milvus VARCHAR primary key holds."""
 BATCH_BYTES = 16 * 2**20
 """Inserts are streamed in batches of about this many bytes of vectors, well under gRPC's 64 MB message limit."""
 QUERY_BATCH = 1024
@@ -86,21 +92,23 @@ def literal(text: str) -> str:
     return '"' + text.translate(_ESCAPES) + '"'
 
 
-def expression(filters: dict[str, list[str]], exclude: list[str]) -> str:
-    """The Milvus boolean expression for ``filters`` (field -> accepted values, fields already checked) and
-    excluded item ids: one ``or`` group per field (Milvus has no ``in`` on JSON keys), ``and``-ed together.
+def expression(filters: dict[str, list[str]], exclude: list[str], fields: dict[str, str] | None = None) -> str:
+    """The Milvus boolean expression for ``filters`` (column -> accepted values, columns already checked) and
+    excluded item ids, ``and``-ed together: ``in`` on ``item_id`` and on the VARCHAR field of a column in ``fields``
+    (column -> field name), an ``or`` group on the JSON ``meta`` key of any other column (Milvus has no ``in`` on
+    JSON keys).
 
-    ``{"gender": ["Men"], "colour": ["Red", "Blue"]}`` with ``exclude=["42"]`` gives
-    ``(meta["gender"] == "Men") and (meta["colour"] == "Red" or meta["colour"] == "Blue") and
-    item_id not in ["42"]``.
+    ``{"gender": ["Men"], "colour": ["Red", "Blue"]}`` with ``exclude=["42"]`` and ``fields={"gender": "f0"}``
+    gives ``f0 in ["Men"] and (meta["colour"] == "Red" or meta["colour"] == "Blue") and item_id not in ["42"]``.
     """
     clauses = []
-    for field, values in filters.items():
+    for column, values in filters.items():
         unique = list(dict.fromkeys(values))
-        if field == ITEM_ID:
-            clauses.append(f"{ITEM_ID} in [{', '.join(map(literal, unique))}]")
+        field = ITEM_ID if column == ITEM_ID else (fields or {}).get(column)
+        if field is not None:
+            clauses.append(f"{field} in [{', '.join(map(literal, unique))}]")
         else:
-            key = f"{META}[{literal(field)}]"
+            key = f"{META}[{literal(column)}]"
             clauses.append("(" + " or ".join(f"{key} == {literal(value)}" for value in unique) + ")")
     if exclude:
         clauses.append(f"{ITEM_ID} not in [{', '.join(map(literal, exclude))}]")
@@ -125,6 +133,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
         self._uri = uri
         self._collection = collection
         self._local = local  # a Lite database that belongs to (and is saved with) the index directory
+        self._fields: dict[str, str] = {}  # metadata column -> its VARCHAR field (other columns live in META)
         self._scratch: Path | None = None  # where a built, not yet saved, local database lives
 
     @classmethod
@@ -262,7 +271,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
                     self._collection,
                     data=batch,
                     limit=fetch,
-                    filter=expression(filters, excluded_ids),
+                    filter=expression(filters, excluded_ids, self._fields),
                     output_fields=[VECTOR] if rerank else [],
                     search_params={"metric_type": _METRIC_TYPES[self._metric], "params": params},
                     consistency_level=CONSISTENCY,
@@ -293,10 +302,13 @@ class MilvusCatalogueIndex(CatalogueIndex):
         from pymilvus import DataType
 
         client = self._client
+        self._fields = {column: f"f{i}" for i, column in enumerate(self._items.column_names[1:])}
         with _milvus_errors("create collection", self._uri):
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field(ITEM_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+            schema.add_field(ITEM_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
             schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
+            for field in self._fields.values():
+                schema.add_field(field, DataType.VARCHAR, max_length=MAX_TEXT, nullable=True)
             schema.add_field(META, DataType.JSON)
             index_type, names = _INDEX_TYPES[self._kind.name]
             index_params = client.prepare_index_params()
@@ -311,23 +323,32 @@ class MilvusCatalogueIndex(CatalogueIndex):
                 schema=schema,
                 index_params=index_params,
                 consistency_level=CONSISTENCY,
-                properties={IDENTITY: json.dumps(self._identity())},
+                properties={IDENTITY: json.dumps(self._identity()), FIELDS: json.dumps(self._fields)},
             )
 
     def _upload(self, vectors: np.ndarray, items: pa.Table) -> None:
         """Insert ``vectors`` and ``items`` in batches (streamed: one batch of rows in memory at a time)."""
+        for column in items.column_names:
+            lengths = pc.max(pc.binary_length(items.column(column))).as_py()
+            if lengths is not None and lengths > MAX_TEXT:
+                raise CatalogueIndexError(
+                    f"metadata column {shown(column)} has a value longer than the {MAX_TEXT} bytes Milvus holds"
+                )
         ids = items.column(ITEM_ID).to_pylist()
-        long = next((item_id for item_id in ids if len(item_id.encode()) > MAX_ID_LENGTH), None)
-        if long is not None:
-            raise CatalogueIndexError(f"item_id {shown(long)} is longer than the {MAX_ID_LENGTH} bytes Milvus holds")
-        meta = items.drop_columns([ITEM_ID])
+        named = items.select([column for column in items.column_names if column in self._fields])
+        named = named.rename_columns([self._fields[column] for column in named.column_names])
+        extra = items.select([c for c in items.column_names if c != ITEM_ID and c not in self._fields])
         batch = max(1, BATCH_BYTES // (4 * self._dim))
         for start in range(0, len(ids), batch):
             stop = min(start + batch, len(ids))
             rows = [
-                {ITEM_ID: item_id, VECTOR: vector, META: fields}
-                for item_id, vector, fields in zip(
-                    ids[start:stop], vectors[start:stop], meta.slice(start, stop - start).to_pylist(), strict=True
+                {ITEM_ID: item_id, VECTOR: vector, **fields, META: others}
+                for item_id, vector, fields, others in zip(
+                    ids[start:stop],
+                    vectors[start:stop],
+                    named.slice(start, stop - start).to_pylist(),
+                    extra.slice(start, stop - start).to_pylist(),
+                    strict=True,
                 )
             ]
             with _milvus_errors("insert", self._uri):
@@ -344,10 +365,10 @@ class MilvusCatalogueIndex(CatalogueIndex):
                 raise CatalogueIndexError(f"{where} not found; rebuild the index {root}")
             properties = self._client.describe_collection(self._collection).get("properties") or {}
             try:
-                identity = json.loads(properties.get(IDENTITY, ""))
+                identity, fields = json.loads(properties.get(IDENTITY, "")), json.loads(properties.get(FIELDS, ""))
             except ValueError:
-                identity = None
-            if not isinstance(identity, dict) or identity.get("fashionlens") != 1:
+                identity = fields = None
+            if not isinstance(identity, dict) or identity.get("fashionlens") != 1 or not isinstance(fields, dict):
                 raise CatalogueIndexError(f"{where} was not built by fashionlens; point {root} at its own collection")
             if identity != self._identity():
                 raise CatalogueIndexError(
@@ -355,6 +376,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
                     f"{identity.get('dim')}-d), but {root / 'index.json'} says {self._model_id!r} "
                     f"({self._metric}, {self._dim}-d); rebuild the index"
                 )
+            self._fields = fields
             self._client.load_collection(self._collection)
             count = self._client.query(
                 self._collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY
@@ -397,8 +419,11 @@ def _pymilvus() -> Any:
             "the milvus backend needs pymilvus and milvus-lite: pip install 'fashionlens[milvus]'"
         ) from error
     # pymilvus logs every failed call with its traceback before raising; the error is raised to the caller as a
-    # one-line CatalogueIndexError, so the log would only put a traceback on a user's terminal.
+    # one-line CatalogueIndexError, so the log would only put a traceback on a user's terminal. Likewise Milvus
+    # Lite's in-process gRPC server logs a traceback for each call it does not implement (pymilvus asks it for a
+    # timestamp while waiting for an index, then carries on without one).
     logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     return pymilvus
 
 
