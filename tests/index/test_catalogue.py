@@ -16,7 +16,7 @@ import pytest
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index import INDEX_KINDS, CatalogueIndex
-from fashionlens.index import faiss_backend as catalogue_module
+from fashionlens.index import catalogue as catalogue_module
 from fashionlens.index import store as store_module
 from fashionlens.index.store import IDS_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE, VECTORS_FILE
 
@@ -46,6 +46,8 @@ def build(backend: str, request: pytest.FixtureRequest):
     storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
 
     def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
+        if backend == "milvus" and kwargs.get("kind") == "ivfpq":
+            pytest.skip("Milvus Lite has no IVF_PQ index (test_milvus_backend.py checks the error)")
         return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
 
     return build_index
@@ -99,9 +101,13 @@ def path_build(path: str, request: pytest.FixtureRequest, monkeypatch: pytest.Mo
         monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
     backend = "milvus" if path == "milvus" else "faiss"
     storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
-    return lambda vectors, metadata, **kwargs: CatalogueIndex.build(
-        vectors, metadata, backend=backend, storage=storage, **kwargs
-    )
+
+    def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
+        if backend == "milvus" and kwargs.get("kind") == "ivfpq":
+            pytest.skip("Milvus Lite has no IVF_PQ index")
+        return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
+
+    return build_index
 
 
 def brute_force(
@@ -138,6 +144,13 @@ def test_approximate_kinds_scanning_everything_equal_brute_force(build, vectors,
     catalogue = build(vectors, items, model_id="m", kind=kind)
     expected_ids, _ = brute_force(vectors, list(items.item_id), queries, 10, "ip")
     assert hit_ids(catalogue.search(queries, k=10, **EXHAUSTIVE[kind])) == expected_ids
+
+
+def test_index_parameters_reach_the_index(build, vectors, items, queries):
+    # One IVF cell holds everything, so probing one cell is exact -- unless nlist were ignored.
+    catalogue = build(vectors, items, model_id="m", kind="ivf", nlist=1)
+    expected_ids, _ = brute_force(vectors, list(items.item_id), queries, 10, "ip")
+    assert hit_ids(catalogue.search(queries, k=10, nprobe=1)) == expected_ids
 
 
 def test_ivfpq_reranks_its_shortlist_with_the_stored_vectors(build, backend, vectors, items, queries):

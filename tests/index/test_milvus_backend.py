@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index import CatalogueIndex, MilvusCatalogueIndex
+from fashionlens.index import catalogue as catalogue_module
 from fashionlens.index import milvus_backend as milvus_module
 from fashionlens.index.milvus_backend import expression, literal
 from fashionlens.index.store import ITEMS_FILE, MANIFEST_FILE, MILVUS_LITE_DB
@@ -40,6 +42,15 @@ def make_items(values: list[str]) -> pd.DataFrame:
 
 def make_vectors(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def filters_go_to_milvus() -> Iterator[None]:
+    """Small filtered subsets are scored from their vectors without a Milvus search (``EXACT_SUBSET_MAX``); these
+    tests are about the expressions Milvus evaluates, so every filter goes to Milvus here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +134,10 @@ def test_filter_runs_inside_the_milvus_search(uri, monkeypatch):
     # One search per query batch for exactly k hits, the filter and the exclusion inside it, Strong consistency.
     assert calls == [(5, 'f0 in ["dress"] and item_id not in ["id-1"]', "Strong")]
     assert all(len(row) == 5 and {hit.metadata["category"] for hit in row} == {"dress"} for row in hits)
+    monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 2048)
+    exact = catalogue.search(make_vectors(2, seed=3), k=5, filters={"category": "dress"}, exclude=["id-1"])
+    assert [[hit.item_id for hit in row] for row in exact] == [[hit.item_id for hit in row] for row in hits]
+    assert len(calls) == 1  # 19 matching items: scored from their vectors, Milvus is not searched
 
 
 def test_embedded_database_lives_in_the_index_directory(tmp_path):
@@ -248,6 +263,12 @@ def test_invalid_storage_is_named(storage, message):
     with pytest.raises(CatalogueIndexError, match=message):
         CatalogueIndex.build(make_vectors(3), make_items(list("abc")), model_id="m", backend="milvus",
                              storage=storage)
+
+
+def test_milvus_lite_refuses_ivfpq_up_front(tmp_path):
+    with pytest.raises(CatalogueIndexError, match="Milvus Lite has no IVF_PQ index; use kind flat, ivf, hnsw"):
+        CatalogueIndex.build(make_vectors(300), make_items([str(i) for i in range(300)]), model_id="m",
+                             backend="milvus", kind="ivfpq", nlist=2, nbits=4, m=2)
 
 
 def test_missing_embedded_database_is_named(tmp_path):

@@ -16,19 +16,9 @@ import pyarrow as pa
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
-from fashionlens.index.filters import ItemFilter, allow_selector, deny_selector
-from fashionlens.index.kinds import METRICS, Params, get_kind
+from fashionlens.index.filters import allow_selector, deny_selector
+from fashionlens.index.kinds import Params, get_kind
 from fashionlens.index.store import IndexManifest, read_faiss_files, write_faiss_files
-
-EXACT_SUBSET_MAX = 2048
-"""Filtered searches whose filter keeps at most this many items score those items' stored vectors directly.
-
-Larger filtered subsets are searched in the FAISS index with an ID selector. Small ones are not, for two reasons:
-an approximate index only scans part of the catalogue (``nprobe`` IVF cells, ``efSearch`` graph candidates), so a
-very selective filter may leave too few matching items inside the scanned part and return fewer than ``k`` hits;
-and even an exact flat index still walks all 10^6 ids through the selector (~25 ms), where scoring 2048 stored
-vectors is exact and takes well under a millisecond. Vector databases call this a "flat search cut-off".
-"""
 
 
 class FaissCatalogueIndex(CatalogueIndex):
@@ -49,7 +39,7 @@ class FaissCatalogueIndex(CatalogueIndex):
         super().__init__(manifest, items)
         self._index = index
         self._ids = ids
-        self._vectors = vectors
+        self._stored = vectors
 
     @classmethod
     def _create(cls, vectors: np.ndarray, items: pa.Table, manifest: IndexManifest, storage: Storage) -> Self:
@@ -67,17 +57,17 @@ class FaissCatalogueIndex(CatalogueIndex):
         return cls(manifest, items, *read_faiss_files(root, manifest))
 
     def _write(self, tmp: Path) -> None:
-        write_faiss_files(tmp, self._index, self._ids, self._vectors)
+        write_faiss_files(tmp, self._index, self._ids, self._stored)
 
     def _insert(self, vectors: np.ndarray, items: pa.Table) -> None:
         start = int(self._ids[-1]) + 1 if len(self._ids) else 0
         ids = np.arange(start, start + len(vectors), dtype=np.int64)
         self._index.add_with_ids(vectors, ids)
-        self._vectors = np.concatenate([self._vectors, vectors])
+        self._stored = np.concatenate([self._stored, vectors])
         self._ids = np.concatenate([self._ids, ids])
 
     def _delete(self, rows: np.ndarray, keep: np.ndarray) -> None:
-        vectors, ids = self._vectors[keep], self._ids[keep]
+        vectors, ids = self._stored[keep], self._ids[keep]
         if self._kind.removable:
             self._index.remove_ids(faiss.IDSelectorBatch(self._ids[rows]))
         else:
@@ -85,44 +75,34 @@ class FaissCatalogueIndex(CatalogueIndex):
             self._kind.train(index, self._params, vectors)
             index.add_with_ids(np.ascontiguousarray(vectors), ids)
             self._index = index
-        self._vectors, self._ids = vectors, ids
+        self._stored, self._ids = vectors, ids
 
-    def _vector(self, row: int) -> np.ndarray:
-        return np.asarray(self._vectors[row])
+    def _vectors(self, rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._stored[rows])
 
     def _search(
-        self, queries: np.ndarray, k: int, filters: dict[str, list[str]], excluded: np.ndarray, knobs: Params
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: dict[str, list[str]],
+        allowed: np.ndarray | None,
+        excluded: np.ndarray,
+        knobs: Params,
     ) -> list[list[SearchHit]]:
+        # The filter runs inside the FAISS search, as an ID selector (see fashionlens.index.filters).
         search_params = self._kind.search_parameters(self._params, knobs.get("nprobe"), knobs.get("ef"))
-        allowed = self._filter.mask(filters)
         if allowed is not None:
-            allowed[excluded] = False
-            rows = np.flatnonzero(allowed)
-            if not len(rows):
-                return [[] for _ in range(len(queries))]
-            if len(rows) <= EXACT_SUBSET_MAX:
-                return self._hits(*self._exact(queries, rows, min(k, len(rows))))
-            search_params.sel = allow_selector(self._ids[rows])
-            candidates = len(rows)
+            search_params.sel = allow_selector(self._ids[allowed])
+            candidates = len(allowed)
         else:
             candidates = len(self) - len(excluded)
             if len(excluded):
                 search_params.sel = deny_selector(self._ids[excluded])
-        k = min(k, candidates)
         fetch = min(self._kind.shortlist(self._params, k), candidates)
         scores, labels = self._index.search(queries, fetch, params=search_params)
         if fetch == k:
             return self._hits(scores, self._rows_of_ids(labels))
         return self._hits(*self._rerank(queries, self._rows_of_ids(labels), k))
-
-    def _set_items(self, items: pa.Table) -> None:
-        super()._set_items(items)
-        self._filter = ItemFilter(items)
-
-    def _exact(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (``k <= len(rows)``) scores and rows of ``queries`` among the stored vectors of ``rows``."""
-        scores, local = faiss.knn(queries, self._vectors[rows], k, metric=METRICS[self._metric])
-        return scores, rows[local]
 
     def _rerank(self, queries: np.ndarray, shortlists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of each query's shortlist of rows (``-1`` = none) by exact score; ``-1`` pads short results."""

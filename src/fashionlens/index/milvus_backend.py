@@ -69,7 +69,8 @@ MAX_TOPK = 16_384
 BATCH_BYTES = 16 * 2**20
 """Inserts are streamed in batches of about this many bytes of vectors, well under gRPC's 64 MB message limit."""
 QUERY_BATCH = 1024
-"""Queries per search call (Milvus takes at most 16384; smaller batches keep each reply small)."""
+"""Queries per search call, or item ids per vector look-up (Milvus takes at most 16384; smaller batches keep each
+reply small)."""
 CONNECT_TIMEOUT_S = 10.0
 TOKEN_ENV = "FASHIONLENS_MILVUS_TOKEN"
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
@@ -81,6 +82,9 @@ _INDEX_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "hnsw": ("HNSW", ("M", "efConstruction")),
 }
 """Index kind -> Milvus index type and the kind's parameters that Milvus takes under the same name."""
+LITE_MISSING = frozenset({"ivfpq"})
+"""Kinds whose Milvus index type Milvus Lite 3.2 lacks (its IVF_PQ is "reserved for a future phase")."""
+LITE_KINDS = tuple(kind for kind in _INDEX_TYPES if kind not in LITE_MISSING)
 _METRIC_TYPES = {"ip": "IP", "l2": "L2"}
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -147,6 +151,11 @@ class MilvusCatalogueIndex(CatalogueIndex):
                 f"milvus collection name {shown(collection)} must be a letter or _ then letters, digits or _"
             )
         scratch = None
+        if manifest.kind in LITE_MISSING and not storage.get("uri", "").startswith(SERVER_SCHEMES):
+            raise CatalogueIndexError(
+                f"Milvus Lite has no {_INDEX_TYPES[manifest.kind][0]} index; use kind {', '.join(LITE_KINDS)} "
+                "with Milvus Lite, or a Milvus server (uri http://host:19530)"
+            )
         if storage.get("uri"):
             uri, local = _checked_uri(storage["uri"]), False
         else:
@@ -235,23 +244,36 @@ class MilvusCatalogueIndex(CatalogueIndex):
         with _milvus_errors("delete", self._uri):
             self._client.delete(self._collection, filter=_id_filter(ids), consistency_level=CONSISTENCY)
 
-    def _vector(self, row: int) -> np.ndarray:
-        item_id = self._items.column(ITEM_ID)[row].as_py()
-        with _milvus_errors("get", self._uri):
-            found = self._client.query(
-                self._collection, filter=_id_filter([item_id]), output_fields=[VECTOR], consistency_level=CONSISTENCY
-            )
-        if not found:
+    def _vectors(self, rows: np.ndarray) -> np.ndarray:
+        ids = self._items.column(ITEM_ID).take(pa.array(rows, type=pa.int64())).to_pylist()
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), QUERY_BATCH):
+            with _milvus_errors("get", self._uri):
+                for entity in self._client.query(
+                    self._collection,
+                    filter=_id_filter(ids[start : start + QUERY_BATCH]),
+                    output_fields=[VECTOR],
+                    consistency_level=CONSISTENCY,
+                ):
+                    found[entity[ITEM_ID]] = entity[VECTOR]
+        missing = next((item_id for item_id in ids if item_id not in found), None)
+        if missing is not None:
             raise CatalogueIndexError(
-                f"item_id {item_id!r} is in the item table but not in milvus collection {self._collection!r}; "
+                f"item_id {missing!r} is in the item table but not in milvus collection {self._collection!r}; "
                 "the collection was changed by another writer: reload or rebuild the index"
             )
-        return np.asarray(found[0][VECTOR], dtype=np.float32)
+        return np.asarray([found[item_id] for item_id in ids], dtype=np.float32).reshape(len(ids), self._dim)
 
     def _search(
-        self, queries: np.ndarray, k: int, filters: dict[str, list[str]], excluded: np.ndarray, knobs: Params
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: dict[str, list[str]],
+        allowed: np.ndarray | None,
+        excluded: np.ndarray,
+        knobs: Params,
     ) -> list[list[SearchHit]]:
-        k = min(k, len(self) - len(excluded))
+        # The filter runs inside the Milvus search, as a boolean expression (the allowed rows are not sent).
         if k > MAX_TOPK:
             raise CatalogueIndexError(f"k={k} is more than the {MAX_TOPK} hits Milvus returns per query")
         fetch = min(self._kind.shortlist(self._params, k), len(self), MAX_TOPK)
@@ -311,12 +333,16 @@ class MilvusCatalogueIndex(CatalogueIndex):
                 schema.add_field(field, DataType.VARCHAR, max_length=MAX_TEXT, nullable=True)
             schema.add_field(META, DataType.JSON)
             index_type, names = _INDEX_TYPES[self._kind.name]
+            build_params: dict[str, Any] = {name: self._params[name] for name in names}
             index_params = client.prepare_index_params()
+            # pymilvus 3 sends each build parameter as its own key, which a Milvus server reads, but Milvus Lite 3.2
+            # only reads the older single "params" key and would silently build with its defaults (nlist=128...);
+            # sending both serves both (a server accepts the "params" key too).
             index_params.add_index(
                 VECTOR,
                 index_type=index_type,
                 metric_type=_METRIC_TYPES[self._metric],
-                params={name: self._params[name] for name in names},
+                params={**build_params, "params": dict(build_params)} if build_params else {},
             )
             client.create_collection(
                 self._collection,
@@ -327,7 +353,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
             )
 
     def _upload(self, vectors: np.ndarray, items: pa.Table) -> None:
-        """Insert ``vectors`` and ``items`` in batches (streamed: one batch of rows in memory at a time)."""
+        """Insert ``vectors`` and ``items`` in batches (streamed: one batch of rows in memory at a time), then flush."""
         for column in items.column_names:
             lengths = pc.max(pc.binary_length(items.column(column))).as_py()
             if lengths is not None and lengths > MAX_TEXT:
@@ -353,6 +379,10 @@ class MilvusCatalogueIndex(CatalogueIndex):
             ]
             with _milvus_errors("insert", self._uri):
                 self._client.insert(self._collection, rows)
+        # Seal the new rows into segments, which starts building their vector index (in the background: until it
+        # is built, Milvus searches those segments by brute force, exactly but slower).
+        with _milvus_errors("flush", self._uri):
+            self._client.flush(self._collection)
 
     def _identity(self) -> dict[str, Any]:
         return {"fashionlens": 1, "model_id": self._model_id, "metric": self._metric, "dim": self._dim}
