@@ -123,7 +123,8 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
 
 
 SHIPPED = SHIPPED_CONFIGS
-CONFIG_CLASSES = {"tagging_": TaggingConfig, "hierarchy_": HierarchyConfig, "retrieval_": RetrievalConfig}
+CONFIG_CLASSES = {"tagging_": TaggingConfig, "hierarchy_": HierarchyConfig, "retrieval_": RetrievalConfig,
+                  "street2shop_": RetrievalConfig}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in SHIPPED.glob("*.yaml") if not p.name.endswith("_taxonomy.yaml")),
@@ -154,6 +155,10 @@ PAPER_ELEMENTS: dict[str, dict[str, object]] = {
         "backbone.input_size": None,
         "variant": "hmcn", "loss_weighting": "sum", "hidden": 384, "dropout": 0.6, "beta": 0.5,
         "train.optimizer": "adam", "train.lr": 0.001},
+    "street2shop_triplet.yaml": {
+        "mode": "finetune", "normalize": False, "margin": 4.0, "swap": False, "miner": None, "identity": "item_id",
+        "negatives_per_pair": 4, "negatives": "street", "easy_fraction": 0.2, "train.optimizer": "sgd",
+        "train.momentum": 0.9, "train.scheduler": "step", "train.gamma": 0.1},
 }
 
 

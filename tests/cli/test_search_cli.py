@@ -9,12 +9,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner, Result
 
 from fashionlens.cli import app
+from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_fashion_product_images
 from fashionlens.data.records import Manifest
+from fashionlens.models.backbones import BackboneConfig, build_backbone
+from fashionlens.models.heads import TaggingHead
+from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, evaluate_similar_items
+from fashionlens.tasks.tagging import Tagger, TaggingConfig
 
 runner = CliRunner()
 TYPES = ("Watches", "Casual Shoes", "Tshirts")
@@ -122,4 +128,127 @@ def test_trained_model_evaluates_and_is_refused_by_a_baseline_index(catalogue: t
     assert f"results grid: {folder / 'grid.png'}" in output.replace("\n", "")
     assert (folder / "grid.png").is_file()
     mismatch = _fails(run_cli, "search", manifest.frame["path"].iloc[0], "--index", index, "--model", model)
-    assert "built with embedding model" in mismatch
+    assert "built with embedding model" in mismatch and "--model DIR" in mismatch  # names the fix
+    # an index built with --model records it: --index alone searches, and a wrong --model names the recorded one
+    recorded = folder / "trained-index"
+    _ok("index", "build", "--manifest", folder / "catalogue.parquet", "--out", recorded, "--model", model)
+    photo = manifest.frame["path"].iloc[7]
+    found = _json_lines(_ok("search", photo, "--index", recorded, "--k", "2", "--json"))
+    assert found[0]["item_id"] == manifest.frame["item_id"].iloc[7]
+    wrong = _fails(run_cli, "search", photo, "--index", index, "--model", model)
+    assert "--model DIR" in wrong
+    wrong = _fails(run_cli, "search", photo, "--index", recorded, "--model", folder / "no-such-embedder")
+    assert "no-such-embedder" in wrong
+    _ok("index", "add", "--index", recorded, "--manifest", folder / "spare.parquet")  # uses the recorded embedder
+    assert _json_block(_ok("index", "info", "--index", recorded))["models"] == {"embedder": str(model)}
+
+
+def _street_tagger(directory: Path, heads: dict[str, list[str]], tags: list[str], sure: dict[str, str]) -> Path:
+    """Save a tagger (tiny random backbone) whose outputs are constant: class ``sure[head]`` and tag ``sure['tag']``
+    on with high probability, everything else unlikely."""
+    torch.manual_seed(0)
+    config = TaggingConfig(backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0),
+                           hidden=8, dropout=0.0, tags=tags)
+    width = build_backbone(config.backbone).num_features
+    head = TaggingHead(width, len(tags), {name: len(classes) for name, classes in heads.items()}, hidden=8,
+                       dropout=0.0)
+    with torch.no_grad():
+        for name, layer in [*head.heads.items(), ("tag", head.tags)]:
+            assert layer is not None
+            layer.weight.zero_()
+            names = heads.get(name, tags)
+            layer.bias.copy_(torch.tensor([6.0 if label == sure.get(name) else -6.0 for label in names]))
+    labels = LabelSpace(tags=tags, heads=heads)
+    Tagger(config, labels, head, np.full(len(tags), 0.5), weights_id="random").save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def mapped_catalogue(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    """A baseline index over one product per articleType and baseColour the shipped domain mapping names."""
+    mapping = load_domain_mapping()
+    products = read_fashion_product_images(shared_data / "fashion-product-images")
+    kinds, colours = products.class_column("articleType"), products.class_column("baseColour")
+    wanted = [*{k for names in mapping.categories.values() for k in names}]
+    chosen = {int(np.flatnonzero(kinds == kind)[0]) for kind in wanted}
+    chosen |= {int(np.flatnonzero(colours == colour)[0]) for names in mapping.colours.values() for colour in names}
+    manifest = products.subset(np.isin(np.arange(len(products)), sorted(chosen)))
+    folder = tmp_path_factory.mktemp("mapped")
+    manifest.save(folder / "catalogue.parquet")
+    _ok("index", "build", "--manifest", folder / "catalogue.parquet", "--out", folder / "index")
+    return folder / "index", manifest
+
+
+@pytest.mark.slow  # ~7 CLI runs, each loading the backbones: about 30 s on a busy 2-core machine
+def test_attributes_steer_the_search_towards_the_photos_kind(mapped_catalogue: tuple[Path, Manifest],
+                                                            tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    index, manifest = mapped_catalogue
+    shirt = manifest.frame["path"][manifest.class_column("articleType") == "Shirts"].iloc[0]
+    dress = _street_tagger(tmp_path / "dress", {"category": ["Dress", "Shirt"]}, ["blue", "red"],
+                           {"category": "Dress", "tag": "blue"})
+    plain = _json_lines(_ok("search", shirt, "--index", index, "--k", "3", "--json"))
+    assert plain[0]["articleType"] == "Shirts"  # the photo itself
+    off = _json_lines(_ok("search", shirt, "--index", index, "--k", "3", "--json", "--tagger", dress,
+                          "--attributes", "off"))
+    assert off == plain
+    steered = _json_lines(_ok("search", shirt, "--index", index, "--k", "3", "--json", "--tagger", dress))
+    assert {hit["articleType"] for hit in steered[:2]} <= {"Dresses", "Tunics"}  # the catalogue has one of each
+    assert steered[0]["steered_by"]["category"]["label"] == "Dress"
+    assert [hit["rank"] for hit in steered] == [1, 2, 3]
+    assert "steered by Dress (1.00) -> Dresses, Tunics; blue" in _ok("search", shirt, "--index", index, "--tagger",
+                                                                     dress).replace("\n", "")
+    no_tagger = run_cli("search", shirt, "--index", index, "--k", "3", "--json")
+    assert no_tagger.exit_code == 0 and "attribute steering off: no tagger" in no_tagger.stderr
+    recorded = tmp_path / "index"  # the tagger recorded by index build steers without --tagger
+    _ok("index", "build", "--manifest", index.parent / "catalogue.parquet", "--out", recorded, "--tagger", dress)
+    assert _json_lines(_ok("search", shirt, "--index", recorded, "--k", "3", "--json")) == steered
+
+
+@pytest.mark.slow  # as above
+def test_attribute_search_refuses_unfit_taggers_and_catalogues(mapped_catalogue: tuple[Path, Manifest],
+                                                               catalogue: tuple[Path, Manifest, Path],
+                                                               tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    index, manifest = mapped_catalogue
+    photo = manifest.frame["path"].iloc[0]
+    sleeves = _street_tagger(tmp_path / "sleeves", {"sleeve": ["long", "short"]}, ["blue"], {"sleeve": "long"})
+    assert "no 'category' head" in _fails(run_cli, "search", photo, "--index", index, "--tagger", sleeves)
+    dress = _street_tagger(tmp_path / "dress", {"category": ["Dress", "Shirt"]}, ["blue"], {"category": "Dress"})
+    small = catalogue[2]  # watches, shoes and T-shirts: the mapping names articleTypes it lacks
+    assert "the catalogue lacks" in _fails(run_cli, "search", photo, "--index", small, "--tagger", dress)
+    assert "--attributes" in _fails(run_cli, "search", photo, "--index", index, "--attributes", "maybe")
+    assert "no-tagger" in _fails(run_cli, "search", photo, "--index", index, "--tagger", tmp_path / "no-tagger")
+
+
+def test_search_says_which_box_it_searched(catalogue: tuple[Path, Manifest, Path], shared_data: Path,
+                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    _, manifest, index = catalogue
+    photo = manifest.frame["path"].iloc[7]
+    width, height = Image.open(photo).size
+    whole = _json_lines(_ok("search", photo, "--index", index, "--k", "2", "--json", "--crop", "none"))
+    assert len(whole) == 2 and whole[0]["crop"] == {"box": [0, 0, width, height], "box_text": f"0,0,{width},{height}",
+                                                    "mode": "none", "fallback": False, "reason": None}
+    given = _json_lines(_ok("search", photo, "--index", index, "--k", "1", "--json", "--crop", "10,20,100,120"))
+    assert given[0]["crop"]["box"] == [10, 20, 100, 120] and given[0]["crop"]["mode"] == "box"
+    street = sorted((shared_data / "clothing-attributes" / "images").glob("*.jpg"))[0]
+    found = _json_lines(_ok("search", street, "--index", index, "--k", "1", "--json"))[0]["crop"]  # auto by default
+    street_width, street_height = Image.open(street).size
+    x0, y0, x1, y1 = found["box"]
+    assert found["mode"] == "auto" and not found["fallback"]
+    assert 0 <= x0 < x1 <= street_width and 0 <= y0 < y1 <= street_height
+    assert (x1 - x0) * (y1 - y0) < street_width * street_height  # the garment, not the whole photo
+    assert f"searched box {found['box_text']} (auto)" in " ".join(_ok("search", street, "--index", index, "--k",
+                                                                        "1").split())  # rich wraps long lines
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 300), (255, 255, 255)).save(blank)
+    table = " ".join(_ok("search", blank, "--index", index, "--k", "1").split())
+    assert "searched the whole photo (no garment found" in table
+
+
+@pytest.mark.parametrize(("crop", "fragment"), [("abc", "is malformed"), ("1,2,3", "is malformed"),
+                                                ("5,5,5,9", "is empty"), ("0,0,5000,10", "lies outside the")])
+def test_bad_crops_fail_with_one_line(catalogue: tuple[Path, Manifest, Path], run_cli: Callable[..., Any],
+                                      crop: str, fragment: str) -> None:
+    _, manifest, index = catalogue
+    assert fragment in _fails(run_cli, "search", manifest.frame["path"].iloc[0], "--index", index, "--crop", crop)

@@ -6,6 +6,7 @@ shared by the module, a fresh collection per build). Milvus-only behaviour is in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -329,6 +330,52 @@ def test_load_detects_model_and_dimension_mismatch(build, vectors, items, tmp_pa
         CatalogueIndex.load(tmp_path / "index", expected_model_id="vit-b16@v2")
     with pytest.raises(CatalogueIndexError, match="holds 16-dimensional vectors, but 512 were expected"):
         CatalogueIndex.load(tmp_path / "index", expected_dim=512)
+
+
+def test_recorded_models_travel_with_the_folder_and_name_the_fix(build, vectors, items, tmp_path):
+    models = tmp_path / "demo" / "models"
+    catalogue = build(vectors, items, model_id="vit-b16@v1")
+    catalogue.record_model("embedder", models / "embedder")
+    catalogue.record_model("tagger", models / "tagger")
+    catalogue.save(models / "index")
+    written = json.loads((models / "index" / MANIFEST_FILE).read_text())["models"]
+    assert written == {"embedder": "../embedder", "tagger": "../tagger"}  # relative: the folder may move
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "demo").rename(moved)
+    loaded = CatalogueIndex.load(moved / "models" / "index")
+    assert loaded.models == {"embedder": moved / "models" / "embedder", "tagger": moved / "models" / "tagger"}
+    assert loaded.info()["models"]["embedder"] == str(moved / "models" / "embedder")
+    with pytest.raises(CatalogueIndexError, match=r"not 'vit-b16@v2'; search it with the embedder it records, "
+                                                  r".*elsewhere/models/embedder \(omit --model"):
+        CatalogueIndex.load(moved / "models" / "index", expected_model_id="vit-b16@v2")
+    loaded.record_model("tagger", None)
+    loaded.save(tmp_path / "far" / "away" / "copy")  # far from its models: recorded absolute, so it may move alone
+    written = json.loads((tmp_path / "far" / "away" / "copy" / MANIFEST_FILE).read_text())["models"]
+    assert written == {"embedder": str(moved / "models" / "embedder")}
+    (tmp_path / "far" / "away" / "copy").rename(tmp_path / "copy")
+    assert CatalogueIndex.load(tmp_path / "copy").models == {"embedder": moved / "models" / "embedder"}
+
+
+def test_an_index_without_recorded_models_loads_and_names_the_model_option(vectors, items, tmp_path):
+    directory = CatalogueIndex.build(vectors, items, model_id="m1").save(tmp_path / "index")
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    del manifest["models"]  # as written before the record existed
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert CatalogueIndex.load(directory).models == {}
+    with pytest.raises(CatalogueIndexError, match=r"pass the embedder directory that built it \(--model DIR\)"):
+        CatalogueIndex.load(directory, expected_model_id="m2")
+    manifest["models"] = {"embedder": 3}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CatalogueIndexError, match="'models' must map roles to paths"):
+        CatalogueIndex.load(directory)
+
+
+def test_fields_and_their_values(build, vectors, items):
+    catalogue = build(vectors, items, model_id="m")
+    assert catalogue.fields == ["category", "colour", "year"]
+    assert catalogue.values("colour") == ["blue", "red"]  # missing values are left out
+    with pytest.raises(CatalogueIndexError, match="no field 'size'"):
+        catalogue.values("size")
 
 
 def test_failed_save_leaves_previous_index_intact(build, vectors, items, queries, tmp_path, monkeypatch):

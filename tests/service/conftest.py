@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
+from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
@@ -133,7 +135,40 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def live_server(full_app: FastAPI) -> Iterator[str]:
     """``full_app`` served by uvicorn on a loopback port in a background thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(full_app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    with _served(full_app) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mapped_index(service_models: ServiceModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the baseline embedder over items of every articleType and baseColour the shipped domain mapping
+    names, recording the service tagger, so photo search is steered by attributes (random vectors: which items are
+    nearest is arbitrary, so only the steering orders the kinds)."""
+    mapping = load_domain_mapping()
+    kinds = sorted({kind for names in mapping.categories.values() for kind in names})
+    colours = sorted({colour for names in mapping.colours.values() for colour in names})
+    rows = max(len(kinds), len(colours))
+    photo = str(service_models.catalogue.frame["path"].iloc[0])
+    metadata = pd.DataFrame({"item_id": [f"item{i}" for i in range(rows)], "path": [photo] * rows,
+                             "articleType": [kinds[i % len(kinds)] for i in range(rows)],
+                             "baseColour": [colours[i % len(colours)] for i in range(rows)]})
+    embedder = Embedder.untrained(BackboneConfig())
+    vectors = np.random.default_rng(0).normal(size=(rows, embedder.dim)).astype(np.float32)
+    index = CatalogueIndex.build(vectors, metadata, embedder.model_id, embedder.metric)
+    index.record_model("tagger", service_models.tagger)
+    return index.save(tmp_path_factory.mktemp("mapped") / "index")
+
+
+@pytest.fixture(scope="session")
+def steered_server(mapped_index: Path) -> Iterator[str]:
+    """The app over ``mapped_index`` alone (its recorded tagger steers photo search), served like ``live_server``."""
+    with _served(create_app(index_dir=mapped_index)) as url:
+        yield url
+
+
+@contextmanager
+def _served(app: FastAPI) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -121,14 +121,43 @@ def test_search_finds_a_catalogue_item_from_its_own_photo(client: TestClient, se
     row = 17
     item_id = str(service_models.catalogue.frame["item_id"].iloc[row])
     photo = Path(service_models.catalogue.frame["path"].iloc[row])
-    answer = client.post("/v1/search", params={"k": 5}, files=upload(photo)).json()
+    answer = client.post("/v1/search", params={"k": 5, "crop": "none"}, files=upload(photo)).json()
     results = answer["results"]
     assert len(results) == 5 and [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert results[0]["item_id"] == item_id and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    # the default searches with the garment found in the photo: the item is still first, though not identical
+    assert client.post("/v1/search", params={"k": 1}, files=upload(photo)).json()["results"][0]["item_id"] == item_id
     assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(results))
     assert "path" not in results[0]["metadata"] and results[0]["metadata"]["articleType"]
     image = client.get(results[0]["image_url"])
     assert image.status_code == 200 and image.content == photo.read_bytes()
+
+
+def test_search_says_which_box_it_used(client: TestClient, service_models: ServiceModels, tmp_path: Path) -> None:
+    street = service_models.street_photos[0]
+    width, height = Image.open(street).size
+    found = client.post("/v1/search", params={"k": 3}, files=upload(street)).json()  # crop=auto by default
+    x0, y0, x1, y1 = found["crop"]["box"]
+    assert found["crop"]["mode"] == "auto" and found["crop"]["fallback"] is False and len(found["results"]) == 3
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and (x1 - x0) * (y1 - y0) < width * height
+    whole = client.post("/v1/search", params={"crop": "none"}, files=upload(street)).json()["crop"]
+    assert whole == {"box": [0, 0, width, height], "box_text": f"0,0,{width},{height}", "mode": "none",
+                     "fallback": False, "reason": None}
+    given = client.post("/v1/search", params={"crop": "10,20,110,220", "k": 3}, files=upload(street)).json()
+    assert given["crop"]["box"] == [10, 20, 110, 220] and given["crop"]["mode"] == "box"
+    blank = io.BytesIO()
+    Image.new("RGB", (200, 300), (255, 255, 255)).save(blank, format="PNG")
+    fallback = client.post("/v1/search", files={"image": ("blank.png", blank.getvalue(), "image/png")}).json()
+    assert fallback["crop"]["fallback"] is True and fallback["crop"]["box"] == [0, 0, 200, 300]
+    assert fallback["crop"]["reason"].startswith("no garment found") and fallback["results"]
+
+
+@pytest.mark.parametrize(("crop", "status", "fragment"), [("abc", 422, "is malformed"), ("4,4,4,8", 422, "is empty"),
+                                                          ("0,0,9999,10", 400, "lies outside the")])
+def test_bad_crops_are_4xx(client: TestClient, service_models: ServiceModels, crop: str, status: int,
+                           fragment: str) -> None:
+    response = client.post("/v1/search", params={"crop": crop}, files=upload(service_models.street_photos[0]))
+    assert_one_line_error(response, status, fragment)
 
 
 def test_search_filters_restrict_every_result(client: TestClient, service_models: ServiceModels) -> None:
@@ -269,7 +298,8 @@ class _HeldPipeline(Pipeline):
     def require(self, what: str) -> None:
         return None
 
-    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10, filters: Any = None) -> Job:
+    def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10, filters: Any = None,
+                crop: Any = "auto") -> Job:
         return Job(frozenset(tasks), {}, k, filters, (len(data), 1))
 
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
@@ -363,3 +393,42 @@ def test_serve_warns_when_open_on_a_public_interface(tmp_path: Path, monkeypatch
     assert "warning" not in runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--tagger", "nope"]).output
     bad = runner.invoke(cli_app, ["serve", "--tagger", "x", "--max-queue", "0"])
     assert "--max-queue" in str(bad.exception)
+
+
+# ----------------------------------------------------------------------------------------------- attribute steering
+def test_search_is_steered_by_the_photos_attributes(mapped_index: Path, service_models: ServiceModels) -> None:
+    photo = service_models.street_photos[0]
+    with TestClient(create_app(index_dir=mapped_index)) as steered:  # the tagger the index records
+        attributes = steered.get("/v1/info").json()["attributes"]
+        assert attributes["steering"] and attributes["source"] == str(service_models.tagger)
+        answer = steered.post("/v1/search", params={"k": 5}, files=upload(photo)).json()
+        category = answer["steered_by"]["category"]
+        assert answer["results"][0]["metadata"]["articleType"] in category["catalogue"]
+        assert [hit["rank"] for hit in answer["results"]] == [1, 2, 3, 4, 5]
+        plain = steered.post("/v1/search", params={"k": 5, "attributes": "off"}, files=upload(photo)).json()
+        assert "steered_by" not in plain and "note" not in plain
+        scores = [hit["score"] for hit in plain["results"]]
+        assert scores == sorted(scores, reverse=True)  # off: by similarity alone
+        assert_one_line_error(steered.post("/v1/search", params={"attributes": "maybe"}, files=upload(photo)), 422,
+                              "'attributes'")
+
+
+def test_search_without_a_usable_tagger_notes_why_it_is_not_steered(client: TestClient,
+                                                                   service_models: ServiceModels) -> None:
+    answer = client.post("/v1/search", params={"k": 3}, files=upload(service_models.queries[0])).json()
+    # the test catalogue (200 products) lacks articleTypes the shipped mapping names
+    assert "steered_by" not in answer and answer["note"].startswith("attribute steering off: domain mapping")
+    assert client.get("/v1/info").json()["attributes"]["steering"] is False
+
+
+def test_an_index_recording_its_embedder_is_searched_with_it(service_models: ServiceModels, tmp_path: Path) -> None:
+    index = CatalogueIndex.load(service_models.index)
+    index.record_model("embedder", service_models.embedder)
+    index.save(tmp_path / "index")
+    with TestClient(create_app(index_dir=tmp_path / "index")) as recorded:
+        assert recorded.get("/v1/info").json()["embedder"]["source"] == str(service_models.embedder)
+        assert recorded.post("/v1/search", files=upload(service_models.queries[0])).status_code == 200
+    index.record_model("embedder", tmp_path / "gone")
+    index.save(tmp_path / "index")
+    with pytest.raises(FashionlensError, match=r"records its embedder at .*gone.*--model DIR"):
+        create_app(index_dir=tmp_path / "index")

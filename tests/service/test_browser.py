@@ -57,13 +57,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         context.close()
 
 
-def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, service_models: ServiceModels,
-                                                tmp_path: Path) -> None:
+def _open(browser: Any, server: str) -> tuple[Any, list[str]]:
+    """A new page on the server's web page, and the list its script errors will be appended to."""
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_server + "/")
+    page.goto(server + "/")
+    return page, errors
+
+
+def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, service_models: ServiceModels,
+                                                tmp_path: Path) -> None:
+    page, errors = _open(browser, live_server)
     page.wait_for_function("document.getElementById('models').textContent.includes('catalogue')")
     page.set_input_files("#file", str(service_models.queries[0]))
 
@@ -92,6 +98,20 @@ def test_upload_shows_tags_category_and_results(browser: Any, live_server: str, 
     assert errors == []
 
 
+def test_page_shows_which_attributes_steered_the_search(browser: Any, steered_server: str,
+                                                       service_models: ServiceModels) -> None:
+    page, errors = _open(browser, steered_server)
+    page.wait_for_selector("#steer-toggle:not([hidden])")
+    page.set_input_files("#file", str(service_models.street_photos[0]))
+    page.wait_for_function("document.getElementById('steering').textContent.startsWith('Steered by: ')")
+    assert page.locator("#steering").is_visible() and "→" in page.inner_text("#steering")
+    page.uncheck("#steer")  # searches the same photo again, unsteered
+    page.wait_for_function("document.getElementById('steering').hidden")
+    page.wait_for_selector("#results .item")
+    assert not page.locator("#status.error").count(), page.inner_text("#status")
+    assert errors == []
+
+
 def test_page_fits_a_phone_screen(browser: Any, live_server: str, service_models: ServiceModels) -> None:
     page = browser.new_page()
     page.set_viewport_size({"width": 375, "height": 740})
@@ -102,3 +122,37 @@ def test_page_fits_a_phone_screen(browser: Any, live_server: str, service_models
     page.wait_for_selector("#tags .tag")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
     assert page.locator("#file").evaluate("input => input.accept") == "image/*"
+
+
+def test_the_searched_box_is_drawn_on_the_photo(browser: Any, live_server: str, service_models: ServiceModels,
+                                                tmp_path: Path) -> None:
+    from PIL import Image
+
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(live_server + "/")
+    page.wait_for_function("document.getElementById('models').textContent.includes('catalogue')")
+    with page.expect_response(lambda response: "/v1/search" in response.url) as searched:
+        page.set_input_files("#file", str(service_models.street_photos[0]))
+    answer = searched.value.json()
+    crop, image = answer["crop"], answer["image"]
+    assert crop["mode"] == "auto" and not crop["fallback"]
+    page.wait_for_selector("#crop-box", state="visible")
+    page.wait_for_function("document.getElementById('photo').complete")
+    photo, drawn = page.locator("#photo").bounding_box(), page.locator("#crop-box").bounding_box()
+    scale_x, scale_y = photo["width"] / image["width"], photo["height"] / image["height"]
+    x0, y0, x1, y1 = crop["box"]
+    # drawn where the API says, at the photo's displayed scale (to a pixel of rounding)
+    assert drawn["x"] == pytest.approx(photo["x"] + x0 * scale_x, abs=1.5)
+    assert drawn["y"] == pytest.approx(photo["y"] + y0 * scale_y, abs=1.5)
+    assert drawn["width"] == pytest.approx((x1 - x0) * scale_x, abs=1.5)
+    assert drawn["height"] == pytest.approx((y1 - y0) * scale_y, abs=1.5)
+    assert drawn["width"] * drawn["height"] < photo["width"] * photo["height"]
+    assert f"garment found at {crop['box_text']}" in page.inner_text("#crop-note")
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 300), (255, 255, 255)).save(blank)
+    page.set_input_files("#file", str(blank))
+    page.wait_for_function("document.getElementById('crop-note').textContent.includes('whole photo')")
+    assert page.locator("#crop-box").is_hidden()
+    assert "no garment found" in page.inner_text("#crop-note")

@@ -12,8 +12,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from fashionlens.config import load_config
-from fashionlens.data.readers import read_fashion_product_images
+from fashionlens.config import from_dict, load_config
+from fashionlens.data.domains import DomainMapping
+from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.data.street_view import StreetViewSimulator
 from fashionlens.engine import TrainConfig
@@ -24,17 +25,21 @@ from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,
+    SharedSpaceConfig,
     build_catalogue_index,
     catalogue_metadata,
     evaluate_similar_items,
     evaluate_street_to_shop,
+    index_embedder,
     open_index,
     rank_gallery,
     score_ranking,
     search_images,
     similar_items,
+    train_cross_domain_embedder,
     train_embedder,
 )
+from fashionlens.tasks.street_eval import StreetRelevance
 
 QUIET = Console(quiet=True)
 
@@ -124,10 +129,89 @@ def test_training_needs_train_and_val_rows_with_the_identity() -> None:
         train_embedder(manifest, RetrievalConfig(), features=features, console=QUIET, show_progress=False)
 
 
+STREET_MAPPING = DomainMapping.from_dict({
+    "street": {"category": "category"}, "catalogue": {"category": "articleType", "colour": "baseColour"},
+    "categories": {"Shirt": ["Shirts"], "Outerwear": ["Jackets"], "Dress": ["Dresses"]},
+    "colours": {"black": ["Black"], "red": ["Red"]},
+})
+
+
+def _synthetic_two_domains(seed: int = 0) -> tuple[Manifest, Manifest, np.ndarray]:
+    """Catalogue and street 'features' whose garment signal lies in DIFFERENT dimensions (a domain gap that no
+    untrained similarity bridges), colour in shared ones, next to per-photo nuisance."""
+    rng = np.random.default_rng(seed)
+    types, colours = np.array(["Shirts", "Jackets", "Dresses", "Watches"]), np.array(["Black", "Red"])
+    street_of = {"Shirts": "Shirt", "Jackets": "Outerwear", "Dresses": "Dress"}
+    n_items, n_photos = 240, 120
+    kind, colour = rng.integers(0, 4, n_items), rng.integers(0, 2, n_items)
+    street_kind, street_colour = rng.integers(0, 3, n_photos), rng.integers(0, 2, n_photos)
+
+    def features(kinds: np.ndarray, hues: np.ndarray, offset: int) -> np.ndarray:
+        out = rng.normal(size=(len(kinds), 16))
+        out[np.arange(len(kinds)), offset + kinds] += 4.0
+        out[np.arange(len(kinds)), 8 + hues] += 3.0
+        return out
+
+    split = np.array(["train", "train", "train", "val", "test"])
+    catalogue = Manifest(pd.DataFrame({
+        "path": [f"/synthetic/shop/{i}.jpg" for i in range(n_items)], "item_id": [str(i) for i in range(n_items)],
+        "domain": "shop", "split": np.resize(split, n_items), "class:articleType": types[kind],
+        "class:baseColour": colours[colour]}), name="catalogue")
+    street = Manifest(pd.DataFrame({
+        "path": [f"/synthetic/street/{i}.jpg" for i in range(n_photos)], "item_id": "", "domain": "street",
+        "split": np.resize(split, n_photos), "class:category": [street_of[t] for t in types[street_kind]],
+        "tag:black": (street_colour == 0).astype(float), "tag:red": (street_colour == 1).astype(float)}),
+        name="street")
+    vectors = np.vstack([features(kind, colour, 0), features(street_kind, street_colour, 4)]).astype(np.float32)
+    return catalogue, street, vectors
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cross_domain_training_bridges_a_domain_gap_through_the_shared_classes() -> None:
+    catalogue, street, features = _synthetic_two_domains()
+    config = RetrievalConfig(dim=8, miner="semihard", shared=SharedSpaceConfig(loss="normalized_softmax"),
+                             train=TrainConfig(epochs=12, batch_size=32, lr=1e-2, monitor="val_map", mode="max",
+                                               early_stop_patience=None, scheduler="none"))
+    embedder = train_cross_domain_embedder(catalogue, street, STREET_MAPPING, config, features=features,
+                                           console=QUIET, show_progress=False)
+    queries = np.flatnonzero(street.frame["split"] == "val")
+    relevance = StreetRelevance.build(street.subset(street.frame["split"].to_numpy() == "val"),
+                                      catalogue_metadata(catalogue), STREET_MAPPING)
+    raw = rank_gallery(features[len(catalogue) + queries], features[:len(catalogue)], "ip", 10)
+    untrained = relevance.score([[str(i) for i in row] for row in raw], 10)
+    assert embedder.metrics["val_street_p@10"] > untrained["category P@10"] + 0.3
+    assert embedder.metrics["val_street_colour_p@10"] > untrained["category+colour P@10"] + 0.2
+    assert embedder.metrics["val_similar_p@10"] > 0.8  # the catalogue's own similar items stay sharp
+    trained = rank_gallery(embedder.embed_features(features[len(catalogue) + queries]),
+                           embedder.embed_features(features[:len(catalogue)]), embedder.metric, 10)
+    scores = relevance.score([[str(i) for i in row] for row in trained], 10)  # validation scored the kept epoch
+    assert scores["category P@10"] == pytest.approx(embedder.metrics["val_street_p@10"])
+
+
+def test_cross_domain_training_needs_both_splits_and_known_settings() -> None:
+    catalogue, street, features = _synthetic_two_domains()
+    street.frame["split"] = "train"
+    with pytest.raises(DataError, match="manifest 'street' needs train and val rows"):
+        train_cross_domain_embedder(catalogue, street, STREET_MAPPING, RetrievalConfig(), features=features,
+                                    console=QUIET, show_progress=False)
+    with pytest.raises(ConfigError, match="use train_cross_domain_embedder"):
+        train_embedder(catalogue, RetrievalConfig(shared=SharedSpaceConfig()), features=features[:len(catalogue)],
+                       console=QUIET, show_progress=False)
+    for bad, match in (({"loss": "hinge"}, "unknown shared-space loss 'hinge'"),
+                       ({"category_weight": -1.0}, "weights must be >= 0"),
+                       ({"triplet_heads": ["style"]}, "unknown triplet head"),
+                       ({"street_share": 1.0}, "street_share")):
+        with pytest.raises(ConfigError, match=match):
+            from_dict(RetrievalConfig, {"shared": bad})
+
+
 def test_example_config_loads() -> None:
     config = load_config(RetrievalConfig, "retrieval_triplet")
     assert config.identity == "item_id" and config.easy_fraction == 0.2 and config.negatives_per_pair == 4
     assert config.train.optimizer == "sgd" and config.train.momentum == 0.9 and config.train.scheduler == "step"
+    assert config.negatives == "shop" and config.shared is None
+    shared = load_config(RetrievalConfig, "retrieval_street2shop")
+    assert shared.shared is not None and shared.shared.loss == "proxy_anchor" and shared.mode == "features"
 
 
 @pytest.mark.parametrize("bad", [{"mode": "siamese"}, {"miner": "random"}, {"margin": 0.0}, {"dim": 0}])
@@ -218,8 +302,26 @@ def test_image_search_rejects_bad_photos_large_k_and_foreign_models(
         search_images(index, embedder, [broken], k=3)
     with pytest.raises(CatalogueIndexError, match="k=7 is larger than the 6 items"):
         search_images(index, embedder, [broken], k=7)
-    with pytest.raises(CatalogueIndexError, match="search it with the model that built it"):
+    with pytest.raises(CatalogueIndexError, match=r"pass the embedder directory that built it \(--model DIR\)"):
         search_images(index, _embedder(seed=9), [broken], k=3)
+
+
+def test_the_embedder_of_an_index_is_the_given_the_recorded_or_the_fallback_one(
+        saved_index: tuple[Path, Embedder, Manifest], tmp_path: Path) -> None:
+    directory, embedder, _ = saved_index
+    index = open_index(directory)
+    assert index_embedder(index, fallback=lambda: embedder) is embedder  # an index without a record
+    with pytest.raises(CatalogueIndexError, match=r"records no embedder; pass the embedder .*--model DIR"):
+        index_embedder(index)
+    embedder.save(tmp_path / "embedder")
+    index.record_model("embedder", tmp_path / "embedder")
+    assert index_embedder(index).model_id == embedder.model_id
+    _embedder(seed=9).save(tmp_path / "other")
+    with pytest.raises(CatalogueIndexError, match=r"search it with the embedder it records, .*/embedder"):
+        index_embedder(index, tmp_path / "other")  # --model wins over the record, and is checked
+    index.record_model("embedder", tmp_path / "moved-away")
+    with pytest.raises(ModelError, match=r"records its embedder at .*moved-away.*--model DIR"):
+        index_embedder(index)
 
 
 def test_removing_an_unknown_id_changes_nothing(saved_index: tuple[Path, Embedder, Manifest]) -> None:
@@ -292,3 +394,25 @@ def test_finetune_mode_trains_the_backbone_and_reloads(shared_data: Path, tmp_pa
     assert loaded.model_id == embedder.model_id
     some = shop.subset(np.arange(len(shop)) < 3)
     assert np.allclose(loaded.embed(some), embedder.embed(some), atol=1e-5)
+
+
+@pytest.mark.slow  # about 12 s: fine-tunes a tiny backbone on 44 real photos
+def test_cross_domain_finetune_mode_runs_on_real_photos(shared_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
+    shop = _small_real_catalogue(shared_data)
+    photos = read_clothing_attributes(shared_data / "clothing-attributes")
+    tees = np.flatnonzero(photos.class_column("category") == "T-shirt")[:8]
+    street = photos.subset(np.isin(np.arange(len(photos)), tees))
+    street.frame["split"] = ["train"] * 5 + ["val"] * 3
+    mapping = DomainMapping.from_dict({
+        "street": {"category": "category"}, "catalogue": {"category": "articleType", "colour": "baseColour"},
+        "categories": {"T-shirt": ["Tshirts"]}, "colours": {"black": ["Black"], "white": ["White"]}})
+    config = RetrievalConfig(
+        backbone=BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0, freeze=1), mode="finetune",
+        dim=8, shared=SharedSpaceConfig(), train=TrainConfig(epochs=1, batch_size=8, monitor="val_map", mode="max"))
+    embedder = train_cross_domain_embedder(shop, street, mapping, config, tmp_path / "embedder", console=QUIET,
+                                           show_progress=False)
+    assert embedder.weights_id.startswith("weights-") and 0.0 <= embedder.metrics["val_street_p@10"] <= 1.0
+    loaded = Embedder.load(tmp_path / "embedder")
+    assert loaded.model_id == embedder.model_id and loaded.config.shared == config.shared

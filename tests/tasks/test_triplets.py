@@ -81,9 +81,24 @@ def test_negatives_never_share_the_anchors_identity_and_hard_ones_share_its_cate
     assert (fine[negatives][~hard] != fine[anchors][~hard]).all()
 
 
-def test_street_to_shop_negatives_are_other_items_shop_photos() -> None:
+def test_the_papers_negatives_are_user_shot_photos_of_other_pairs() -> None:
+    """The street-to-shop paper draws a pair's 4 negatives from the street (user-shot) photos of other pairs."""
     identity, domain, category = _street_to_shop()
     plan = PaperTripletSampler(np.arange(80), identity, domain, [category], pairs_per_batch=16, seed=0).plan(0)
+    anchors, positives, negatives = plan.triplets()
+    assert (domain[anchors] == "shop").all() and (domain[positives] == "street").all()
+    assert (domain[negatives] == "street").all()
+    assert (identity[negatives] != identity[positives]).all()
+    hard = plan.hard.reshape(-1)
+    assert (~hard).sum() * 4 == hard.sum()  # hard (same category) : easy = 4 : 1
+    assert (category[negatives][hard] == category[anchors][hard]).all()
+    assert (category[negatives][~hard] != category[anchors][~hard]).all()
+
+
+def test_shop_negatives_are_other_items_shop_photos() -> None:
+    identity, domain, category = _street_to_shop()
+    plan = PaperTripletSampler(np.arange(80), identity, domain, [category], pairs_per_batch=16, seed=0,
+                               negative_domain="shop").plan(0)
     anchors, positives, negatives = plan.triplets()
     assert (domain[negatives] == "shop").all()
     assert (identity[negatives] != identity[positives]).all()
@@ -153,6 +168,8 @@ def test_invalid_easy_fraction_is_rejected() -> None:
     identity, domain, category = _street_to_shop()
     with pytest.raises(ConfigError, match="easy_fraction"):
         PaperTripletSampler(np.arange(80), identity, domain, [category], pairs_per_batch=4, easy_fraction=1.5)
+    with pytest.raises(ConfigError, match="negative domain 'user'"):
+        PaperTripletSampler(np.arange(80), identity, domain, [category], pairs_per_batch=4, negative_domain="user")
 
 
 def test_class_balanced_batches_give_every_row_a_positive() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -25,6 +25,7 @@ from fashionlens.cli.common import (
     load_embedder,
     load_manifest,
     parse_filters,
+    use_runtime,
 )
 
 if TYPE_CHECKING:
@@ -34,12 +35,13 @@ embed_app = typer.Typer(help="Train and evaluate embedding models for visual sea
 index_app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is_help=True)
 
 
-def _hits_table(query: str, hits: list[SearchHit], as_json: bool) -> None:
-    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines."""
+def _hits_table(query: str, hits: list[SearchHit], as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with
+    ``extra`` fields on each: the crop searched, the attributes that steered them)."""
     if as_json:
         for hit in hits:
             typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
-                                   **hit.metadata}))
+                                   **hit.metadata, **(extra or {})}))
         return
     from rich.table import Table
 
@@ -52,7 +54,18 @@ def _hits_table(query: str, hits: list[SearchHit], as_json: bool) -> None:
     console.print(table)
 
 
+def _steering_text(steering: dict[str, Any]) -> str:
+    """One line: the category and colours the tagger saw and the catalogue values they favour."""
+    parts = [f"{a['label']} ({a['probability']:.2f}) -> {', '.join(a['catalogue'])}"
+             for a in [steering["category"], *steering["colours"]]]
+    return "; ".join(parts)
+
+
 MODEL_HELP = "Embedder directory (from 'embed train'); omitted: the untrained ImageNet baseline."
+SEARCH_MODEL_HELP = ("Embedder directory; omitted: the one the index records (index build --model), else the "
+                     "untrained ImageNet baseline.")
+TAGGER_HELP = ("Attribute tagger steering the search (trained on street photos, e.g. Clothing Attributes); omitted: "
+               "the one the index records (index build --tagger).")
 
 
 @embed_app.command("train")
@@ -163,8 +176,10 @@ def index_build(
     ray_address: str | None = RAY_ADDRESS_OPTION,
     actors: int | None = ACTORS_OPTION,
     runtime: str = RUNTIME_OPTION,
+    tagger: Path | None = typer.Option(None, "--tagger", help="Attribute tagger to record in the index for "
+                                                              "attribute-aware search."),
 ) -> None:
-    """Embed a catalogue and write its index."""
+    """Embed a catalogue and write its index (recording --model and --tagger, so that --index alone searches)."""
     from fashionlens.tasks.retrieval import build_catalogue_index
 
     manifest = load_manifest(manifest_path)
@@ -174,14 +189,19 @@ def index_build(
     catalogue = manifest.subset(keep)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     embedder = load_embedder(model, backbone, runtime)
+    models = {role: path for role, path in (("embedder", model), ("tagger", tagger)) if path is not None}
+    if tagger is not None:
+        from fashionlens.tasks.tag_evaluation import load_tagger
+
+        load_tagger(tagger)  # a broken tagger is named now, not at the first search
     if job.sharded:
         from fashionlens.inference import ModelSpec, catalogue_index_from_shards
 
         spec = ModelSpec("embed", str(model) if model is not None else None, backbone)
         folder = job.run(catalogue, spec, out)
-        index = catalogue_index_from_shards(folder, embedder, catalogue, out, kind=kind)
+        index = catalogue_index_from_shards(folder, embedder, catalogue, out, kind=kind, models=models)
     else:
-        index = build_catalogue_index(embedder, catalogue, out, kind=kind, show_progress=True)
+        index = build_catalogue_index(embedder, catalogue, out, kind=kind, show_progress=True, models=models)
     console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
 
 
@@ -194,10 +214,10 @@ def index_add(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Embed and add items (the index must come from the same model)."""
-    from fashionlens.tasks.retrieval import add_to_index, open_index
+    from fashionlens.tasks.retrieval import add_to_index, index_embedder, open_index
 
-    embedder = load_embedder(model, backbone, runtime)
-    index = open_index(index_dir, embedder)
+    index = open_index(index_dir)
+    embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
     add_to_index(index, embedder, load_manifest(manifest_path))
     index.save(index_dir)
     console.print(f"index {index_dir} now holds {len(index)} items")
@@ -228,20 +248,50 @@ def index_info(index_dir: Path = typer.Option(..., "--index", help="Index direct
 def search(
     images: list[Path] = typer.Argument(..., help="Query photos."),
     index_dir: Path = typer.Option(..., "--index", help="Index directory."),
-    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    model: Path | None = typer.Option(None, "--model", help=SEARCH_MODEL_HELP),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone of the untrained baseline."),
     k: int = typer.Option(10, "--k", "-k", help="Results per photo."),
     filters: list[str] | None = typer.Option(None, "--filter", help="field=value[,value...]; repeatable."),
+    crop: str = typer.Option("auto", help="What of each photo to search with: auto (find the garment; the whole "
+                                          "photo when none is found), none (whole photo) or x1,y1,x2,y2 (pixels)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    attributes: str = typer.Option("auto", help="auto: the tagger's category and colours of the photo re-rank the "
+                                                "hits (off, with a note, without a tagger or mapped index fields) | "
+                                                "off."),
+    tagger_dir: Path | None = typer.Option(None, "--tagger", help=TAGGER_HELP),
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
-    from fashionlens.tasks.retrieval import open_index, search_images
+    from fashionlens.data.crops import CropSpec, box_text
+    from fashionlens.errors import ConfigError
+    from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, search_photos
+    from fashionlens.tasks.localised import plan_crops
+    from fashionlens.tasks.retrieval import index_embedder, open_index
+    from fashionlens.tasks.tag_evaluation import load_tagger
 
-    embedder = load_embedder(model, backbone, runtime)
-    index = open_index(index_dir, embedder)
-    for image, hits in zip(images, search_images(index, embedder, images, k, parse_filters(filters)), strict=True):
-        _hits_table(str(image), hits, as_json)
+    spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
+    if attributes not in ATTRIBUTE_MODES:
+        raise ConfigError(f"unknown --attributes '{attributes}'; use one of {', '.join(ATTRIBUTE_MODES)}")
+    index = open_index(index_dir)
+    embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
+    tagger_path = tagger_dir if tagger_dir is not None else index.models.get("tagger")
+    tagger = use_runtime(load_tagger(tagger_path), runtime) if tagger_path and attributes != "off" else None
+    crops = plan_crops(images, spec)
+    results = search_photos(index, embedder, images, k, parse_filters(filters), tagger, attributes, crop=crops)
+    if results.note:
+        err_console.print(f"[dim]{results.note}")
+    steered: list[dict[str, Any] | None] = [*results.attributes] if results.attributes else [None] * len(images)
+    for image, hits, used, steering in zip(images, results.hits, crops, steered, strict=True):
+        extra: dict[str, Any] = {"crop": used.as_dict()}
+        if steering is not None:
+            extra["steered_by"] = steering
+        if not as_json:
+            # which box was searched (and why the whole photo when no garment was found), what steered the hits
+            console.print(f"{image}: searched the whole photo ({used.fallback})" if used.fallback else
+                          f"{image}: searched box {box_text(used.box)} ({used.mode})")
+            if steering is not None:
+                console.print(f"steered by {_steering_text(steering)}")
+        _hits_table(str(image), hits, as_json, extra)
 
 
 def similar(

@@ -14,11 +14,13 @@ API_KEY_ENV = "FASHIONLENS_API_KEY"
 
 
 def serve(
-    tagger: Path | None = typer.Option(None, "--tagger", help="Tagger or tagger-ensemble directory."),
+    tagger: Path | None = typer.Option(None, "--tagger", help="Tagger or tagger-ensemble directory (its category "
+                                                              "and colours also steer photo search)."),
     hierarchy: Path | None = typer.Option(None, "--hierarchy", help="Hierarchy classifier directory."),
     index: Path | None = typer.Option(None, "--index", help="Catalogue index directory."),
     embedder: Path | None = typer.Option(None, "--embedder", help="Embedder that built the index (not needed "
-                                                                   "for an index of the untrained baseline)."),
+                                                                   "when the index records it, or for an index of "
+                                                                   "the untrained baseline)."),
     audit: Path | None = typer.Option(None, "--audit", help="A saved catalogue audit (fashionlens audit -o DIR), "
                                                             "served read-only at /v1/audit."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),

@@ -102,6 +102,7 @@ class CatalogueIndex:
         self._kind: IndexKind = get_kind(manifest.kind)
         self._params: Params = dict(manifest.params)
         self._dim = manifest.dim
+        self._models: dict[str, Path] = {}
         self._set_items(items)
 
     # Two signatures for type checkers: callers forwarding ``**params`` (a ``dict[str, int]``) must not be told that
@@ -194,10 +195,11 @@ class CatalogueIndex:
         if not root.is_dir():
             raise CatalogueIndexError(f"catalogue index directory not found: {root}")
         manifest = IndexManifest.read(root / MANIFEST_FILE)
+        models = {role: Path(os.path.normpath(root / path)) for role, path in manifest.models.items()}
         if expected_model_id is not None and manifest.model_id != expected_model_id:
             raise CatalogueIndexError(
                 f"catalogue index {root} was built with embedding model {manifest.model_id!r}, not "
-                f"{expected_model_id!r}; rebuild the index with the current model"
+                f"{expected_model_id!r}; {model_fix(models.get('embedder'))}"
             )
         if expected_dim is not None and manifest.dim != expected_dim:
             raise CatalogueIndexError(
@@ -207,7 +209,9 @@ class CatalogueIndex:
             raise CatalogueIndexError(
                 f"corrupt catalogue index file {root / MANIFEST_FILE}: unknown backend {manifest.backend!r}"
             )
-        return _backend(manifest.backend)._open(root, manifest, read_items(root, manifest))
+        index = _backend(manifest.backend)._open(root, manifest, read_items(root, manifest))
+        index._models = models
+        return index
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the index to ``directory`` atomically (a failed save leaves the previous contents intact).
@@ -225,6 +229,33 @@ class CatalogueIndex:
     def model_id(self) -> str:
         """Identity of the embedding model the vectors come from."""
         return self._model_id
+
+    @property
+    def models(self) -> dict[str, Path]:
+        """Directories of the models to search with, by role (``embedder``, ``tagger``); empty when none recorded."""
+        return dict(self._models)
+
+    def record_model(self, role: str, directory: str | os.PathLike[str] | None) -> None:
+        """Record where the ``role`` model lives (``None``: forget it); :meth:`save` writes it into ``index.json``."""
+        if directory is None:
+            self._models.pop(role, None)
+        else:
+            self._models[role] = Path(directory).absolute()
+
+    @property
+    def fields(self) -> list[str]:
+        """Names of the filterable metadata fields (every column but ``item_id``)."""
+        return [name for name in self._items.column_names if name != ITEM_ID]
+
+    def values(self, field: str) -> list[str]:
+        """Distinct non-missing values of metadata ``field``, sorted.
+
+        Raises:
+            CatalogueIndexError: Unknown field.
+        """
+        if field not in self._items.column_names:
+            raise CatalogueIndexError(f"catalogue index has no field {field!r}; fields: {', '.join(self.fields)}")
+        return sorted(value for value in pc.unique(self._items.column(field)).to_pylist() if value is not None)
 
     @property
     def dim(self) -> int:
@@ -266,6 +297,7 @@ class CatalogueIndex:
             "backend": self.backend,
             "model_id": self._model_id,
             "fields": fields,
+            "models": {role: str(path) for role, path in self._models.items()},
         }
 
     def add(self, vectors: np.ndarray, metadata: pd.DataFrame) -> None:
@@ -404,9 +436,10 @@ class CatalogueIndex:
 
     # ------------------------------------------------------------------------------------------- shared helpers
     def _manifest(self, directory: Path) -> IndexManifest:
+        models = {role: _recorded_path(path, directory.absolute()) for role, path in self._models.items()}
         return IndexManifest(
             self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
-            backend=self.backend, storage=self._storage(directory),
+            models=models, backend=self.backend, storage=self._storage(directory),
         )
 
     def _exact(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +486,20 @@ def _backend(name: str) -> type[CatalogueIndex]:
         known = ", ".join(CatalogueIndex._backends)
         raise CatalogueIndexError(f"unknown catalogue index backend {name!r}; known: {known}")
     return CatalogueIndex._backends[name]
+
+
+def _recorded_path(model: Path, index_dir: Path) -> str:
+    """How ``index.json`` records a model directory: relative when it sits beside the index (the two move
+    together, as ``models/index`` and ``models/embedder`` do), absolute otherwise (the index may move alone)."""
+    relative = os.path.relpath(model, index_dir)
+    return relative if Path(relative).parts.count("..") <= 1 else str(model)
+
+
+def model_fix(recorded: Path | None) -> str:
+    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one."""
+    if recorded is not None:
+        return f"search it with the embedder it records, {recorded} (omit --model, or pass --model {recorded})"
+    return "pass the embedder directory that built it (--model DIR), or rebuild the index with the current model"
 
 
 def _prepare_vectors(array: np.ndarray, dim: int, metric: str, what: str) -> np.ndarray:

@@ -3,9 +3,10 @@
 A catalogue index directory holds, for every backend:
 
 * ``index.json``: the :class:`IndexManifest` -- which embedding model produced the vectors, their dimension,
-  the metric, index kind and parameters, item count, the fashionlens version that wrote it, and the backend
-  (``faiss`` or ``milvus``) with where its vectors live. It is read first, so a model or dimension mismatch is
-  reported before the (possibly multi-GB) index is loaded or a server contacted.
+  the metric, index kind and parameters, item count, the fashionlens version that wrote it, the backend
+  (``faiss`` or ``milvus``) with where its vectors live, and optionally where the models to search it with live
+  (so the index alone is enough to search it). It is read first, so a model or dimension mismatch is reported
+  before the (possibly multi-GB) index is loaded or a server contacted.
 * ``items.parquet``: one row per item: ``item_id`` and the filterable metadata fields, as text. Kept in memory as
   an Arrow table: fetching the metadata of a query's hits takes ~0.05 ms there, versus ~1 ms through pandas.
 
@@ -78,6 +79,9 @@ class IndexManifest:
         backend: Which :class:`~fashionlens.index.CatalogueIndex` implementation holds the vectors (``faiss`` when
             absent, as in directories written before there was a choice).
         storage: Where that backend keeps them (``milvus``: ``uri`` and ``collection``); never credentials.
+        models: Where the models to search it with live, by role (``embedder``, ``tagger``): relative to the index
+            directory when beside it (a folder moved with its models keeps working), else absolute. Optional:
+            indexes written before it existed have none, and older versions ignore it.
     """
 
     model_id: str
@@ -88,6 +92,7 @@ class IndexManifest:
     count: int
     fashionlens_version: str
     format: int = FORMAT
+    models: dict[str, str] = field(default_factory=dict)
     backend: str = "faiss"
     storage: dict[str, str] = field(default_factory=dict)
 
@@ -116,12 +121,15 @@ class IndexManifest:
             raise CatalogueIndexError(
                 f"corrupt catalogue index file {path}: unknown metric {raw['metric']!r} or kind {raw['kind']!r}"
             )
+        models = raw.get("models", {})
+        if not isinstance(models, dict) or not all(isinstance(v, str) and v for v in models.values()):
+            raise CatalogueIndexError(f"corrupt catalogue index file {path}: 'models' must map roles to paths")
         backend, storage = raw.get("backend", "faiss"), raw.get("storage", {})
         if not isinstance(backend, str) or not isinstance(storage, dict) or not all(
             isinstance(value, str) for value in storage.values()
         ):
             raise CatalogueIndexError(f"corrupt catalogue index file {path}: invalid 'backend' or 'storage'")
-        return cls(**{key: raw[key] for key in expected}, backend=backend, storage=storage)
+        return cls(**{key: raw[key] for key in expected}, models=models, backend=backend, storage=storage)
 
 
 def write_index_dir(

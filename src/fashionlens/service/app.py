@@ -13,7 +13,7 @@ Memory and overload are bounded: an upload is at most ``max_upload_bytes``, its 
 
 Bad input is never a 500: every refusal is a 4xx with ``{"detail": "<one line>"}``:
 
-* 400 corrupt, truncated or empty image; malformed multipart body;
+* 400 corrupt, truncated or empty image; malformed multipart body; a ``crop`` box outside the image;
 * 401 API key missing, 403 API key wrong (only when the service has one);
 * 404 unknown item or route, or an endpoint whose model the service was started without (the message says which
   option);
@@ -21,7 +21,8 @@ Bad input is never a 500: every refusal is a 4xx with ``{"detail": "<one line>"}
 * 413 upload over ``max_upload_bytes`` (checked on ``Content-Length`` and while reading), image over the pixel cap or
   a decompression bomb;
 * 415 not an image, or an image format outside the accepted ones (JPEG, PNG, WebP, GIF by default);
-* 422 bad ``k``, ``size`` or ``filter`` (including internal fields such as ``path``), missing ``image`` field;
+* 422 bad ``k``, ``size``, ``attributes``, ``filter`` (including internal fields such as ``path``) or ``crop``
+  (malformed or an empty box), missing ``image`` field;
 * 503 (with ``Retry-After``) too many requests already waiting: the service is overloaded, not broken.
 """
 
@@ -43,8 +44,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fashionlens.data.crops import CROP_HELP, CropSpec
 from fashionlens.data.images import DecodeLimits, load_image
-from fashionlens.errors import CatalogueIndexError, DataError, FashionlensError, ImageError
+from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, FashionlensError, ImageError
 from fashionlens.index.store import fashionlens_version
 from fashionlens.service.audit import MAX_AUDIT_ROWS, TABLES, AuditView
 from fashionlens.service.batching import (
@@ -54,7 +56,7 @@ from fashionlens.service.batching import (
     MicroBatcher,
     QueueFullError,
 )
-from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError
+from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError, search_tasks
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
@@ -64,11 +66,11 @@ STATIC = Path(__file__).parent / "static"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": {"detail": "one-line reason"}}}}
-    for code, text in {400: "Corrupt or empty image, or malformed multipart body",
+    for code, text in {400: "Corrupt or empty image, malformed multipart body, or crop box outside the image",
                        401: "API key missing (only when the service has one)", 403: "API key wrong",
                        404: "Model not loaded, or unknown item", 413: "Upload or image too large",
                        415: "Not an image, or an image format that is not accepted",
-                       422: "Bad parameter (k, size, filter) or missing image field",
+                       422: "Bad parameter (k, size, attributes, filter, crop) or missing image field",
                        503: "Too many requests waiting: retry after the Retry-After seconds"}.items()}
 
 
@@ -143,11 +145,12 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
             raise HTTPException(413, f"image upload is larger than the {max_upload_bytes}-byte limit")
         return data, Path(image.filename or "upload").name[:120] or "upload"
 
-    async def answer(image: UploadFile, tasks: Sequence[str], k: int = 10, filters: Any = None) -> dict[str, Any]:
+    async def answer(image: UploadFile, tasks: Sequence[str], k: int = 10, filters: Any = None,
+                     crop: CropSpec | None = None) -> dict[str, Any]:
         for stage in (decoder, batcher):  # refuse before reading the upload when it would be refused afterwards
             stage.check_room()
         data, name = await read_upload(image)
-        job = await decoder.submit(partial(pipeline.prepare, data, name, tasks, k, filters))
+        job = await decoder.submit(partial(pipeline.prepare, data, name, tasks, k, filters, crop=crop or "auto"))
         del data  # the upload's bytes are not needed while the job waits for inference
         return await batcher.submit(job)
 
@@ -182,11 +185,25 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
     async def search(image: UploadFile = File(..., description="A photo to find similar catalogue items for."),
                      k: int = Query(10, ge=1, le=MAX_K, description="Number of results."),
                      filter: list[str] = Query([], description="field=value or field=value1,value2 (repeatable), "
-                                                                "e.g. gender=Men")) -> JSONResponse:
-        """The ``k`` catalogue items most similar to the photo, best first, with scores and metadata."""
+                                                                "e.g. gender=Men"),
+                     attributes: str = Query("auto", pattern="^(auto|off)$", description=(
+                         "auto: the photo's category and colours (attribute tagger, mapped to catalogue values) "
+                         "re-rank the hits; off: plain similarity.")),
+                     crop: str = Query("auto", description=f"What of the photo to search with: {CROP_HELP}.")
+                     ) -> JSONResponse:
+        """The ``k`` catalogue items most similar to the photo, best first, with scores and metadata; with
+        ``steered_by`` (the attributes that re-ranked them) or a ``note`` saying why none did; ``crop`` says which
+        box of the photo was searched (pixels of the upright image) and whether ``auto`` found no garment and fell
+        back to the whole photo (``fallback``, with the ``reason``)."""
         pipeline.require("search")
         filters = pipeline.parse_filters(filter)
-        result = await answer(image, ("embedding",), k, filters)
+        try:
+            spec = CropSpec.parse(crop)
+        except ConfigError as error:
+            raise HTTPException(422, f"query parameter 'crop': {error}") from error
+        result = await answer(image, search_tasks(attributes), k, filters, spec)
+        if attributes == "auto" and "steered_by" not in result and pipeline.steering_note:
+            result["note"] = pipeline.steering_note
         return JSONResponse(_with_image_urls(result))
 
     @app.get("/v1/items/{item_id:path}/similar", tags=["catalogue"], responses=_ERRORS)

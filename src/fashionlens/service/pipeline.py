@@ -32,24 +32,46 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.images import DecodeLimits, decode_for_model
 from fashionlens.data.transforms import describe, eval_transform
-from fashionlens.errors import CatalogueIndexError, ConfigError, FashionlensError, ModelError
+from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, FashionlensError, ModelError
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS, check_fields, parse_filters, shown
 from fashionlens.index.store import ITEM_ID, ITEMS_FILE
 from fashionlens.models.backbones import Backbone, BackboneConfig
+from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
+from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, AttributeSteering, steering_for_index
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
-from fashionlens.tasks.retrieval import Embedder
+from fashionlens.tasks.localised import (
+    DEFAULT_VIEWS,
+    QueryCrop,
+    default_localiser,
+    fuse_embeddings,
+    plan_image_crops,
+    view_images,
+)
+from fashionlens.tasks.retrieval import Embedder, index_embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
 
-TASKS = ("tags", "hierarchy", "embedding")
+TASKS = ("tags", "hierarchy", "embedding", "attributes")
 TOP_ALTERNATIVES = 3
 
 TagModel = Tagger | TaggerEnsemble
+
+
+def search_tasks(attributes: str) -> tuple[str, ...]:
+    """The pipeline tasks of a photo search: the embedding, and the query's attributes unless ``off``.
+
+    Raises:
+        DataError: ``attributes`` is neither ``auto`` nor ``off``.
+    """
+    if attributes not in ATTRIBUTE_MODES:
+        raise DataError(f"attributes must be one of {', '.join(ATTRIBUTE_MODES)}, got {attributes!r}")
+    return ("embedding", "attributes") if attributes == "auto" else ("embedding",)
 
 
 class ComponentMissingError(FashionlensError):
@@ -78,6 +100,9 @@ class Job:
     k: int = 10
     filters: Filters | None = None
     size: tuple[int, int] = (0, 0)
+    crop: QueryCrop | None = None
+    views: list[torch.Tensor] = field(default_factory=list)
+    """Embedding inputs: one per searched view of the photo (see :mod:`fashionlens.tasks.localised`)."""
 
 
 @dataclass
@@ -106,6 +131,8 @@ class Pipeline:
         hierarchy: Category-path classifier.
         index: Catalogue index (similar items by id, item images; with ``embedder`` also search by photo).
         embedder: The embedding model the index was built with.
+        attribute_tagger: The tagger whose category and colours steer photo search (``None``: ``tagger``); with no
+            usable one, photo search runs unsteered and :attr:`steering_note` says why.
         sources: Where each component was loaded from, for :meth:`info`.
         items: ``item_id`` → image file (or ``None``) of every catalogue item; :meth:`load` reads it from the index.
         decode_limits: Pixel cap and accepted formats of uploads (default: :meth:`DecodeLimits.from_env`, read
@@ -114,12 +141,15 @@ class Pipeline:
             :func:`~fashionlens.runtime.compiled.compile_backbone`).
         threads: Intra-op threads of each backbone's runtime (``None``: one per core); a service running ``W``
             inference threads passes ``cores // W`` (see :func:`~fashionlens.service.batching.plan_threads`).
+        localiser: Finds the garment in photo searches with ``crop=auto`` (default: one is built when photo search
+            is available: the process's shared one).
     """
 
     def __init__(self, tagger: TagModel | None = None, hierarchy: HierarchyClassifier | None = None,
                  index: CatalogueIndex | None = None, embedder: Embedder | None = None,
                  sources: Mapping[str, str] | None = None, items: Mapping[str, str | None] | None = None,
-                 decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None):
+                 decode_limits: DecodeLimits | None = None, runtime: str = "auto", threads: int | None = None,
+                 attribute_tagger: TagModel | None = None, localiser: GarmentLocaliser | None = None):
         if embedder is not None and index is not None and embedder.model_id != index.model_id:
             raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
                                       f"{embedder.model_id!r}; pass the embedder that built it")
@@ -137,12 +167,19 @@ class Pipeline:
         self._transforms: dict[BackboneKey, v2.Compose] = {}
         self._task_keys: dict[str, list[BackboneKey]] = {}
         if tagger is not None:
-            members = tagger.members if isinstance(tagger, TaggerEnsemble) else [tagger]
-            self._task_keys["tags"] = [self._register(m.backbone, "tagger") for m in members]
+            self._task_keys["tags"] = [self._register(m.backbone, "tagger") for m in self._members(tagger)]
         if hierarchy is not None:
             self._task_keys["hierarchy"] = [self._register(hierarchy.backbone, "hierarchy classifier")]
+        self.localiser: GarmentLocaliser | None = None
         if self.embedder is not None:
             self._task_keys["embedding"] = [self._register(self.embedder.backbone, "embedder")]
+            self.localiser = localiser or default_localiser()
+        steerer = attribute_tagger or tagger
+        self.steering, self.steering_note = self._steering(steerer)
+        self._attribute_tagger = steerer if self.steering is not None else None
+        if self._attribute_tagger is not None:
+            members = self._members(self._attribute_tagger)
+            self._task_keys["attributes"] = [self._register(m.backbone, "attribute tagger") for m in members]
 
     @classmethod
     def load(cls, tagger_dir: str | Path | None = None, hierarchy_dir: str | Path | None = None,
@@ -151,16 +188,18 @@ class Pipeline:
              threads: int | None = None) -> Pipeline:
         """Load the given model directories once (any may be ``None``).
 
-        Without ``embedder_dir`` the index is searched by photo only when it was built with the untrained baseline
-        embedder (ImageNet features of the backbone named in its model id), which needs no files; otherwise photo
-        search answers :class:`ComponentMissingError` while search by item id still works.
+        Without ``embedder_dir`` the index is searched by photo with the embedder it records, else only when it was
+        built with the untrained baseline embedder (ImageNet features of the backbone named in its model id), which
+        needs no files; otherwise photo search answers :class:`ComponentMissingError` while search by item id still
+        works. Photo search is steered by the attributes of ``tagger_dir``'s tagger, or else of the tagger the index
+        records.
 
         Raises:
             ModelError: A model directory is missing or broken.
             CatalogueIndexError: The index is missing or broken, or was built by another embedder than the one given.
         """
         sources: dict[str, str] = {}
-        tagger = hierarchy = index = embedder = None
+        tagger = hierarchy = index = embedder = attribute_tagger = None
         items: dict[str, str | None] = {}
         if tagger_dir is not None:
             tagger, sources["tagger"] = load_tagger(tagger_dir), str(tagger_dir)
@@ -169,15 +208,21 @@ class Pipeline:
         if index_dir is not None:
             index, sources["index"] = CatalogueIndex.load(index_dir), str(index_dir)
             items = _read_items(Path(index_dir))
-            if embedder_dir is not None:
-                embedder, sources["embedder"] = Embedder.load(embedder_dir), str(embedder_dir)
+            recorded = index.models
+            if embedder_dir is not None or "embedder" in recorded:
+                embedder = index_embedder(index, embedder_dir)
+                sources["embedder"] = str(embedder_dir or recorded["embedder"])
             else:
                 embedder = _baseline_embedder(index.model_id)
                 if embedder is not None:
                     sources["embedder"] = "untrained baseline (ImageNet features)"
+            if tagger is None and "tagger" in recorded:
+                attribute_tagger = load_tagger(recorded["tagger"])
+                sources["attribute tagger"] = str(recorded["tagger"])
         elif embedder_dir is not None:
             raise ConfigError(f"--embedder {embedder_dir} was given without --index; photo search needs both")
-        return cls(tagger, hierarchy, index, embedder, sources, items, decode_limits, runtime, threads)
+        return cls(tagger, hierarchy, index, embedder, sources, items, decode_limits, runtime, threads,
+                   attribute_tagger)
 
     def _register(self, module: nn.Module, owner: str) -> BackboneKey:
         backbone = _as_backbone(module, owner)
@@ -222,17 +267,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------------ inference
     def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10,
-                filters: Filters | None = None) -> Job:
-        """Decode an upload and make the input tensor of every backbone its ``tasks`` need.
+                filters: Filters | None = None, crop: str | CropSpec = "auto") -> Job:
+        """Decode an upload and make the input tensor of every backbone its ``tasks`` need; a search (``embedding``)
+        gets one per view of the ``crop`` box (see :mod:`fashionlens.tasks.localised`).
 
         Raises:
             ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
+            ConfigError: A malformed or empty crop spec.
+            DataError: A crop box outside the image.
         """
         wanted = frozenset(t for t in tasks if t in self._task_keys)
         decoded = decode_for_model(data, source=source, limits=self.decode_limits)
         image, size = decoded.image, decoded.full_size
-        keys = {key for task in wanted for key in self._task_keys[task]}
-        return Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        keys = {key for task in wanted - {"embedding"} for key in self._task_keys[task]}
+        job = Job(wanted, {key: self._transforms[key](image) for key in keys}, k, filters, size)
+        if "embedding" in wanted:
+            job.crop = plan_image_crops([image], [size], [source], crop, self.localiser)[0]
+            transform = self._transforms[self._task_keys["embedding"][0]]
+            job.views = [transform(view) for view in view_images(image, job.crop, DEFAULT_VIEWS)]
+        return job
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any] | FashionlensError]:
@@ -251,7 +304,8 @@ class Pipeline:
                                                             for j in jobs]
         for task, answer_rows in self._task_rows(jobs).items():
             try:
-                outputs = self._heads(task, features, answer_rows)
+                outputs = (self._embed_views(jobs, answer_rows) if task == "embedding" else
+                           self._heads(task, features, answer_rows))
             except FashionlensError as error:
                 for row in answer_rows:
                     answers[row] = error
@@ -264,7 +318,9 @@ class Pipeline:
             answer = answers[row]
             if "embedding" in job.tasks and isinstance(answer, dict):
                 try:
-                    answer["results"] = self._search(answer.pop("embedding"), job.k, job.filters)
+                    answer.update(self._search(answer.pop("embedding"), job.k, job.filters,
+                                               answer.pop("attribute_predictions", None)))
+                    answer["crop"] = job.crop.as_dict() if job.crop is not None else None
                 except FashionlensError as error:
                     answers[row] = error
         return answers
@@ -274,11 +330,13 @@ class Pipeline:
         self.require("tag")
         return self._one(self.prepare(data, source, ("tags", "hierarchy")))
 
-    def search(self, data: bytes, source: str = "<upload>", k: int = 10,
-               filters: Filters | None = None) -> dict[str, Any]:
-        """The ``k`` catalogue items most similar to one image."""
+    def search(self, data: bytes, source: str = "<upload>", k: int = 10, filters: Filters | None = None,
+               attributes: str = "auto", crop: str | CropSpec = "auto") -> dict[str, Any]:
+        """The ``k`` catalogue items most similar to one image, steered by its attributes unless ``off``, searched
+        with its ``crop`` box (``auto``: the garment; the answer's ``crop`` says which box was used and whether it
+        fell back to the whole image)."""
         self.require("search")
-        return self._one(self.prepare(data, source, ("embedding",), k, filters))
+        return self._one(self.prepare(data, source, search_tasks(attributes), k, filters, crop))
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | None = None) -> dict[str, Any]:
         """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself).
@@ -321,6 +379,10 @@ class Pipeline:
                 "classes": self.hierarchy.taxonomy.sizes, "variant": self.hierarchy.config.variant,
                 "backbone": self._task_backbones("hierarchy"), "metrics": self.hierarchy.metrics},
             "index": None if self.index is None else self._index_info(),
+            "attributes": None if self.embedder is None else {
+                "steering": self.steering is not None, "note": self.steering_note,
+                "source": self.sources.get("attribute tagger", self.sources.get("tagger")),
+                "mapping": None if self.steering is None else self.steering.mapping.source},
             "embedder": None if self.embedder is None else {
                 "source": self.sources.get("embedder"), "model_id": self.embedder.model_id, "dim": self.embedder.dim,
                 "backbone": self._task_backbones("embedding")},
@@ -362,13 +424,45 @@ class Pipeline:
         if task == "hierarchy":
             assert self.hierarchy is not None
             return _hierarchy_answers(self.hierarchy.predict_features(features.of(keys[0], rows)))
-        assert self.embedder is not None
-        return [{"embedding": vector} for vector in self.embedder.embed_features(features.of(keys[0], rows))]
+        if task == "attributes":
+            assert self._attribute_tagger is not None
+            predictions = _tag_predictions(self._attribute_tagger, [features.of(k, rows) for k in keys])
+            return [{"attribute_predictions": predictions.subset(np.array([i]))} for i in range(len(rows))]
+        raise ConfigError(f"no head answers task '{task}'")
 
-    def _search(self, vector: np.ndarray, k: int, filters: Filters | None) -> list[dict[str, Any]]:
+    def _embed_views(self, jobs: Sequence[Job], rows: list[int]) -> list[dict[str, Any]]:
+        """One forward pass over every view of the searching jobs; each job's views fused into its query vector."""
+        assert self.embedder is not None
+        backbone = self._backbones[self._task_keys["embedding"][0]]
+        vectors = self.embedder.embed_features(backbone(torch.stack([view for r in rows for view in jobs[r].views])))
+        fused = fuse_embeddings(vectors.reshape(len(rows), len(DEFAULT_VIEWS), -1), self.embedder.metric == "ip")
+        return [{"embedding": vector} for vector in fused]
+
+    def _search(self, vector: np.ndarray, k: int, filters: Filters | None,
+                predictions: Predictions | None = None) -> dict[str, Any]:
         assert self.index is not None
         _one_faiss_thread()
-        return [_hit(h) for h in self.index.search(vector[None], k, filters)[0]]
+        if predictions is None or self.steering is None:
+            return {"results": [_hit(h) for h in self.index.search(vector[None], k, filters)[0]]}
+        shortlist = max(k, min(self.steering.weights.shortlist, len(self.index)))
+        hits = self.steering.steer(self.index.search(vector[None], shortlist, filters), predictions, k)[0]
+        steered_by = self.steering.attributes(predictions)[0].describe(self.steering.mapping, self.steering.weights)
+        return {"results": [_hit(h) for h in hits], "steered_by": steered_by}
+
+    def _steering(self, tagger: TagModel | None) -> tuple[AttributeSteering | None, str | None]:
+        """Attribute steering of photo search, or why there is none (an unfit tagger only turns it off: the
+        service's tagger may be meant for tagging alone)."""
+        if self.index is None or self.embedder is None:
+            return None, None
+        try:
+            source = self.sources.get("attribute tagger", self.sources.get("tagger", ""))
+            return steering_for_index(self.index, tagger, source=f"tagger {source}".strip())
+        except (ConfigError, DataError) as error:
+            return None, f"attribute steering off: {error}"
+
+    @staticmethod
+    def _members(tagger: TagModel) -> list[Tagger]:
+        return list(tagger.members) if isinstance(tagger, TaggerEnsemble) else [tagger]
 
     def _task_backbones(self, task: str) -> list[str]:
         return [f"{key.name} ({key.weights_id}; {self._backbones[key].runtime})"

@@ -12,9 +12,16 @@ Either way an image is cropped to its garment box when the manifest has one and 
 input (224x224 for EfficientNet-Lite0), as the paper does with its bounding-box crops.
 
 Both use pytorch-metric-learning's triplet margin loss on squared L2 distances, with the seed paper's triplets
-(:mod:`fashionlens.tasks.triplets`: anchor shop photo, positive street photo, 4 negatives, easy:hard = 1:4) or PML's
-online miners. Which rows are positives is the ``identity`` field: ``item_id`` (street-to-shop pairs) or a category
-such as ``articleType`` (similar-item search).
+(:mod:`fashionlens.tasks.triplets`: anchor shop photo, positive street photo, 4 negatives, easy:hard = 1:4; the
+negatives are user-shot photos of other pairs as in the paper, ``negatives: street``, or other items' shop photos,
+``negatives: shop``, this project's default) or PML's online miners. Which rows are positives is the ``identity``
+field: ``item_id`` (street-to-shop pairs) or a category such as ``articleType`` (similar-item search).
+
+Cross-domain training (:func:`train_cross_domain_embedder`, ``RetrievalConfig.shared``, the shipped config
+``retrieval_street2shop``) trains on real street photos too: street photos (Clothing Attributes) and catalogue photos
+(Fashion Product Images) get classes in one label space through the street↔shop
+:class:`~fashionlens.data.domains.DomainMapping` (:mod:`fashionlens.tasks.shared_space`), learnt with PML proxy
+losses (ProxyAnchor by default) per label head, composed with mined triplets across the domains.
 
 Evaluation ranks a gallery with a :class:`~fashionlens.index.CatalogueIndex`. When a split has both domains, its
 street photos query its shop photos; otherwise each item queries the others (never itself). Scores come from
@@ -26,7 +33,7 @@ the first K); ``precision@K`` is the mean fraction of relevant items in the top 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,24 +45,37 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fashionlens.data.crops import CropSpec
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
+from fashionlens.data.domains import DomainMapping
 from fashionlens.data.images import decode_image
 from fashionlens.data.records import CLASS_PREFIX, META_PREFIX, Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.engine import TrainConfig, Trainer
+from fashionlens.engine import TrainConfig, Trainer, TrainResult
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, ModelError
 from fashionlens.features import extract_features
 from fashionlens.index import CatalogueIndex, Filters, SearchHit
+from fashionlens.index.catalogue import model_fix
 from fashionlens.metrics import relevance_matrix, retrieval_metrics
 from fashionlens.models.backbones import Backbone, BackboneConfig, build_backbone
 from fashionlens.models.embedding import EmbeddingHead
+from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.models.network import TaskNetwork
 from fashionlens.reports.retrieval_grid import save_results_grid
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
 from fashionlens.tasks.base import TaskModel, load_head
 from fashionlens.tasks.common import fold_legacy_freeze, frozen_features, manifest_of_paths, state_fingerprint
+from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, plan_crops, search_views
 from fashionlens.tasks.registry import register_model
-from fashionlens.tasks.triplets import ClassBalancedSampler, PaperTripletSampler, TripletBatch, encode
+from fashionlens.tasks.shared_space import HEADS, SharedSpaceSampler, shared_labels
+from fashionlens.tasks.street_eval import StreetRelevance
+from fashionlens.tasks.triplets import (
+    NEGATIVE_DOMAINS,
+    ClassBalancedSampler,
+    PaperTripletSampler,
+    TripletBatch,
+    encode,
+)
 
 MODES = ("features", "finetune")
 SIMULATED_FIELD = META_PREFIX + "simulated"
@@ -73,6 +93,56 @@ MINERS: dict[str, Callable[[float], miners.BaseMiner]] = {
     "batch_hard": lambda margin: miners.BatchHardMiner(distance=_squared_l2()),
 }
 """PML online miners selectable by ``RetrievalConfig.miner`` (the margin is the loss margin)."""
+
+
+SHARED_LOSSES: dict[str, Callable[[int, int], losses.BaseMetricLossFunction]] = {
+    "normalized_softmax": lambda classes, dim: losses.NormalizedSoftmaxLoss(classes, dim),
+    "proxy_anchor": lambda classes, dim: losses.ProxyAnchorLoss(classes, dim),
+    "arcface": lambda classes, dim: losses.ArcFaceLoss(classes, dim),
+}
+"""PML proxy/classification losses selectable by ``SharedSpaceConfig.loss`` (``(num_classes, embedding_size)``)."""
+
+
+@dataclass
+class SharedSpaceConfig:
+    """Cross-domain training over one label space shared by street and catalogue photos
+    (:mod:`fashionlens.tasks.shared_space`; see :func:`train_cross_domain_embedder`).
+
+    Attributes:
+        loss: A key of :data:`SHARED_LOSSES`, one loss (with its own class proxies) per label head.
+        category_weight: Weight of the shared garment classes (street category ↔ catalogue articleTypes).
+        colour_weight: Weight of the shared colour classes (street colour tags ↔ catalogue baseColours).
+        fine_weight: Weight of the catalogue-only ``fine_fields`` classes.
+        fine_fields: Catalogue fields whose joined values are the fine classes (articleType + baseColour keeps
+            same-type, same-colour items together in similar-item search).
+        triplet_weight: Weight of an added triplet margin loss (``RetrievalConfig.margin``) on triplets that
+            ``RetrievalConfig.miner`` (``semihard`` when unset) mines in each batch over the classes of each of
+            ``triplet_heads``; 0: none.
+        triplet_heads: Heads the triplets are mined over: ``category`` gives cross-domain triplets (a street photo
+            and a catalogue photo of the same shared class are a positive pair), ``fine`` catalogue-only ones.
+        street_share: Share of each batch that is street photos.
+    """
+
+    loss: str = "proxy_anchor"
+    category_weight: float = 1.0
+    colour_weight: float = 0.5
+    fine_weight: float = 1.0
+    fine_fields: list[str] = field(default_factory=lambda: ["articleType"])
+    triplet_weight: float = 1.0
+    triplet_heads: list[str] = field(default_factory=lambda: ["category", "fine"])
+    street_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.loss not in SHARED_LOSSES:
+            raise ConfigError(f"unknown shared-space loss '{self.loss}'; use one of {sorted(SHARED_LOSSES)}")
+        weights = (self.category_weight, self.colour_weight, self.fine_weight, self.triplet_weight)
+        if min(weights) < 0 or max(weights) == 0:
+            raise ConfigError(f"shared-space loss weights must be >= 0 with one > 0, got {weights}")
+        if not 0.0 <= self.street_share < 1.0:
+            raise ConfigError(f"street_share must lie in 0..1 (exclusive of 1), got {self.street_share}")
+        unknown = sorted(set(self.triplet_heads) - set(HEADS))
+        if unknown:
+            raise ConfigError(f"unknown triplet head(s) {unknown}; use some of {list(HEADS)}")
 
 
 def _default_retrieval_train() -> TrainConfig:
@@ -95,18 +165,24 @@ class RetrievalConfig:
             as ``articleType`` for similar-item search. Rows where it is empty take no part in training.
         categories: Fields whose equality makes a negative hard, finest first (see :mod:`fashionlens.tasks.triplets`).
         negatives_per_pair: Negatives per (anchor, positive) pair (4 in the paper).
+        negatives: Where cross-domain negatives come from: ``street`` (the paper's: user-shot photos of other
+            pairs; the shipped config ``papers/street2shop_triplet``) or ``shop`` (other items' shop photos, the
+            default: with ``swap`` it trains the street photo vs other shop photos comparison a query is ranked by).
         easy_fraction: Share of easy negatives: 0.2 is the paper's easy:hard = 1:4, 0 means hard only.
         miner: A key of :data:`MINERS` to mine triplets online from class-balanced batches instead of the paper's
-            triplets; ``None`` uses the paper's.
+            triplets; ``None`` uses the paper's (with ``negatives``).
         margin: Triplet margin α on squared L2 distances (the paper's best: 4.0 without normalisation; with
             normalisation distances lie in 0..4, so use well under 1).
         swap: PML's distance swap: a triplet also counts as violated when the *positive* is closer to the negative
-            than allowed. With the paper's shop anchors and street positives this adds the street photo vs other
-            shop photos comparison, which is what a street-to-shop query is ranked by; without it, training on
+            than allowed. With shop anchors, street positives and shop negatives this adds the street photo vs
+            other shop photos comparison, which is what a street-to-shop query is ranked by; without it, training on
             frozen features made simulated street-to-shop *worse* than the untrained baseline (see the benchmark).
         max_pairs: Pairs per epoch at most (a random subset each epoch); ``None`` uses all.
         eval_k: Cut-off of the per-epoch validation scores (``val_recall@K``, ``val_precision@K``).
-        train: Optimisation settings; ``batch_size`` counts pairs (with their negatives) or, with a miner, rows.
+        shared: Cross-domain training settings (:func:`train_cross_domain_embedder`); ``None`` for triplet
+            training on one manifest (:func:`train_embedder`).
+        train: Optimisation settings; ``batch_size`` counts pairs (with their negatives) or, with a miner or
+            ``shared``, rows.
     """
 
     migrate_legacy = staticmethod(fold_legacy_freeze)
@@ -119,17 +195,21 @@ class RetrievalConfig:
     identity: str = "item_id"
     categories: list[str] = field(default_factory=lambda: ["articleType"])
     negatives_per_pair: int = 4
+    negatives: str = "shop"
     easy_fraction: float = 0.2
     miner: str | None = None
     margin: float = 0.2
     swap: bool = True
     max_pairs: int | None = None
     eval_k: int = 10
+    shared: SharedSpaceConfig | None = None
     train: TrainConfig = field(default_factory=_default_retrieval_train)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown retrieval mode '{self.mode}'; use one of {MODES}")
+        if self.negatives not in NEGATIVE_DOMAINS:
+            raise ConfigError(f"unknown negatives '{self.negatives}'; use one of {NEGATIVE_DOMAINS}")
         if self.miner is not None and self.miner not in MINERS:
             raise ConfigError(f"unknown miner '{self.miner}'; use one of {sorted(MINERS)} or null")
         if self.margin <= 0:
@@ -212,7 +292,16 @@ class Embedder(TaskModel[np.ndarray]):
         return self.predict(manifest, show_progress=show_progress)
 
     def embed_paths(self, paths: Sequence[str | Path], runtime: str | None = None) -> np.ndarray:
-        """Embeddings of query photos, each first decoded so that a bad file is named with its problem.
+        """Embeddings of query photos (see :meth:`embed_queries`).
+
+        Raises:
+            ImageError: A file is missing or not a decodable image.
+        """
+        return self.embed_queries(manifest_of_paths(paths, name="queries"), runtime)
+
+    def embed_queries(self, queries: Manifest, runtime: str | None = None) -> np.ndarray:
+        """Embeddings of query photos (cropped to their ``bbox_*`` boxes, if any), each first decoded so that a bad
+        file is named with its problem.
 
         One-off queries bypass the feature cache: looking them up would load every cached vector, and storing them
         would fill the cache with photos never seen again.
@@ -220,12 +309,11 @@ class Embedder(TaskModel[np.ndarray]):
         Raises:
             ImageError: A file is missing or not a decodable image.
         """
-        for path in paths:
+        for path in dict.fromkeys(queries.frame["path"]):
             decode_image(path)
         network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies CompilableBackbone only at run time
-        result = extract_features(manifest_of_paths(paths, name="queries"), network, cache_dir=None,
-                                  batch_size=self.config.backbone.batch_size, num_workers=0, show_progress=False,
-                                  runtime=runtime or self.config.backbone.runtime)
+        result = extract_features(queries, network, cache_dir=None, batch_size=self.config.backbone.batch_size,
+                                  num_workers=0, show_progress=False, runtime=runtime or self.config.backbone.runtime)
         return self.embed_features(result.vectors)
 
     def documents(self) -> dict[str, Any]:
@@ -377,7 +465,7 @@ def _sampler(config: RetrievalConfig, rows: np.ndarray, identity: np.ndarray, do
         return ClassBalancedSampler(rows, identity[rows], config.train.batch_size, seed=config.train.seed)
     return PaperTripletSampler(rows, identity[rows], domain[rows], [c[rows] for c in categories],
                                config.train.batch_size, config.negatives_per_pair, config.easy_fraction,
-                               config.max_pairs, config.train.seed)
+                               config.max_pairs, config.train.seed, negative_domain=config.negatives)
 
 
 def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], roles: _Roles,
@@ -461,9 +549,13 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
         show_progress: Draw progress bars.
 
     Raises:
+        ConfigError: ``config.shared`` is set (cross-domain training: :func:`train_cross_domain_embedder`).
         DataError: Empty ``train``/``val`` split, unknown identity/category field, no positive pairs, or no val
             row with a match to score.
     """
+    if config.shared is not None:
+        raise ConfigError("the config sets 'shared' (cross-domain training), which needs a catalogue and a street "
+                          "manifest: use train_cross_domain_embedder, or remove 'shared' for triplet training")
     console = console or Console(stderr=True)
     identity_text = manifest.column(config.identity).fillna("").astype(str).to_numpy()
     split, domain = manifest.frame["split"].to_numpy(), manifest.frame["domain"].to_numpy()
@@ -486,12 +578,21 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
              else _finetune_setup(manifest, config, val_rows, device))
     loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
                         collate_fn=_as_is)
-    run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
     trainer = Trainer(setup.model, config.train, TripletObjective(config.margin, config.miner, config.swap).loss,
-                      _validation(config, setup.embed_val, roles, keys), run_dir=run_dir, console=console,
+                      _validation(config, setup.embed_val, roles, keys), run_dir=_run_dir(out_dir), console=console,
                       show_progress=show_progress)
     result = trainer.fit(loader)
-    trained = trainer.model.cpu().eval()
+    return _trained_embedder(trainer.model, config, setup, result, out_dir, console)
+
+
+def _run_dir(out_dir: str | Path | None) -> Path | None:
+    return Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
+
+
+def _trained_embedder(trained: nn.Module, config: RetrievalConfig, setup: _Setup, result: TrainResult,
+                      out_dir: str | Path | None, console: Console) -> Embedder:
+    """The :class:`Embedder` of a trained head (``features``) or network (``finetune``), saved when asked."""
+    trained = trained.cpu().eval()
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     summary = {**{k: v for k, v in best.items() if k.startswith("val_")}, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "seconds": result.seconds}
@@ -505,6 +606,166 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
         embedder.save(out_dir)
         console.print(f"saved embedder to {out_dir}")
     return embedder
+
+
+# ------------------------------------------------------------------------------------------------------ cross-domain
+class _WithProxies(nn.Module):
+    """The embedding network plus the shared-space losses (their class proxies), so that one optimiser trains all."""
+
+    def __init__(self, network: nn.Module, head_losses: Mapping[str, nn.Module]):
+        super().__init__()
+        self.network = network
+        self.head_losses = nn.ModuleDict(dict(head_losses))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The network's embeddings (the losses only train)."""
+        embeddings: torch.Tensor = self.network(inputs)
+        return embeddings
+
+
+class SharedSpaceObjective:
+    """PML proxy/classification losses over the shared label heads, plus an optional mined triplet term.
+
+    Args:
+        shared: Loss and weights.
+        classes: Class names per head (:attr:`~fashionlens.tasks.shared_space.SharedLabels.classes`).
+        dim: Embedding width.
+        margin: Margin of the triplet term.
+        miner: Key of :data:`MINERS` for the triplet term (``semihard`` when ``None``).
+    """
+
+    def __init__(self, shared: SharedSpaceConfig, classes: Mapping[str, Sequence[str]], dim: int, margin: float,
+                 miner: str | None = None):
+        weights = {"category": shared.category_weight, "colour": shared.colour_weight, "fine": shared.fine_weight}
+        self.weights = {head: w for head, w in weights.items() if w > 0 and len(classes[head]) > 1}
+        # the model holds these modules too (so the optimiser trains their proxies and .to() moves them)
+        self.head_losses = {head: SHARED_LOSSES[shared.loss](len(classes[head]), dim) for head in self.weights}
+        self.triplet_weight, self.triplet_heads = shared.triplet_weight, list(shared.triplet_heads)
+        self.triplet = TripletObjective(margin, miner or "semihard") if shared.triplet_weight > 0 else None
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        """Engine callback: the weighted sum of each head's loss over the batch rows labelled in that head."""
+        inputs, labels, _ = batch
+        embeddings = model(inputs.to(device)).float()
+        labels = labels.to(device)
+        total = embeddings.new_zeros(())
+        for head, weight in self.weights.items():
+            codes = labels[:, HEADS.index(head)]
+            known = codes >= 0
+            if bool(known.any()):
+                total = total + weight * self.head_losses[head](embeddings[known], codes[known])
+        for head in self.triplet_heads if self.triplet is not None else ():
+            assert self.triplet is not None and self.triplet.miner is not None
+            codes = labels[:, HEADS.index(head)]
+            known = codes >= 0
+            indices = self.triplet.miner(embeddings[known], codes[known])
+            total = total + self.triplet_weight * self.triplet.loss_function(embeddings[known], codes[known], indices)
+        return total
+
+
+def _shared_validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], gallery: np.ndarray,
+                       queries: np.ndarray, relevance: StreetRelevance, similar: np.ndarray, keys: np.ndarray,
+                       strict_keys: np.ndarray) -> Callable[[nn.Module], dict[str, float]]:
+    """Engine callback: real street photos of val against the whole catalogue, and the catalogue's val items
+    against each other (same articleType, and strict: same articleType + baseColour).
+
+    Reports ``val_street_p@K``, ``val_street_colour_p@K``, ``val_similar_p@K``, ``val_similar_strict_p@K``,
+    their mAP@K, ``val_score`` (the mean of the four P@K) and ``val_map`` (the mean of the four mAP@K).
+    """
+    k = config.eval_k
+    metric = "ip" if config.normalize else "l2"
+    embedded = np.union1d(gallery, queries)  # the rows ``embed_rows`` embeds, in this order
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        vectors = embed_rows(model)
+        at = {name: vectors[np.searchsorted(embedded, rows)] for name, rows in
+              (("gallery", gallery), ("queries", queries), ("similar", similar))}
+        ranked = rank_gallery(at["queries"], at["gallery"], metric, k)
+        street = relevance.score([[str(i) for i in relevance.item_ids[row[row >= 0]]] for row in ranked], k)
+        near = rank_gallery(at["similar"], at["similar"], metric, k, exclude_self=True)
+        same = score_ranking(keys[similar], keys[similar], near, [k], exclude_self=True)
+        strict = score_ranking(strict_keys[similar], strict_keys[similar], near, [k], exclude_self=True)
+        scores = {f"val_street_p@{k}": street[f"category P@{k}"], f"val_street_map@{k}": street[f"category mAP@{k}"],
+                  f"val_street_colour_p@{k}": street.get(f"category+colour P@{k}", 0.0),
+                  f"val_street_colour_map@{k}": street.get(f"category+colour mAP@{k}", 0.0),
+                  f"val_similar_p@{k}": same[f"precision@{k}"], f"val_similar_map@{k}": same["mAP"],
+                  f"val_similar_strict_p@{k}": strict[f"precision@{k}"], f"val_similar_strict_map@{k}": strict["mAP"]}
+        scores["val_score"] = float(np.mean([v for name, v in scores.items() if "_p@" in name]))
+        scores["val_map"] = float(np.mean([v for name, v in scores.items() if "_map@" in name]))
+        return scores
+
+    return evaluate
+
+
+def train_cross_domain_embedder(catalogue: Manifest, street: Manifest, mapping: DomainMapping,
+                                config: RetrievalConfig, out_dir: str | Path | None = None,
+                                features: np.ndarray | None = None, console: Console | None = None,
+                                show_progress: bool = True) -> Embedder:
+    """Train an embedder on catalogue photos and street photos in one shared label space.
+
+    The ``train`` rows of both manifests train (street photos through their mapped category and colour labels,
+    catalogue photos through articleType, baseColour and ``shared.fine_fields``; see
+    :mod:`fashionlens.tasks.shared_space`) with ``config.shared``'s PML losses. Each epoch is scored on the street
+    photos of ``val`` querying the whole catalogue (as the demo's index) and on the catalogue's ``val`` items
+    querying each other (see :func:`_shared_validation`); the epoch best on ``config.train.monitor`` is kept
+    (``val_map``, the default, or e.g. ``val_score``).
+
+    Args:
+        catalogue: Catalogue photos (Fashion Product Images) with ``split`` set.
+        street: Street photos (Clothing Attributes) with ``split`` set (the demo's:
+            ``split_manifest(street, seed=0, stratify="category")``).
+        mapping: Street labels → catalogue values (:func:`~fashionlens.data.domains.load_domain_mapping`).
+        config: Model and training settings; ``config.shared`` (default :class:`SharedSpaceConfig` when ``None``).
+        out_dir: Model directory to write (``None``: don't save); the resumable run goes to ``<out_dir>.run``.
+        features: Frozen backbone features of the catalogue rows followed by the street rows (``features`` mode;
+            skips extraction).
+        console: Where progress messages go.
+        show_progress: Draw progress bars.
+
+    Raises:
+        DataError: A manifest lacks ``train`` or ``val`` rows (or mapped street labels there), a field the mapping
+            or ``fine_fields`` name, or the mapping names values the catalogue lacks.
+    """
+    console = console or Console(stderr=True)
+    config = replace(config, shared=config.shared or SharedSpaceConfig())
+    assert config.shared is not None
+    for manifest in (catalogue, street):
+        present = set(manifest.frame["split"].astype(str))
+        if not {"train", "val"} <= present:
+            raise DataError(f"manifest '{manifest.name}' needs train and val rows for cross-domain training; split "
+                            f"it first (fashionlens data split)")
+    labels = shared_labels(catalogue, street, mapping, config.shared.fine_fields)
+    combined = Manifest(pd.concat([catalogue.frame, street.frame], ignore_index=True),
+                        name=f"{catalogue.name}+{street.name}")
+    n_catalogue, split = len(catalogue), combined.frame["split"].to_numpy()
+    is_street = np.arange(len(combined)) >= n_catalogue
+    train = np.flatnonzero((split == "train") & (labels.codes >= 0).any(axis=1))
+    sampler = SharedSpaceSampler(train, labels.codes[train], is_street[train], config.train.batch_size,
+                                 config.shared.street_share, config.train.seed)
+    street_val = (np.array([c is not None for c in mapping.street_labels(street)[0]], dtype=bool)
+                  & (street.frame["split"].to_numpy() == "val"))
+    if not street_val.any():
+        raise DataError(f"no val photo of street manifest '{street.name}' has a category that domain mapping "
+                        f"{mapping.source} maps")
+    relevance = StreetRelevance.build(street.subset(street_val), catalogue_metadata(catalogue), mapping)
+    queries, gallery = n_catalogue + np.flatnonzero(street_val), np.arange(n_catalogue)
+    similar = np.flatnonzero(split[:n_catalogue] == "val")
+    device = resolve_device(config.train.device)
+    val_rows = np.union1d(gallery, queries)
+    setup = (_features_setup(combined, config, features, val_rows, device, show_progress)
+             if config.mode == "features" else _finetune_setup(combined, config, val_rows, device))
+    head = next(m for m in setup.model.modules() if isinstance(m, EmbeddingHead))
+    objective = SharedSpaceObjective(config.shared, labels.classes, head.out_features, config.margin, config.miner)
+    loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
+                        collate_fn=_as_is)
+    validation = _shared_validation(config, setup.embed_val, gallery, queries, relevance, similar,
+                                    _keys(combined, [mapping.catalogue_category]),
+                                    _keys(combined, [mapping.catalogue_category, mapping.catalogue_colour]))
+    trainer = Trainer(_WithProxies(setup.model, objective.head_losses), config.train, objective.loss, validation,
+                      run_dir=_run_dir(out_dir), console=console, show_progress=show_progress)
+    result = trainer.fit(loader)
+    trained: nn.Module = trainer.model.network  # type: ignore[assignment]
+    return _trained_embedder(trained, config, setup, result, out_dir, console)
 
 
 # ---------------------------------------------------------------------------------------------------------- catalogue
@@ -531,7 +792,8 @@ def catalogue_metadata(manifest: Manifest) -> pd.DataFrame:
 
 
 def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
-                          kind: str = "flat", show_progress: bool = False, **params: int) -> CatalogueIndex:
+                          kind: str = "flat", show_progress: bool = False,
+                          models: Mapping[str, str | Path] | None = None, **params: int) -> CatalogueIndex:
     """Embed a catalogue and index it (saved atomically to ``out_dir`` when given).
 
     Args:
@@ -540,21 +802,26 @@ def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str |
         out_dir: Index directory to write.
         kind: FAISS index kind (see :mod:`fashionlens.index.kinds`).
         show_progress: Draw a progress bar while extracting features.
+        models: Model directories to record in the index by role: ``embedder`` (the saved ``embedder``, so that
+            the index alone is enough to search it) and ``tagger`` (for attribute-aware search).
         **params: Index parameters for ``kind``.
     """
     vectors = embedder.embed(manifest, show_progress=show_progress)
-    return index_catalogue(vectors, embedder, manifest, out_dir, kind, **params)
+    return index_catalogue(vectors, embedder, manifest, out_dir, kind, models, **params)
 
 
 def index_catalogue(vectors: np.ndarray, embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
-                    kind: str = "flat", **params: int) -> CatalogueIndex:
+                    kind: str = "flat", models: Mapping[str, str | Path] | None = None,
+                    **params: int) -> CatalogueIndex:
     """Index a catalogue's precomputed ``embedder`` vectors (rows of ``manifest``), saved to ``out_dir`` when given.
 
-    The one place an index gets its metadata and model id, whether the vectors were just computed
-    (:func:`build_catalogue_index`) or read from a batch job's shards.
+    The one place an index gets its metadata, model id and model record (see :func:`build_catalogue_index`),
+    whether the vectors were just computed or read from a batch job's shards.
     """
     index = CatalogueIndex.build(vectors, catalogue_metadata(manifest), embedder.model_id, embedder.metric, kind,
                                  **params)
+    for role, directory in (models or {}).items():
+        index.record_model(role, directory)
     if out_dir is not None:
         index.save(out_dir)
     return index
@@ -571,15 +838,57 @@ def open_index(directory: str | Path, embedder: Embedder | None = None) -> Catal
     return CatalogueIndex.load(directory, expected_model_id=embedder.model_id, expected_dim=embedder.dim)
 
 
+def check_embedder(index: CatalogueIndex, embedder: Embedder) -> None:
+    """Check ``index`` was built by ``embedder``.
+
+    Raises:
+        CatalogueIndexError: Another model built it; the message names the fix (the recorded embedder, or
+            ``--model DIR``).
+    """
+    if index.model_id != embedder.model_id:
+        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
+                                  f"{embedder.model_id!r}; {model_fix(index.models.get('embedder'))}")
+
+
+def index_embedder(index: CatalogueIndex, model: str | Path | None = None,
+                   fallback: Callable[[], Embedder] | None = None) -> Embedder:
+    """The embedder to search ``index`` with, checked against it.
+
+    Args:
+        index: The catalogue index.
+        model: An embedder directory (wins over the index's record).
+        fallback: Makes the embedder to use when neither ``model`` nor a recorded one exists (e.g. the untrained
+            baseline); ``None``: an error naming the fix.
+
+    Raises:
+        ModelError: The recorded or given embedder cannot be loaded.
+        CatalogueIndexError: It did not build the index, or no embedder is known (the message names the fix).
+    """
+    recorded = index.models.get("embedder")
+    if model is not None:
+        embedder = Embedder.load(model)
+    elif recorded is not None:
+        try:
+            embedder = Embedder.load(recorded)
+        except ModelError as error:
+            raise ModelError(f"the catalogue index records its embedder at {recorded}, which cannot be loaded "
+                             f"({error}); pass the embedder that built it (--model DIR)") from error
+    elif fallback is not None:
+        embedder = fallback()
+    else:
+        raise CatalogueIndexError(f"the catalogue index (embedding model {index.model_id!r}) records no embedder; "
+                                  f"{model_fix(None)}")
+    check_embedder(index, embedder)
+    return embedder
+
+
 def add_to_index(index: CatalogueIndex, embedder: Embedder, manifest: Manifest) -> None:
     """Embed and add catalogue images (their keys must be new; see :func:`catalogue_metadata`).
 
     Raises:
         CatalogueIndexError: The index comes from another model, or a key is already in it.
     """
-    if index.model_id != embedder.model_id:
-        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
-                                  f"{embedder.model_id!r}; embed new items with the index's model")
+    check_embedder(index, embedder)
     index.add(embedder.embed(manifest), catalogue_metadata(manifest))
 
 
@@ -590,18 +899,34 @@ def _check_k(k: int, available: int, what: str) -> None:
 
 
 def search_images(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str | Path], k: int = 10,
-                  filters: Filters | None = None) -> list[list[SearchHit]]:
+                  filters: Filters | None = None, crop: str | CropSpec | Sequence[QueryCrop] = "auto",
+                  localiser: GarmentLocaliser | None = None, views: Sequence[str] = DEFAULT_VIEWS,
+                  fusion: str = "mean") -> list[list[SearchHit]]:
     """Top-``k`` catalogue items for each query photo (a batch of images is one call).
+
+    Args:
+        index: The catalogue index.
+        embedder: The model that built it.
+        paths: Query photos.
+        k: Results per photo.
+        filters: Only items with these field values.
+        crop: ``auto`` (search with the garment the ``localiser`` finds; the whole photo when it finds none),
+            ``none``, ``x1,y1,x2,y2`` (pixels), or crops already planned with
+            :func:`~fashionlens.tasks.localised.plan_crops` (one per photo; how callers learn the boxes used).
+        localiser: Garment localiser for ``auto`` (default: the process's shared one).
+        views: Parts of the crop searched with, their hits fused (see :mod:`fashionlens.tasks.localised`).
+        fusion: ``mean`` or ``rrf``.
 
     Raises:
         ImageError: A query image cannot be decoded (named).
+        ConfigError: A malformed or empty crop spec, invalid views or fusion.
+        DataError: A given crop box outside a photo.
         CatalogueIndexError: ``k`` exceeds the catalogue, an unknown filter field, or a model mismatch.
     """
     _check_k(k, len(index), "items")
-    if index.model_id != embedder.model_id:
-        raise CatalogueIndexError(f"catalogue index was built with embedding model {index.model_id!r}, not "
-                                  f"{embedder.model_id!r}; search it with the model that built it")
-    return index.search(embedder.embed_paths(paths), k, filters)
+    check_embedder(index, embedder)
+    crops = (list(crop) if not isinstance(crop, (str, CropSpec)) else plan_crops(paths, crop, localiser))
+    return search_views(index, embedder.embed_queries, paths, crops, k, filters, views, fusion)
 
 
 def similar_items(index: CatalogueIndex, item_id: str, k: int = 10,

@@ -1,9 +1,12 @@
 """Triplet generation for embedding training, as in the seed paper, plus class-balanced batches for online miners.
 
-The paper's recipe: every (anchor, positive) pair is a shop image and a street photo of the same item, and gets
-``negatives_per_pair`` negatives (4). Negatives are *hard* (same category as the anchor, another item: a different
-black dress) or *easy* (another category: a shoe), in the ratio easy:hard = 1:4, which the paper found better than
-hard negatives alone. The positive's item is never used as a negative.
+The paper's recipe: every (anchor, positive) pair is a shop image and a street (user-shot) photo of the same item,
+and gets ``negatives_per_pair`` negatives (4), which are **user-shot photos of other pairs**. Negatives are *hard*
+(same category as the anchor, another item: a different black dress) or *easy* (another category: a shoe), in the
+ratio easy:hard = 1:4, which the paper found better than hard negatives alone. The positive's item is never used as
+a negative. Drawing the negatives from the *shop* images instead (``negative_domain="shop"``) is this project's
+variant: with PML's distance swap it trains the street photo vs other items' shop photos comparison that a query is
+ranked by (see :class:`~fashionlens.tasks.retrieval.RetrievalConfig`).
 
 Generalised to any manifest: ``identity`` decides positives (``item_id`` for street-to-shop; ``articleType`` for
 similar-item search, where two products of the same type are a positive pair), and ``categories`` lists the fields
@@ -24,6 +27,9 @@ import torch
 from torch.utils.data import Sampler
 
 from fashionlens.errors import ConfigError, DataError
+
+NEGATIVE_DOMAINS = ("street", "shop")
+"""Where cross-domain negatives come from: the paper's user-shot photos of other pairs, or other items' shop images."""
 
 
 @dataclass(frozen=True)
@@ -225,12 +231,15 @@ class PaperTripletSampler(Sampler[TripletBatch]):
         easy_fraction: See :func:`sample_negatives`.
         max_pairs: Use at most this many pairs per epoch (a random subset), for quick runs.
         seed: Seed of the per-epoch random draws.
-        anchor_domain: Domain of anchors (and negatives) in cross-domain data.
+        anchor_domain: Domain of anchors in cross-domain data (positives come from the other domain).
+        negative_domain: Domain negatives are drawn from in cross-domain data: ``street`` (the paper's: user-shot
+            photos of other pairs) or ``shop`` (other items' shop images). Single-domain data draws from all rows.
     """
 
     def __init__(self, rows: np.ndarray, identity: np.ndarray, domain: np.ndarray, categories: Sequence[np.ndarray],
                  pairs_per_batch: int, negatives_per_pair: int = 4, easy_fraction: float = 0.2,
-                 max_pairs: int | None = None, seed: int = 0, anchor_domain: str = "shop"):
+                 max_pairs: int | None = None, seed: int = 0, anchor_domain: str = "shop",
+                 negative_domain: str = "street"):
         if pairs_per_batch < 1 or negatives_per_pair < 1:
             raise ConfigError(f"pairs per batch ({pairs_per_batch}) and negatives per pair ({negatives_per_pair}) "
                               f"must be >= 1")
@@ -240,9 +249,11 @@ class PaperTripletSampler(Sampler[TripletBatch]):
         self.categories = list(categories)
         self.pairs_per_batch, self.negatives_per_pair = pairs_per_batch, negatives_per_pair
         self.easy_fraction, self.max_pairs, self.seed = easy_fraction, max_pairs, seed
-        self.anchor_domain = anchor_domain
+        if negative_domain not in NEGATIVE_DOMAINS:
+            raise ConfigError(f"unknown negative domain '{negative_domain}'; use one of {NEGATIVE_DOMAINS}")
+        self.anchor_domain, self.negative_domain = anchor_domain, negative_domain
         cross_domain = (domain == anchor_domain).any() and (domain != anchor_domain).any()
-        self.candidates = np.flatnonzero(domain == anchor_domain) if cross_domain else np.arange(len(rows))
+        self.candidates = np.flatnonzero(domain == negative_domain) if cross_domain else np.arange(len(rows))
         self.epoch = 0
         n_pairs = len(pair_rows(identity, domain, np.random.default_rng(0), anchor_domain)[0])
         if n_pairs == 0:

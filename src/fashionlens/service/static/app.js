@@ -7,6 +7,7 @@ const OFF_TAGS_SHOWN = 6;
 const $ = (id) => document.getElementById(id);
 let available = {};
 let generation = 0; // answers of an older query are dropped when a newer one has started
+let lastFile = null; // the uploaded photo, searched again when attribute steering is switched
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -88,6 +89,20 @@ function renderTags(answer) {
   for (const score of on.concat(off)) box.append(tagRow(score));
 }
 
+function renderSteering(answer) {
+  // Which of the photo's attributes re-ranked the hits (or why none did).
+  const box = $("steering");
+  const steered = answer && answer.steered_by;
+  box.hidden = !(steered || (answer && answer.note));
+  if (!steered) {
+    box.textContent = (answer && answer.note) || "";
+    return;
+  }
+  const parts = [steered.category, ...steered.colours].map(
+    (a) => `${a.label} ${percent(a.probability)} → ${a.catalogue.join(", ")}`);
+  box.textContent = `Steered by: ${parts.join(" · ")}`;
+}
+
 function renderResults(results, title) {
   $("results-panel").hidden = false;
   $("results-title").textContent = title;
@@ -131,13 +146,34 @@ async function analyse(blob, name, searchRequest, resultsTitle) {
   }
   if (found.status === "fulfilled" && found.value) {
     renderResults(found.value.results, resultsTitle);
+    renderSteering(found.value);
+    drawCrop(found.value.crop, found.value.image);
   } else if (found.status === "rejected") {
     problems.push(`search: ${found.reason.message}`);
   }
   setStatus(problems.join(" · ") || "Done. Click an item to see items similar to it.", problems.length > 0);
 }
 
+// The box the search used, drawn over the photo in percentages of the image's size (so it follows any scaling).
+function drawCrop(crop, image) {
+  const box = $("crop-box");
+  const note = $("crop-note");
+  box.hidden = !crop || crop.fallback || !image || !image.width;
+  note.hidden = !crop;
+  if (!crop) return;
+  note.textContent = crop.fallback ? `Searched the whole photo: ${crop.reason}`
+    : `Searched the ${crop.mode === "auto" ? "garment found" : "box"} at ${crop.box_text}`;
+  if (box.hidden) return;
+  const [x0, y0, x1, y1] = crop.box;
+  box.style.left = `${(100 * x0) / image.width}%`;
+  box.style.top = `${(100 * y0) / image.height}%`;
+  box.style.width = `${(100 * (x1 - x0)) / image.width}%`;
+  box.style.height = `${(100 * (y1 - y0)) / image.height}%`;
+  box.title = `searched box ${crop.box_text}`;
+}
+
 function showPhoto(src) {
+  drawCrop(null, null);
   $("photo").src = src;
   $("photo").hidden = false;
   $("drop-text").textContent = "Drop or tap for another photo";
@@ -145,12 +181,16 @@ function showPhoto(src) {
 
 function analyseFile(file) {
   if (!file) return;
+  lastFile = file;
   showPhoto(URL.createObjectURL(file));
-  const search = available.search ? () => upload(`/v1/search?k=${K}`, file, file.name) : null;
+  const attributes = $("steer").checked ? "auto" : "off";
+  const search = available.search
+    ? () => upload(`/v1/search?k=${K}&attributes=${attributes}`, file, file.name) : null;
   analyse(file, file.name, search, "Similar catalogue items");
 }
 
 async function showItem(itemId, imageUrl, name) {
+  lastFile = null;
   showPhoto(imageUrl);
   window.scrollTo({ top: 0, behavior: "smooth" });
   const search = () => call(`/v1/items/${encodeURIComponent(itemId)}/similar?k=${K}`);
@@ -172,6 +212,7 @@ function setUpDrop() {
     drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.remove("over"); });
   }
   drop.addEventListener("drop", (event) => analyseFile(event.dataTransfer.files[0]));
+  $("steer").addEventListener("change", () => analyseFile(lastFile));
   drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("file").click(); }
   });
@@ -183,6 +224,7 @@ async function start() {
     const info = await call("/v1/info");
     available = info.available;
     $("models").textContent = describeModels(info);
+    $("steer-toggle").hidden = !(info.attributes && info.attributes.steering);
   } catch (error) {
     $("models").textContent = `cannot reach the service: ${error.message}`;
   }
