@@ -2,32 +2,34 @@
 
 Where the collection lives is the ``uri`` (``storage`` in ``index.json``):
 
-* none given: a Milvus Lite database (the real engine, in-process) saved inside the index directory as
-  ``milvus.db`` and copied along with it, so the directory stays self-contained like a ``faiss`` one;
+* none given: a Milvus Lite database (Milvus's API over an embedded, in-process engine) saved inside the index
+  directory as ``milvus.db`` and copied along with it, so the directory stays self-contained like a ``faiss`` one;
 * a path ending in ``.db``: a Milvus Lite database there, shared by every index that names it;
-* ``http(s)://host:19530`` (or ``tcp://``, ``unix:``): a Milvus server or cluster, shared by every replica. The
-  token, if the server wants one, comes from ``$FASHIONLENS_MILVUS_TOKEN`` and is never written down.
+* ``http(s)://host:19530`` (or ``tcp://``, ``grpc://``, ``unix:``): a Milvus server or cluster, shared by every
+  replica. The token, if the server wants one, comes from ``$FASHIONLENS_MILVUS_TOKEN`` and is never written down.
 
 The collection holds ``item_id`` (primary key), ``vector``, one nullable VARCHAR field per metadata column known
 at build time (``f0``, ``f1``...: column names need not be Milvus identifiers) and ``meta``, a JSON object with the
 columns that :meth:`~CatalogueIndex.add` introduces later (Milvus Lite cannot add fields to a collection; filtering
 a JSON key is ~10x slower there than a VARCHAR field). Collection properties record the model id, metric and
 dimension, so an ``index.json`` pointing at a collection of another embedder is refused on load, and the column ->
-field mapping. The index directory keeps ``items.parquet`` as for ``faiss``: hits take their
-metadata from it and :meth:`CatalogueIndex.add`/``remove`` keep it in step; ``save`` after them (the collection
-itself changes at once).
+field mapping. The index directory keeps ``items.parquet`` as for ``faiss``: hits take their metadata from it and
+:meth:`CatalogueIndex.add`/``remove`` keep it in step; ``save`` after them (the collection itself changes at once,
+and a load refuses a collection whose size disagrees with ``index.json``).
 
 Filters become Milvus boolean expressions (:func:`expression`) in which every value, field name and item id is a
-string literal escaped by :func:`literal`, so no client-given text can add expression syntax. Searches, inserts and
-deletes use the ``Strong`` consistency level: a search sees every write acknowledged before it, which is what
-Milvus Lite offers anyway and what a catalogue update followed by a search expects.
+string literal escaped by :func:`literal`, so no client-given text can add expression syntax (ids never go through
+pymilvus' own ``ids=`` arguments, which do not escape). Searches, inserts and deletes use the ``Strong``
+consistency level: a search sees every write acknowledged before it, which is what Milvus Lite offers anyway and
+what a catalogue update followed by a search expects. As for ``faiss``, a filter keeping at most
+:data:`~fashionlens.index.catalogue.EXACT_SUBSET_MAX` items is scored exactly from those items' vectors.
 
 Index kinds map onto Milvus index types: ``flat`` -> ``FLAT``, ``ivf`` -> ``IVF_FLAT`` (``nlist``; ``nprobe`` at
-search), ``ivfpq`` -> ``IVF_PQ`` (``nlist``, ``m``, ``nbits``; the ``k_factor * k`` shortlist is re-ranked here
-with the full vectors Milvus returns, as the ``faiss`` backend does), ``hnsw`` -> ``HNSW`` (``M``,
-``efConstruction``; ``ef`` at search, at least the number of hits fetched, as Milvus requires). Not mapped:
-FAISS's IVF training sample (Milvus trains on each sealed segment itself) and the small-subset exact-search
-cut-off (Milvus decides its own filtered-search strategy).
+search, at most ``nlist``), ``hnsw`` -> ``HNSW`` (``M``, ``efConstruction``; ``ef`` at search, at least the number
+of hits fetched, as Milvus requires), ``ivfpq`` -> ``IVF_PQ`` (``nlist``, ``m``, ``nbits``; the ``k_factor * k``
+shortlist is re-ranked here with the full vectors Milvus returns, as the ``faiss`` backend does) on a server only:
+Milvus Lite 3.2 has no IVF_PQ, and the build says so. Not mapped: FAISS's seeded IVF training sample (Milvus trains
+each sealed segment's index itself) and HNSW rebuilds on removal (Milvus deletes in place).
 """
 
 from __future__ import annotations
