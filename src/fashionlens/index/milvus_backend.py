@@ -56,7 +56,7 @@ from fashionlens.errors import CatalogueIndexError
 from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
 from fashionlens.index.filters import shown
 from fashionlens.index.kinds import Params
-from fashionlens.index.store import ITEM_ID, MILVUS_LITE_DB, IndexManifest, inconsistent
+from fashionlens.index.store import ITEM_ID, MANIFEST_FILE, MILVUS_LITE_DB, IndexManifest, inconsistent
 
 VECTOR, META = "vector", "meta"
 IDENTITY = "fashionlens.identity"
@@ -192,7 +192,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
     def _open(cls, root: Path, manifest: IndexManifest, items: pa.Table) -> Self:
         uri, collection = manifest.storage.get("uri"), manifest.storage.get("collection")
         if not uri or not collection:
-            raise CatalogueIndexError(f"corrupt catalogue index file {root / 'index.json'}: no milvus uri/collection")
+            raise CatalogueIndexError(f"corrupt catalogue index file {root / MANIFEST_FILE}: no milvus uri/collection")
         local = not uri.startswith(SERVER_SCHEMES) and not Path(uri).is_absolute()
         if local:
             path = root.resolve() / uri
@@ -405,7 +405,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
             if identity != self._identity():
                 raise CatalogueIndexError(
                     f"{where} was built with embedding model {identity.get('model_id')!r} ({identity.get('metric')}, "
-                    f"{identity.get('dim')}-d), but {root / 'index.json'} says {self._model_id!r} "
+                    f"{identity.get('dim')}-d), but {root / MANIFEST_FILE} says {self._model_id!r} "
                     f"({self._metric}, {self._dim}-d); rebuild the index"
                 )
             self._fields = fields
