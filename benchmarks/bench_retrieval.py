@@ -332,7 +332,7 @@ def catalogue_sections(args: argparse.Namespace, console: Console) -> None:
     similar_rows = [
         {"model": "untrained (ImageNet features, cosine)", **{k: f"{untrained_similar[k]:.3f}" for k in similar_keys},
          "train s": "-"},
-        {"model": "triplet-trained, paper's triplets (hard+easy 1:4)",
+        {"model": "triplet-trained, sampled triplets (hard+easy 1:4, the paper's ratio)",
          **aggregate(similar_runs, [*similar_keys, "train s"])},
         {"model": "triplet-trained, PML semi-hard miner", **aggregate(miner_runs, [*similar_keys, "train s"])},
     ]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,10 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
     timings: dict[str, float] = {}
     quiet = Console(stderr=True, quiet=True)
     out.mkdir(parents=True, exist_ok=True)
+    # Each demo trains from scratch: a training checkpoint left by an earlier demo (perhaps of older code or another
+    # recipe) would otherwise be resumed, and a finished one would silently stand in for this run's model.
+    for stale in (out / "models").glob("*.run"):
+        shutil.rmtree(stale)
     with step(console, "1. manifests", timings):
         products, clothing = build_manifests(data, out)
         for manifest in (products, clothing):
