@@ -1,4 +1,8 @@
-"""Tests for the catalogue index: exact search vs numpy, filters via ID selectors, add/remove, persistence."""
+"""Tests for the catalogue index: exact search vs numpy, filters, add/remove, persistence -- over both backends.
+
+Tests taking the ``build`` fixture run once per backend: ``faiss`` and ``milvus`` (Milvus Lite, one database file
+shared by the module, a fresh collection per build). Milvus-only behaviour is in ``test_milvus_backend.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index import INDEX_KINDS, CatalogueIndex
 from fashionlens.index import catalogue as catalogue_module
+from fashionlens.index import store as store_module
 from fashionlens.index.store import IDS_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE, VECTORS_FILE
 
 N, DIM = 600, 16
@@ -22,6 +27,31 @@ KINDS = list(INDEX_KINDS)
 SCANNABLE = [name for name in KINDS if name not in ("flat", "ivfpq")]
 # Knob values that make each approximate kind scan everything, so its results must equal brute force.
 EXHAUSTIVE = {"ivf": {"nprobe": 10_000}, "ivfpq": {"nprobe": 10_000}, "hnsw": {"ef": 10_000}, "flat": {}}
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One Milvus Lite database for the module (each build makes its own collection in it)."""
+    pytest.importorskip("pymilvus")
+    return str(tmp_path_factory.mktemp("milvus") / "catalogue.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def build(backend: str, request: pytest.FixtureRequest):
+    """``CatalogueIndex.build`` for the test's backend."""
+    storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
+
+    def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
+        if backend == "milvus" and kwargs.get("kind") == "ivfpq":
+            pytest.skip("Milvus Lite has no IVF_PQ index (test_milvus_backend.py checks the error)")
+        return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
+
+    return build_index
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,6 +92,25 @@ def queries() -> np.ndarray:
     return make_vectors(5, seed=1)
 
 
+# Filtered searches take one of three paths: faiss scoring a small subset directly, faiss searching its index with
+# an ID selector (forced here by lowering the cut-off), or Milvus evaluating the filter expression.
+PATHS = ["faiss-small-subset", "faiss-selector", "milvus"]
+
+
+def path_build(path: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    if path == "faiss-selector":  # small filtered subsets are scored directly unless told not to
+        monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
+    backend = "milvus" if path == "milvus" else "faiss"
+    storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
+
+    def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
+        if backend == "milvus" and kwargs.get("kind") == "ivfpq":
+            pytest.skip("Milvus Lite has no IVF_PQ index")
+        return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
+
+    return build_index
+
+
 def brute_force(
     vectors: np.ndarray, ids: list[str], queries: np.ndarray, k: int, metric: str
 ) -> tuple[list[list[str]], np.ndarray]:
@@ -81,8 +130,8 @@ def hit_ids(hits: list[list]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_flat_search_equals_brute_force(vectors, items, queries, metric):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", metric=metric)
+def test_flat_search_equals_brute_force(build, vectors, items, queries, metric):
+    catalogue = build(vectors, items, model_id="m", metric=metric)
     hits = catalogue.search(queries, k=10)
     expected_ids, expected_scores = brute_force(vectors, list(items.item_id), queries, 10, metric)
     assert hit_ids(hits) == expected_ids
@@ -92,62 +141,66 @@ def test_flat_search_equals_brute_force(vectors, items, queries, metric):
 
 
 @pytest.mark.parametrize("kind", SCANNABLE)
-def test_approximate_kinds_scanning_everything_equal_brute_force(vectors, items, queries, kind):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
+def test_approximate_kinds_scanning_everything_equal_brute_force(build, vectors, items, queries, kind):
+    catalogue = build(vectors, items, model_id="m", kind=kind)
     expected_ids, _ = brute_force(vectors, list(items.item_id), queries, 10, "ip")
     assert hit_ids(catalogue.search(queries, k=10, **EXHAUSTIVE[kind])) == expected_ids
 
 
-def test_ivfpq_reranks_its_shortlist_with_the_stored_vectors(vectors, items, queries):
+def test_index_parameters_reach_the_index(build, vectors, items, queries):
+    # One IVF cell holds everything, so probing one cell is exact -- unless nlist were ignored.
+    catalogue = build(vectors, items, model_id="m", kind="ivf", nlist=1)
+    expected_ids, _ = brute_force(vectors, list(items.item_id), queries, 10, "ip")
+    assert hit_ids(catalogue.search(queries, k=10, nprobe=1)) == expected_ids
+
+
+def test_ivfpq_reranks_its_shortlist_with_the_stored_vectors(build, backend, vectors, items, queries):
     expected_ids, expected_scores = brute_force(vectors, list(items.item_id), queries, 10, "ip")
-    everything = CatalogueIndex.build(vectors, items, model_id="m", kind="ivfpq", k_factor=N)  # shortlist = all
+    everything = build(vectors, items, model_id="m", kind="ivfpq", k_factor=N)  # shortlist = all
     hits = everything.search(queries, k=10, nprobe=10_000)
     assert hit_ids(hits) == expected_ids
     np.testing.assert_allclose([[hit.score for hit in row] for row in hits], expected_scores, rtol=1e-4, atol=1e-4)
-    codes_only = CatalogueIndex.build(vectors, items, model_id="m", kind="ivfpq", k_factor=1)
-    assert hit_ids(codes_only.search(queries, k=10, nprobe=10_000)) != expected_ids  # why re-ranking exists
+    if backend == "faiss":  # Milvus Lite scores a collection this small exactly, codes or not
+        codes_only = build(vectors, items, model_id="m", kind="ivfpq", k_factor=1)
+        assert hit_ids(codes_only.search(queries, k=10, nprobe=10_000)) != expected_ids  # why re-ranking exists
 
 
-def test_ip_scores_are_cosine_for_unnormalised_vectors(vectors, items, queries):
-    catalogue = CatalogueIndex.build(vectors * 7.5, items, model_id="m")
+def test_ip_scores_are_cosine_for_unnormalised_vectors(build, vectors, items, queries):
+    catalogue = build(vectors * 7.5, items, model_id="m")
     top = catalogue.search(queries[:1] * 0.1, k=1)[0][0]
     row = list(items.item_id).index(top.item_id)
     cosine = vectors[row] @ queries[0] / np.linalg.norm(vectors[row]) / np.linalg.norm(queries[0])
     assert top.score == pytest.approx(cosine, abs=1e-5)
 
 
-@pytest.mark.parametrize("force_selector", [False, True], ids=["small-subset-path", "selector-path"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_filtered_search_equals_brute_force_on_the_subset(
-    vectors, items, queries, kind, force_selector, monkeypatch
-):
-    if force_selector:  # small filtered subsets are scored directly unless told not to
-        monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
+def test_filtered_search_equals_brute_force_on_the_subset(vectors, items, queries, kind, path, request, monkeypatch):
+    build = path_build(path, request, monkeypatch)
+    catalogue = build(vectors, items, model_id="m", kind=kind)
     filters = {"category": ["dress", "bag"], "colour": "red"}
     subset = (items.category.isin(["dress", "bag"]) & (items.colour == "red")).to_numpy()
-    knobs = EXHAUSTIVE[kind] if force_selector else {}
+    knobs = EXHAUSTIVE[kind] if path != "faiss-small-subset" else {}
     hits = catalogue.search(queries, k=10, filters=filters, **knobs)
     for row in hits:
         assert len(row) == 10
         assert all(hit.metadata["category"] in ("dress", "bag") and hit.metadata["colour"] == "red" for hit in row)
-    if kind != "ivfpq" or not force_selector:
+    if kind != "ivfpq" or path != "faiss-selector":
         expected, _ = brute_force(vectors[subset], list(items.item_id[subset]), queries, 10, "ip")
         assert hit_ids(hits) == expected
 
 
-@pytest.mark.parametrize("force_selector", [False, True], ids=["small-subset-path", "selector-path"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_selective_filter_returns_exactly_the_matches(kind, force_selector, monkeypatch):
-    if force_selector:
-        monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
+def test_selective_filter_returns_exactly_the_matches(kind, path, request, monkeypatch):
+    build = path_build(path, request, monkeypatch)
     n = 10_000
     vectors = make_vectors(n, dim=8, seed=2)
     items = make_items(n).assign(collection="main")
     chosen = ["item00017", "item04242", "item09998"]
     items.loc[items.item_id.isin(chosen), "collection"] = "capsule"
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
-    knobs = EXHAUSTIVE[kind] if force_selector else {}
+    catalogue = build(vectors, items, model_id="m", kind=kind)
+    knobs = EXHAUSTIVE[kind] if path == "faiss-selector" else {}
     hits = catalogue.search(make_vectors(2, dim=8, seed=3), k=10, filters={"collection": "capsule"}, **knobs)
     for row in hits:
         assert sorted(hit.item_id for hit in row) == chosen
@@ -173,21 +226,21 @@ def test_filter_runs_inside_faiss_search_with_a_selector(vectors, items, queries
     assert calls == [(10, {int(i) for i in np.flatnonzero(items.year == 2012)})]
 
 
-def test_filter_value_matching_nothing_gives_empty_results(vectors, items, queries):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_filter_value_matching_nothing_gives_empty_results(build, vectors, items, queries):
+    catalogue = build(vectors, items, model_id="m")
     assert catalogue.search(queries, k=5, filters={"category": "hat"}) == [[] for _ in queries]
     assert catalogue.search(queries, k=5, filters={"category": []}) == [[] for _ in queries]
 
 
-def test_unknown_filter_field_is_named_with_known_fields(vectors, items, queries):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_unknown_filter_field_is_named_with_known_fields(build, vectors, items, queries):
+    catalogue = build(vectors, items, model_id="m")
     with pytest.raises(CatalogueIndexError, match=r"'categroy'.*known fields: item_id, category, colour, year"):
         catalogue.search(queries, filters={"categroy": "dress"})
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_search_by_id_excludes_the_item_itself(vectors, items, kind):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
+def test_search_by_id_excludes_the_item_itself(build, vectors, items, kind):
+    catalogue = build(vectors, items, model_id="m", kind=kind)
     hits = catalogue.search_by_id("item00042", k=5, **EXHAUSTIVE[kind])
     assert len(hits) == 5 and "item00042" not in [hit.item_id for hit in hits]
     if kind != "ivfpq":
@@ -196,35 +249,35 @@ def test_search_by_id_excludes_the_item_itself(vectors, items, kind):
         assert [hit.item_id for hit in hits] == expected[0]
 
 
-def test_exclude_removes_items_from_results(vectors, items, queries):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_exclude_removes_items_from_results(build, vectors, items, queries):
+    catalogue = build(vectors, items, model_id="m")
     first = hit_ids(catalogue.search(queries[:1], k=3))[0]
     again = hit_ids(catalogue.search(queries[:1], k=3, exclude=[first[0], "no-such-item"]))[0]
     assert again == [*first[1:], again[2]] and first[0] not in again
 
 
-def test_k_larger_than_catalogue_returns_everything(items):
-    small = CatalogueIndex.build(make_vectors(7), items.head(7), model_id="m")
+def test_k_larger_than_catalogue_returns_everything(build, items):
+    small = build(make_vectors(7), items.head(7), model_id="m")
     assert len(small.search(make_vectors(1, seed=4), k=50)[0]) == 7
     assert len(small.search(make_vectors(1, seed=4), k=50, filters={"category": "dress"})[0]) == 2
     assert len(small.search_by_id("item00000", k=50)) == 6
 
 
 @pytest.mark.parametrize("k", [0, -3, 2.5])
-def test_invalid_k_is_rejected(vectors, items, queries, k):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_invalid_k_is_rejected(build, vectors, items, queries, k):
+    catalogue = build(vectors, items, model_id="m")
     with pytest.raises(CatalogueIndexError, match="k must be a positive integer"):
         catalogue.search(queries, k=k)
 
 
-def test_query_dimension_mismatch_is_rejected(vectors, items):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_query_dimension_mismatch_is_rejected(build, vectors, items):
+    catalogue = build(vectors, items, model_id="m")
     with pytest.raises(CatalogueIndexError, match=r"queries must have shape \(n, 16\).*\(2, 8\)"):
         catalogue.search(make_vectors(2, dim=8))
 
 
-def test_unknown_item_id_is_named(vectors, items):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_unknown_item_id_is_named(build, vectors, items):
+    catalogue = build(vectors, items, model_id="m")
     with pytest.raises(CatalogueIndexError, match="'nope' is not in the catalogue index"):
         catalogue.search_by_id("nope")
     with pytest.raises(CatalogueIndexError, match="'nope' is not in the catalogue index"):
@@ -233,8 +286,8 @@ def test_unknown_item_id_is_named(vectors, items):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_add_then_remove(vectors, items, kind):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
+def test_add_then_remove(build, vectors, items, kind):
+    catalogue = build(vectors, items, model_id="m", kind=kind)
     extra = make_vectors(3, seed=5)
     catalogue.add(extra, make_items(3, start=N).assign(season="summer"))
     assert len(catalogue) == N + 3
@@ -255,8 +308,8 @@ def test_add_then_remove(vectors, items, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_save_load_round_trip(vectors, items, queries, kind, tmp_path):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="resnet50/in1k@abc123", kind=kind)
+def test_save_load_round_trip(build, vectors, items, queries, kind, tmp_path):
+    catalogue = build(vectors, items, model_id="resnet50/in1k@abc123", kind=kind)
     catalogue.add(make_vectors(2, seed=6), make_items(2, start=N))
     catalogue.remove(["item00003"])
     before = catalogue.search(queries, k=10, filters={"colour": "blue"})
@@ -271,17 +324,17 @@ def test_save_load_round_trip(vectors, items, queries, kind, tmp_path):
     assert len(loaded) == len(catalogue)
 
 
-def test_load_detects_model_and_dimension_mismatch(vectors, items, tmp_path):
-    CatalogueIndex.build(vectors, items, model_id="vit-b16@v1").save(tmp_path / "index")
+def test_load_detects_model_and_dimension_mismatch(build, vectors, items, tmp_path):
+    build(vectors, items, model_id="vit-b16@v1").save(tmp_path / "index")
     with pytest.raises(CatalogueIndexError, match="built with embedding model 'vit-b16@v1', not 'vit-b16@v2'"):
         CatalogueIndex.load(tmp_path / "index", expected_model_id="vit-b16@v2")
     with pytest.raises(CatalogueIndexError, match="holds 16-dimensional vectors, but 512 were expected"):
         CatalogueIndex.load(tmp_path / "index", expected_dim=512)
 
 
-def test_recorded_models_travel_with_the_folder_and_name_the_fix(vectors, items, tmp_path):
+def test_recorded_models_travel_with_the_folder_and_name_the_fix(build, vectors, items, tmp_path):
     models = tmp_path / "demo" / "models"
-    catalogue = CatalogueIndex.build(vectors, items, model_id="vit-b16@v1")
+    catalogue = build(vectors, items, model_id="vit-b16@v1")
     catalogue.record_model("embedder", models / "embedder")
     catalogue.record_model("tagger", models / "tagger")
     catalogue.save(models / "index")
@@ -317,28 +370,29 @@ def test_an_index_without_recorded_models_loads_and_names_the_model_option(vecto
         CatalogueIndex.load(directory)
 
 
-def test_fields_and_their_values(vectors, items):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m")
+def test_fields_and_their_values(build, vectors, items):
+    catalogue = build(vectors, items, model_id="m")
     assert catalogue.fields == ["category", "colour", "year"]
     assert catalogue.values("colour") == ["blue", "red"]  # missing values are left out
     with pytest.raises(CatalogueIndexError, match="no field 'size'"):
         catalogue.values("size")
 
 
-def test_failed_save_leaves_previous_index_intact(vectors, items, tmp_path, monkeypatch):
-    CatalogueIndex.build(vectors, items, model_id="old").save(tmp_path / "index")
-    newer = CatalogueIndex.build(vectors[:10], items.head(10), model_id="new")
+def test_failed_save_leaves_previous_index_intact(build, vectors, items, queries, tmp_path, monkeypatch):
+    build(vectors, items, model_id="old").save(tmp_path / "index")
+    newer = build(vectors[:10], items.head(10), model_id="new")
 
     def disk_full(*args):
-        raise RuntimeError("No space left on device")
+        raise OSError("No space left on device")
 
-    monkeypatch.setattr(faiss, "write_index", disk_full)
+    monkeypatch.setattr(store_module, "write_json", disk_full)
     with pytest.raises(CatalogueIndexError, match=r"could not save catalogue index.*No space left"):
         newer.save(tmp_path / "index")
     monkeypatch.undo()
     kept = CatalogueIndex.load(tmp_path / "index")
     assert (kept.model_id, len(kept)) == ("old", N)
     assert [path.name for path in tmp_path.iterdir()] == ["index"]  # no half-written temporary left behind
+    assert len(newer.search(queries, k=3)[0]) == 3  # the index whose save failed still works
 
 
 @pytest.mark.parametrize("name", [MANIFEST_FILE, INDEX_FILE, IDS_FILE, ITEMS_FILE, VECTORS_FILE])
@@ -365,8 +419,8 @@ def test_load_of_missing_directory(tmp_path: Path):
         CatalogueIndex.load(tmp_path / "nothing")
 
 
-def test_info_reports_fields_with_distinct_counts(vectors, items):
-    info = CatalogueIndex.build(vectors, items, model_id="m", kind="ivf", nlist=8).info()
+def test_info_reports_fields_with_distinct_counts(build, vectors, items):
+    info = build(vectors, items, model_id="m", kind="ivf", nlist=8).info()
     assert info["fields"] == {"category": 4, "colour": 2, "year": 5}
     assert {key: info[key] for key in ("count", "dim", "kind", "metric", "model_id")} == {
         "count": N, "dim": DIM, "kind": "ivf", "metric": "ip", "model_id": "m",
@@ -386,9 +440,9 @@ def test_info_reports_fields_with_distinct_counts(vectors, items):
         ({"model_id": ""}, "model_id must be a non-empty string"),
     ],
 )
-def test_invalid_build_arguments(vectors, items, kwargs, message):
+def test_invalid_build_arguments(build, vectors, items, kwargs, message):
     with pytest.raises(CatalogueIndexError, match=message):
-        CatalogueIndex.build(vectors, items, **{"model_id": "m", **kwargs})
+        build(vectors, items, **{"model_id": "m", **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -416,7 +470,7 @@ def test_invalid_vectors(items):
 
 
 @pytest.mark.parametrize(("kind", "option"), [("flat", "nprobe"), ("flat", "ef"), ("ivf", "ef"), ("hnsw", "nprobe")])
-def test_search_knob_of_another_kind_is_rejected(vectors, items, queries, kind, option):
-    catalogue = CatalogueIndex.build(vectors, items, model_id="m", kind=kind)
+def test_search_knob_of_another_kind_is_rejected(build, vectors, items, queries, kind, option):
+    catalogue = build(vectors, items, model_id="m", kind=kind)
     with pytest.raises(CatalogueIndexError, match=f"'{option}' does not apply to a '{kind}' index"):
         catalogue.search(queries, **{option: 4})

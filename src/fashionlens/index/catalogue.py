@@ -1,14 +1,23 @@
 """The catalogue index: product embeddings searchable by similarity and filterable by metadata.
 
-A :class:`CatalogueIndex` keeps together what must never drift apart: the FAISS index, the item metadata
-(``item_id`` plus filterable fields such as category, gender, colour, image path), the vectors as indexed, and the
-identity of the embedding model that produced them. Saving writes all of it to one directory atomically (see
+A :class:`CatalogueIndex` keeps together what must never drift apart: the vectors as indexed, the item metadata
+(``item_id`` plus filterable fields such as category, gender, colour, image path) and the identity of the
+embedding model that produced them. Saving writes all of it to one directory atomically (see
 :mod:`fashionlens.index.store`), and loading checks the model and dimension, so a query embedded by a different
 model is rejected instead of silently returning unrelated products.
 
-Rows carry stable int64 FAISS ids (``IndexIDMap2`` for flat and HNSW, ``add_with_ids`` on IVF), so items can be
-added and removed without renumbering the index. With the default ``ip`` metric vectors are L2-normalised on the
-way in and scores are cosine similarities; with ``l2`` scores are squared Euclidean distances (lower is closer).
+Where the vectors live is the backend, a subclass chosen by name when building and read from ``index.json`` when
+loading, so nothing outside this package needs to know which one runs:
+
+* ``faiss`` (:class:`~fashionlens.index.faiss_backend.FaissCatalogueIndex`, the default): an in-process FAISS
+  index saved as files in the directory.
+* ``milvus`` (:class:`~fashionlens.index.milvus_backend.MilvusCatalogueIndex`): a Milvus collection, in an
+  embedded Milvus Lite database (by default inside the directory) or on a Milvus server shared by many replicas.
+
+This base class does the work common to both: validating vectors, metadata, model id, kind, parameters, ``k`` and
+filter fields, keeping the item table (hits' metadata, ``info``, look-up of an item's row) and the save/load
+protocol. With the default ``ip`` metric vectors are L2-normalised on the way in and scores are cosine similarities;
+with ``l2`` scores are squared Euclidean distances (lower is closer).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self, overload
 
 import faiss
 import numpy as np
@@ -26,28 +35,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
-from fashionlens.index.filters import Filters, ItemFilter, allow_selector, deny_selector
+from fashionlens.index.filters import Filters, ItemFilter
 from fashionlens.index.kinds import METRICS, IndexKind, Params, check_metric, get_kind, positive_int
 from fashionlens.index.store import (
     ITEM_ID,
     MANIFEST_FILE,
-    IndexFiles,
     IndexManifest,
     as_item_table,
     fashionlens_version,
-    read_index_dir,
+    read_items,
     write_index_dir,
 )
 
 EXACT_SUBSET_MAX = 2048
 """Filtered searches whose filter keeps at most this many items score those items' stored vectors directly.
 
-Larger filtered subsets are searched in the FAISS index with an ID selector. Small ones are not, for two reasons:
-an approximate index only scans part of the catalogue (``nprobe`` IVF cells, ``efSearch`` graph candidates), so a
-very selective filter may leave too few matching items inside the scanned part and return fewer than ``k`` hits;
-and even an exact flat index still walks all 10^6 ids through the selector (~25 ms), where scoring 2048 stored
-vectors is exact and takes well under a millisecond. Vector databases call this a "flat search cut-off".
+Larger filtered subsets are searched in the backend's index with the filter applied inside the search. Small ones
+are not, for two reasons: an approximate index only scans part of the catalogue (``nprobe`` IVF cells, ``ef``
+graph candidates), so a very selective filter may leave too few matching items inside the scanned part and return
+fewer than ``k`` hits (Milvus Lite's IVF does exactly that); and even an exact flat index still walks all 10^6 ids
+through FAISS's selector (~25 ms), where scoring 2048 stored vectors is exact and takes well under a millisecond.
+Vector databases call this a "flat search cut-off". Both backends know the subset from the item table.
 """
+
+Storage = dict[str, str]
+"""Backend-specific location of the vectors, recorded in ``index.json`` (e.g. Milvus ``uri`` and ``collection``)."""
 
 
 @dataclass(frozen=True)
@@ -69,24 +81,45 @@ class SearchHit:
 
 
 class CatalogueIndex:
-    """FAISS index + item metadata + stored vectors + embedding-model identity. Create with :meth:`build`/:meth:`load`.
+    """Vectors + item metadata + embedding-model identity. Create with :meth:`build` or :meth:`load`.
 
-    Searches may run concurrently; :meth:`add` and :meth:`remove` must not run alongside anything else. FAISS uses
-    OpenMP threads on every core by default, which speeds up builds and batched searches, but makes one-query-at-
-    a-time serving slower on a busy machine (barrier waits): a service should call ``faiss.omp_set_num_threads(1)``
-    in its serving threads and get parallelism from concurrent requests (see ``benchmarks/bench_index.py``).
+    Subclasses (one per backend, registered by their ``backend`` name) implement ``_create``, ``_open``,
+    ``_write``, ``_insert``, ``_delete``, ``_search`` and ``_vectors``; everything a caller uses is defined here.
+    Searches may run concurrently; :meth:`add` and :meth:`remove` must not run alongside anything else.
     """
 
-    def __init__(self, files: IndexFiles) -> None:
-        manifest = files.manifest
-        self._index = files.index
+    backend: ClassVar[str]
+    _backends: ClassVar[dict[str, type[CatalogueIndex]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "backend" in cls.__dict__:
+            CatalogueIndex._backends[cls.backend] = cls
+
+    def __init__(self, manifest: IndexManifest, items: pa.Table) -> None:
         self._model_id = manifest.model_id
         self._metric = manifest.metric
         self._kind: IndexKind = get_kind(manifest.kind)
         self._params: Params = dict(manifest.params)
         self._dim = manifest.dim
         self._models: dict[str, Path] = {}
-        self._set_rows(files.items, files.vectors, files.ids)
+        self._set_items(items)
+
+    # Two signatures for type checkers: callers forwarding ``**params`` (a ``dict[str, int]``) must not be told that
+    # an int might land in ``backend`` or ``storage``, while callers naming those get them checked.
+    @overload
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, metric: str = ..., kind: str = ...,
+        **params: int,
+    ) -> CatalogueIndex: ...
+
+    @overload
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, metric: str = ..., kind: str = ..., *,
+        backend: str = ..., storage: Storage | None = ..., **params: int,
+    ) -> CatalogueIndex: ...
 
     @classmethod
     def build(
@@ -96,28 +129,38 @@ class CatalogueIndex:
         model_id: str,
         metric: str = "ip",
         kind: str = "flat",
-        **params: int,
+        **options: Any,
     ) -> CatalogueIndex:
         """Index ``vectors`` (row i describes ``metadata`` row i).
 
         Args:
             vectors: ``(n, d)`` embeddings, L2-normalised here for ``ip``. A C-contiguous float32 array that needs
-                no normalisation is kept without a copy (at 10^6 x 1280 a copy is 5 GB), so do not modify it later.
+                no normalisation is kept without a copy by ``faiss`` (at 10^6 x 1280 a copy is 5 GB), so do not
+                modify it later.
             metadata: ``n`` rows with a unique, non-empty ``item_id`` column; every other column is a filterable
                 field. Values are stored as text.
             model_id: Identity of the embedding model (e.g. backbone, weights id and checkpoint hash), checked by
                 :meth:`load` so that queries and catalogue always come from the same model.
             metric: ``"ip"`` (cosine similarity) or ``"l2"``.
             kind: A key of :data:`~fashionlens.index.kinds.INDEX_KINDS`: ``flat``, ``ivf``, ``ivfpq`` or ``hnsw``.
+            backend: ``"faiss"`` (in-process, saved as files) or ``"milvus"`` (a Milvus collection).
+            storage: Where the backend keeps the vectors: for ``milvus``, ``{"uri": ..., "collection": ...}``, both
+                optional (see :class:`~fashionlens.index.milvus_backend.MilvusCatalogueIndex`); ``faiss`` takes none.
             **params: Index parameters overriding the kind's defaults (``nlist``, ``nprobe``, ``m``, ``nbits``,
-                ``M``, ``efConstruction``, ``efSearch``; see :mod:`fashionlens.index.kinds`). IVF kinds train on a
-                seeded random sample of the vectors.
+                ``k_factor``, ``M``, ``efConstruction``, ``efSearch``; see :mod:`fashionlens.index.kinds`). IVF
+                kinds train on a seeded random sample of the vectors.
 
         Raises:
-            CatalogueIndexError: Bad vectors, metadata, model id, metric, kind or parameters.
+            CatalogueIndexError: Bad vectors, metadata, model id, metric, kind, backend, storage or parameters, or
+                the backend could not store them (nothing is left behind then).
         """
+        backend, storage = options.pop("backend", "faiss"), options.pop("storage", None) or {}
+        params: dict[str, Any] = options
         if not isinstance(model_id, str) or not model_id.strip():
             raise CatalogueIndexError(f"model_id must be a non-empty string, got {model_id!r}")
+        if not isinstance(storage, dict) or not all(isinstance(v, str) for v in storage.values()):
+            raise CatalogueIndexError(f"storage must be a dict of strings, got {storage!r}")
+        implementation = _backend(backend)
         index_kind = get_kind(kind)
         check_metric(metric)
         array = np.asarray(vectors)
@@ -127,18 +170,15 @@ class CatalogueIndex:
         prepared = _prepare_vectors(array, dim, metric, "catalogue vectors")
         items = _prepare_items(metadata, n)
         resolved = index_kind.resolve_params(n, dim, params)
-        faiss_index = index_kind.create(dim, metric, resolved)
-        index_kind.train(faiss_index, resolved, prepared)
-        ids = np.arange(n, dtype=np.int64)
-        faiss_index.add_with_ids(prepared, ids)
-        manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version())
-        return cls(IndexFiles(manifest=manifest, index=faiss_index, ids=ids, items=items, vectors=prepared))
+        index_kind.check_trainable(resolved, n)
+        manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version(), backend=backend)
+        return implementation._create(prepared, items, manifest, dict(storage))
 
     @classmethod
     def load(
         cls, directory: str | os.PathLike[str], expected_model_id: str | None = None, expected_dim: int | None = None
     ) -> CatalogueIndex:
-        """Load an index saved with :meth:`save`.
+        """Load an index saved with :meth:`save`, whichever backend holds it.
 
         Args:
             directory: The index directory.
@@ -147,8 +187,9 @@ class CatalogueIndex:
             expected_dim: When given, the vector dimension the index must have.
 
         Raises:
-            CatalogueIndexError: Missing directory or file, corrupt or inconsistent file (named), or a model or
-                dimension mismatch. Mismatches are detected from ``index.json`` before loading anything large.
+            CatalogueIndexError: Missing directory or file, corrupt or inconsistent file (named), a model or
+                dimension mismatch, or (``milvus``) an unreachable server or a missing or foreign collection.
+                Mismatches are detected from ``index.json`` before loading anything large.
         """
         root = Path(directory)
         if not root.is_dir():
@@ -164,7 +205,11 @@ class CatalogueIndex:
             raise CatalogueIndexError(
                 f"catalogue index {root} holds {manifest.dim}-dimensional vectors, but {expected_dim} were expected"
             )
-        index = cls(read_index_dir(root, manifest))
+        if manifest.backend not in CatalogueIndex._backends:
+            raise CatalogueIndexError(
+                f"corrupt catalogue index file {root / MANIFEST_FILE}: unknown backend {manifest.backend!r}"
+            )
+        index = _backend(manifest.backend)._open(root, manifest, read_items(root, manifest))
         index._models = models
         return index
 
@@ -177,12 +222,7 @@ class CatalogueIndex:
         Raises:
             CatalogueIndexError: Writing failed.
         """
-        models = {role: _recorded_path(path, Path(directory).absolute()) for role, path in self._models.items()}
-        manifest = IndexManifest(
-            self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
-            models=models,
-        )
-        write_index_dir(directory, IndexFiles(manifest, self._index, self._ids, self._items, self._vectors))
+        write_index_dir(directory, self._manifest(Path(directory)), self._items, self._write)
         return Path(directory)
 
     @property
@@ -238,10 +278,11 @@ class CatalogueIndex:
         return dict(self._params)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._items.num_rows
 
     def info(self) -> dict[str, Any]:
-        """Summary for logs and the service: count, dim, metric, kind, params, model id, fields with distinct counts."""
+        """Summary for logs and the service: count, dim, metric, kind, params, backend, model id, fields with
+        distinct counts. Never where the backend stores the vectors (a server address is not for clients)."""
         fields = {
             name: int(pc.count_distinct(self._items.column(name)).as_py())
             for name in self._items.column_names
@@ -253,6 +294,7 @@ class CatalogueIndex:
             "metric": self._metric,
             "kind": self._kind.name,
             "params": self.params,
+            "backend": self.backend,
             "model_id": self._model_id,
             "fields": fields,
             "models": {role: str(path) for role, path in self._models.items()},
@@ -262,22 +304,18 @@ class CatalogueIndex:
         """Add items (same contract as :meth:`build`); IVF kinds keep their trained cells.
 
         Raises:
-            CatalogueIndexError: Bad vectors or metadata, or an ``item_id`` already in the index.
+            CatalogueIndexError: Bad vectors or metadata, or an ``item_id`` already in the index (nothing is added).
         """
         prepared = _prepare_vectors(np.asarray(vectors), self._dim, self._metric, "added vectors")
         items = _prepare_items(metadata, len(prepared))
         clash = next((item_id for item_id in items[ITEM_ID].to_pylist() if item_id in self._row_of), None)
         if clash is not None:
             raise CatalogueIndexError(f"item_id {clash!r} is already in the catalogue index")
-        start = int(self._ids[-1]) + 1 if len(self._ids) else 0
-        ids = np.arange(start, start + len(prepared), dtype=np.int64)
-        self._index.add_with_ids(prepared, ids)
-        merged = pa.concat_tables([self._items, items], promote_options="default").combine_chunks()
-        self._set_rows(merged, np.concatenate([self._vectors, prepared]), np.concatenate([self._ids, ids]))
+        self._insert(prepared, items)
+        self._set_items(pa.concat_tables([self._items, items], promote_options="default").combine_chunks())
 
     def remove(self, item_ids: Collection[str]) -> None:
-        """Remove items. HNSW graphs cannot delete nodes, so an HNSW index is rebuilt from the stored vectors
-        (minutes at 10^6 items: batch removals).
+        """Remove items.
 
         Raises:
             CatalogueIndexError: An id is not in the index (nothing is removed then).
@@ -287,14 +325,8 @@ class CatalogueIndex:
             return
         keep = np.ones(len(self), dtype=bool)
         keep[rows] = False
-        vectors, ids = self._vectors[keep], self._ids[keep]
-        if self._kind.removable:
-            self._index.remove_ids(faiss.IDSelectorBatch(self._ids[rows]))
-        else:
-            self._index = self._kind.create(self._dim, self._metric, self._params)
-            self._kind.train(self._index, self._params, vectors)
-            self._index.add_with_ids(np.ascontiguousarray(vectors), ids)
-        self._set_rows(self._items.filter(pa.array(keep)), vectors, ids)
+        self._delete(rows, keep)
+        self._set_items(self._items.filter(pa.array(keep)))
 
     def search(
         self,
@@ -310,8 +342,8 @@ class CatalogueIndex:
         Args:
             queries: ``(m, d)`` query embeddings from the index's model (normalised here for ``ip``).
             k: Hits per query. Fewer are returned when fewer items pass the filters.
-            filters: Field -> accepted value(s), applied inside the FAISS search through an ID selector (see
-                :mod:`fashionlens.index.filters`). An unknown field is an error; a value nothing has gives no hits.
+            filters: Field -> accepted value(s), applied inside the search (see :mod:`fashionlens.index.filters`).
+                An unknown field is an error; a value nothing has gives no hits. Values are compared as text.
             exclude: Item ids never to return (ids not in the index are ignored).
             nprobe: IVF cells to scan (overrides the index default; more is slower and more accurate).
             ef: HNSW candidate list size (overrides ``efSearch``; more is slower and more accurate).
@@ -321,30 +353,24 @@ class CatalogueIndex:
         """
         k = positive_int("k", k)
         prepared = _prepare_vectors(np.asarray(queries), self._dim, self._metric, "queries")
-        search_params = self._kind.search_parameters(self._params, nprobe, ef)
-        allowed = self._filter.mask(filters)
+        knobs = self._kind.search_knobs(self._params, nprobe, ef)
+        accepted = {
+            field: [str(value) for value in ([values] if isinstance(values, str) else values)]
+            for field, values in (filters or {}).items()
+        }
+        allowed = self._filter.mask(accepted)  # checks the fields
         excluded = np.unique(self._rows_of(exclude or (), strict=False))
         if allowed is not None:
             allowed[excluded] = False
             rows = np.flatnonzero(allowed)
-            if not len(rows) or not len(prepared):
+            if not len(prepared) or not len(rows):
                 return [[] for _ in range(len(prepared))]
             if len(rows) <= EXACT_SUBSET_MAX:
                 return self._hits(*self._exact(prepared, rows, min(k, len(rows))))
-            search_params.sel = allow_selector(self._ids[rows])
-            candidates = len(rows)
-        else:
-            candidates = len(self) - len(excluded)
-            if not candidates or not len(prepared):
-                return [[] for _ in range(len(prepared))]
-            if len(excluded):
-                search_params.sel = deny_selector(self._ids[excluded])
-        k = min(k, candidates)
-        fetch = min(self._kind.shortlist(self._params, k), candidates)
-        scores, labels = self._index.search(prepared, fetch, params=search_params)
-        if fetch == k:
-            return self._hits(scores, self._rows_of_ids(labels))
-        return self._hits(*self._rerank(prepared, self._rows_of_ids(labels), k))
+            return self._search(prepared, min(k, len(rows)), accepted, rows, excluded, knobs)
+        if not len(prepared) or len(excluded) == len(self):
+            return [[] for _ in range(len(prepared))]
+        return self._search(prepared, min(k, len(self) - len(excluded)), accepted, None, excluded, knobs)
 
     def search_by_id(
         self,
@@ -360,30 +386,71 @@ class CatalogueIndex:
             CatalogueIndexError: ``item_id`` is not in the index, or as :meth:`search`.
         """
         row = int(self._rows_of([item_id], strict=True)[0])
-        return self.search(self._vectors[row : row + 1], k, filters, exclude=[item_id], nprobe=nprobe, ef=ef)[0]
+        return self.search(self._vectors(np.array([row])), k, filters, exclude=[item_id], nprobe=nprobe, ef=ef)[0]
+
+    # -------------------------------------------------------------------------------------------- backend hooks
+    @classmethod
+    def _create(cls, vectors: np.ndarray, items: pa.Table, manifest: IndexManifest, storage: Storage) -> Self:
+        """A new index of validated ``vectors`` (normalised for ``ip``) and ``items``; leaves nothing on failure."""
+        raise NotImplementedError
+
+    @classmethod
+    def _open(cls, root: Path, manifest: IndexManifest, items: pa.Table) -> Self:
+        """The index saved in ``root`` (whose ``index.json`` and item table are already read and checked)."""
+        raise NotImplementedError
+
+    def _storage(self, directory: Path) -> Storage:
+        """What ``index.json`` records about where the vectors live, for a save to ``directory``."""
+        return {}
+
+    def _write(self, tmp: Path) -> None:
+        """Write the backend's files into ``tmp``, the temporary directory that becomes the saved index."""
+        raise NotImplementedError
+
+    def _insert(self, vectors: np.ndarray, items: pa.Table) -> None:
+        """Store validated new ``vectors`` and ``items`` (ids known to be new); all or nothing."""
+        raise NotImplementedError
+
+    def _delete(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Drop the items at ``rows`` (``keep`` is the mask of the others); all or nothing."""
+        raise NotImplementedError
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: dict[str, list[str]],
+        allowed: np.ndarray | None,
+        excluded: np.ndarray,
+        knobs: Params,
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` hits per query (``k`` at most the candidates) among items passing ``filters`` (checked fields,
+        values as text) -- the rows ``allowed``, exclusions already removed, or ``None`` when nothing is filtered
+        -- and not at rows ``excluded``, searched with ``knobs`` (see
+        :meth:`~fashionlens.index.kinds.IndexKind.search_knobs`)."""
+        raise NotImplementedError
+
+    def _vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors (as indexed) of the items at ``rows``, in that order."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------- shared helpers
+    def _manifest(self, directory: Path) -> IndexManifest:
+        models = {role: _recorded_path(path, directory.absolute()) for role, path in self._models.items()}
+        return IndexManifest(
+            self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
+            models=models, backend=self.backend, storage=self._storage(directory),
+        )
 
     def _exact(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (``k <= len(rows)``) scores and rows of ``queries`` among the stored vectors of ``rows``."""
-        scores, local = faiss.knn(queries, self._vectors[rows], k, metric=METRICS[self._metric])
+        scores, local = faiss.knn(queries, self._vectors(rows), k, metric=METRICS[self._metric])
         return scores, rows[local]
 
-    def _rerank(self, queries: np.ndarray, shortlists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` of each query's shortlist of rows (``-1`` = none) by exact score; ``-1`` pads short results."""
-        scores = np.zeros((len(queries), k), dtype=np.float32)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        for i, (query, shortlist) in enumerate(zip(queries, shortlists, strict=True)):
-            found = shortlist[shortlist >= 0]
-            if len(found):
-                best_scores, best_rows = self._exact(query[None], found, min(k, len(found)))
-                scores[i, : best_rows.shape[1]], rows[i, : best_rows.shape[1]] = best_scores[0], best_rows[0]
-        return scores, rows
-
-    def _set_rows(self, items: pa.Table, vectors: np.ndarray, ids: np.ndarray) -> None:
+    def _set_items(self, items: pa.Table) -> None:
         # A dict answers "which row is item X" in well under a microsecond, where a pandas or Arrow lookup
         # costs ~0.1-0.5 ms per call at 10^6 items -- paid by every search (exclusions) and search_by_id.
         self._items = items
-        self._vectors = vectors
-        self._ids = ids
         self._filter = ItemFilter(items)
         self._row_of = {item_id: row for row, item_id in enumerate(items.column(ITEM_ID).to_pylist())}
 
@@ -398,12 +465,8 @@ class CatalogueIndex:
                 raise CatalogueIndexError(f"item_id {item_id!r} is not in the catalogue index")
         return np.array(rows, dtype=np.int64)
 
-    def _rows_of_ids(self, labels: np.ndarray) -> np.ndarray:
-        """Row numbers of FAISS ids (``-1``, FAISS's "no result", stays ``-1``)."""
-        rows = np.searchsorted(self._ids, labels)
-        return np.where(labels >= 0, rows, -1)
-
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[SearchHit]]:
+        """Hits from per-query ``scores`` and item ``rows`` (best first; rows of ``-1`` are no hit)."""
         found = rows >= 0
         records = iter(self._items.take(rows[found]).to_pylist())  # ~50x faster than pandas .iloc + .to_dict
         results = []
@@ -415,6 +478,14 @@ class CatalogueIndex:
                 hits.append(SearchHit(item_id=item_id, score=score, rank=rank, metadata=metadata))
             results.append(hits)
         return results
+
+
+def _backend(name: str) -> type[CatalogueIndex]:
+    """The index class registered for backend ``name``, naming the known ones when it is not one of them."""
+    if not isinstance(name, str) or name not in CatalogueIndex._backends:
+        known = ", ".join(CatalogueIndex._backends)
+        raise CatalogueIndexError(f"unknown catalogue index backend {name!r}; known: {known}")
+    return CatalogueIndex._backends[name]
 
 
 def _recorded_path(model: Path, index_dir: Path) -> str:

@@ -88,14 +88,22 @@ class IndexKind:
         """
         if index.is_trained:
             return
-        size, needed = min(len(vectors), self.train_size(params)), self.min_train_size(params)
-        if size < needed:
-            raise CatalogueIndexError(
-                f"a {self.name!r} index with {params} needs at least {needed} vectors to train, got {len(vectors)}; "
-                "use kind='flat' for small catalogues or lower nlist/nbits"
-            )
+        self.check_trainable(params, len(vectors))
+        size = min(len(vectors), self.train_size(params))
         sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(vectors), size=size, replace=False))
         index.train(np.ascontiguousarray(vectors[sample]))
+
+    def check_trainable(self, params: Params, n: int) -> None:
+        """Refuse to build from ``n`` vectors when the kind needs more to train (one per IVF cell or PQ centroid).
+
+        Checked for every backend, so a catalogue too small for its parameters fails the same way everywhere.
+        """
+        needed = self.min_train_size(params)
+        if n < needed:
+            raise CatalogueIndexError(
+                f"a {self.name!r} index with {params} needs at least {needed} vectors to train, got {n}; "
+                "use kind='flat' for small catalogues or lower nlist/nbits"
+            )
 
     def train_size(self, params: Params) -> int:
         """How many vectors to train on, at most."""
@@ -113,14 +121,31 @@ class IndexKind:
         """How many candidates to fetch from FAISS for ``k`` hits; more than ``k`` means "re-rank them exactly"."""
         return k
 
-    def search_parameters(self, params: Params, nprobe: int | None, ef: int | None) -> faiss.SearchParameters:
-        """``SearchParameters`` for one search with the knob set (call override, else the index default).
+    def search_knobs(self, params: Params, nprobe: int | None, ef: int | None) -> Params:
+        """The recall/speed knob of one search (call override, else the index default): ``{}``, ``{"nprobe": n}``
+        or ``{"ef": n}``. Every backend takes its search settings from here.
 
-        The caller sets ``.sel`` to the filter's ID selector. A knob the kind does not have is an error rather than
-        silently ignored, so a caller tuning ``nprobe`` on an HNSW index learns that it has no effect.
+        A knob the kind does not have is an error rather than silently ignored, so a caller tuning ``nprobe`` on an
+        HNSW index learns that it has no effect.
         """
         self._reject_knob("nprobe", nprobe)
         self._reject_knob("ef", ef)
+        return {}
+
+    def search_parameters(self, params: Params, nprobe: int | None, ef: int | None) -> faiss.SearchParameters:
+        """FAISS ``SearchParameters`` for one search with the knob of :meth:`search_knobs` set.
+
+        The caller sets ``.sel`` to the filter's ID selector.
+        """
+        knobs = self.search_knobs(params, nprobe, ef)
+        if "nprobe" in knobs:
+            search_params = faiss.SearchParametersIVF()
+            search_params.nprobe = knobs["nprobe"]
+            return search_params
+        if "ef" in knobs:
+            search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stub
+            search_params.efSearch = knobs["ef"]
+            return search_params
         return faiss.SearchParameters()
 
     def _reject_knob(self, knob: str, value: int | None) -> None:
@@ -155,11 +180,9 @@ class IVFKind(IndexKind):
     def create(self, dim: int, metric: str, params: Params) -> faiss.Index:
         return faiss.IndexIVFFlat(faiss.IndexFlat(dim, METRICS[metric]), dim, params["nlist"], METRICS[metric])
 
-    def search_parameters(self, params: Params, nprobe: int | None, ef: int | None) -> faiss.SearchParameters:
+    def search_knobs(self, params: Params, nprobe: int | None, ef: int | None) -> Params:
         self._reject_knob("ef", ef)
-        search_params = faiss.SearchParametersIVF()
-        search_params.nprobe = params["nprobe"] if nprobe is None else positive_int("nprobe", nprobe)
-        return search_params
+        return {"nprobe": params["nprobe"] if nprobe is None else positive_int("nprobe", nprobe)}
 
 
 class IVFPQKind(IVFKind):
@@ -212,11 +235,9 @@ class HNSWKind(IndexKind):
         graph.hnsw.efSearch = params["efSearch"]
         return faiss.IndexIDMap2(graph)
 
-    def search_parameters(self, params: Params, nprobe: int | None, ef: int | None) -> faiss.SearchParameters:
+    def search_knobs(self, params: Params, nprobe: int | None, ef: int | None) -> Params:
         self._reject_knob("nprobe", nprobe)
-        search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stub
-        search_params.efSearch = params["efSearch"] if ef is None else positive_int("ef", ef)
-        return search_params
+        return {"ef": params["efSearch"] if ef is None else positive_int("ef", ef)}
 
 
 INDEX_KINDS: dict[str, IndexKind] = {kind.name: kind for kind in (FlatKind(), IVFKind(), IVFPQKind(), HNSWKind())}
