@@ -252,3 +252,26 @@ def test_bad_crops_fail_with_one_line(catalogue: tuple[Path, Manifest, Path], ru
                                       crop: str, fragment: str) -> None:
     _, manifest, index = catalogue
     assert fragment in _fails(run_cli, "search", manifest.frame["path"].iloc[0], "--index", index, "--crop", crop)
+
+
+def test_a_milvus_index_is_built_searched_and_edited_through_the_same_commands(
+        catalogue: tuple[Path, Manifest, Path], tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    folder, manifest, faiss_index = catalogue
+    index = tmp_path / "milvus-index"  # Milvus Lite, its database inside the index directory
+    _ok("index", "build", "--manifest", folder / "catalogue.parquet", "--out", index, "--backend", "milvus")
+    info = _json_block(_ok("index", "info", "--index", index))
+    assert info["backend"] == "milvus" and info["count"] == 18
+    photo = manifest.frame["path"].iloc[7]
+    query = ("search", photo, "--k", "3", "--json", "--crop", "none")
+    found = _json_lines(_ok(*query, "--index", index))
+    assert [hit["item_id"] for hit in found] == [hit["item_id"] for hit in _json_lines(_ok(*query, "--index",
+                                                                                            faiss_index))]
+    _ok("index", "add", "--index", index, "--manifest", folder / "spare.parquet")
+    assert _json_block(_ok("index", "info", "--index", index))["count"] == 19
+    assert "--uri and --collection are for milvus" in _fails(
+        run_cli, "index", "build", "--manifest", folder / "catalogue.parquet", "--out", tmp_path / "x", "--uri",
+        "http://localhost:1")
+    assert "use one of faiss, milvus" in _fails(
+        run_cli, "index", "build", "--manifest", folder / "catalogue.parquet", "--out", tmp_path / "y", "--backend",
+        "annoy")

@@ -178,8 +178,17 @@ def index_build(
     runtime: str = RUNTIME_OPTION,
     tagger: Path | None = typer.Option(None, "--tagger", help="Attribute tagger to record in the index for "
                                                               "attribute-aware search."),
+    backend: str = typer.Option("faiss", help="faiss (index files in --out) | milvus (a Milvus collection; "
+                                              "pip install 'fashionlens[milvus]')."),
+    uri: str | None = typer.Option(None, help="milvus: a Milvus Lite file (.db) or a server URL "
+                                              "(http://host:19530); default: a Milvus Lite database inside --out. "
+                                              "Token: $FASHIONLENS_MILVUS_TOKEN."),
+    collection: str | None = typer.Option(None, help="milvus: collection name (default fashionlens_<random>; an "
+                                                     "existing one is never overwritten)."),
 ) -> None:
     """Embed a catalogue and write its index (recording --model and --tagger, so that --index alone searches)."""
+    from fashionlens.errors import ConfigError
+    from fashionlens.index import BACKENDS
     from fashionlens.tasks.retrieval import build_catalogue_index
 
     manifest = load_manifest(manifest_path)
@@ -188,6 +197,10 @@ def index_build(
         keep &= manifest.frame["split"] == split
     catalogue = manifest.subset(keep)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
+    storage = {key: value for key, value in (("uri", uri), ("collection", collection)) if value}
+    if backend not in BACKENDS or (storage and backend != "milvus"):  # refused before any photo is embedded
+        raise ConfigError(f"--backend {backend!r} with {'--uri/--collection' if storage else 'no storage'} is "
+                          f"invalid: use one of {', '.join(BACKENDS)}; --uri and --collection are for milvus")
     embedder = load_embedder(model, backbone, runtime)
     models = {role: path for role, path in (("embedder", model), ("tagger", tagger)) if path is not None}
     if tagger is not None:
@@ -199,9 +212,11 @@ def index_build(
 
         spec = ModelSpec("embed", str(model) if model is not None else None, backbone)
         folder = job.run(catalogue, spec, out)
-        index = catalogue_index_from_shards(folder, embedder, catalogue, out, kind=kind, models=models)
+        index = catalogue_index_from_shards(folder, embedder, catalogue, out, kind=kind, models=models,
+                                            backend=backend, storage=storage)
     else:
-        index = build_catalogue_index(embedder, catalogue, out, kind=kind, show_progress=True, models=models)
+        index = build_catalogue_index(embedder, catalogue, out, kind=kind, show_progress=True, models=models,
+                                      backend=backend, storage=storage)
     console.print(f"indexed {len(index)} items ({index.dim}-d, {index.metric}, {index.kind}) -> {out}")
 
 

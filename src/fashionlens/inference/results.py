@@ -93,7 +93,8 @@ def embeddings_from_shards(directory: str | Path) -> np.ndarray:
 
 def catalogue_index_from_shards(directory: str | Path, embedder: Embedder, manifest: Manifest,
                                 out_dir: str | Path | None = None, kind: str = "flat",
-                                models: Mapping[str, str | Path] | None = None, **params: int) -> CatalogueIndex:
+                                models: Mapping[str, str | Path] | None = None, backend: str = "faiss",
+                                storage: Mapping[str, str] | None = None, **params: int) -> CatalogueIndex:
     """The catalogue index of ``manifest`` from the embeddings of a finished job (no image is read again).
 
     The same as :func:`fashionlens.tasks.retrieval.build_catalogue_index`, with the vectors taken from the shards.
@@ -110,4 +111,5 @@ def catalogue_index_from_shards(directory: str | Path, embedder: Embedder, manif
         raise DataError(f"shards in {directory} were made by embedding model {made_by!r}, not {embedder.model_id!r}")
     if arrays.record.get("manifest_hash") != manifest_hash(manifest):
         raise DataError(f"shards in {directory} were made for another manifest than '{manifest.name}'")
-    return index_catalogue(arrays.columns["embedding"], embedder, manifest, out_dir, kind, models, **params)
+    return index_catalogue(arrays.columns["embedding"], embedder, manifest, out_dir, kind, models, backend=backend,
+                           storage=storage, **params)

@@ -793,7 +793,8 @@ def catalogue_metadata(manifest: Manifest) -> pd.DataFrame:
 
 def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
                           kind: str = "flat", show_progress: bool = False,
-                          models: Mapping[str, str | Path] | None = None, **params: int) -> CatalogueIndex:
+                          models: Mapping[str, str | Path] | None = None, backend: str = "faiss",
+                          storage: Mapping[str, str] | None = None, **params: int) -> CatalogueIndex:
     """Embed a catalogue and index it (saved atomically to ``out_dir`` when given).
 
     Args:
@@ -804,22 +805,27 @@ def build_catalogue_index(embedder: Embedder, manifest: Manifest, out_dir: str |
         show_progress: Draw a progress bar while extracting features.
         models: Model directories to record in the index by role: ``embedder`` (the saved ``embedder``, so that
             the index alone is enough to search it) and ``tagger`` (for attribute-aware search).
+        backend: ``faiss`` (in-process, saved as files) or ``milvus`` (a Milvus collection; see
+            :class:`~fashionlens.index.CatalogueIndex`).
+        storage: For ``milvus``: ``uri`` (a Milvus Lite ``.db`` file or a server URL; default: a Milvus Lite
+            database inside ``out_dir``) and ``collection``.
         **params: Index parameters for ``kind``.
     """
     vectors = embedder.embed(manifest, show_progress=show_progress)
-    return index_catalogue(vectors, embedder, manifest, out_dir, kind, models, **params)
+    return index_catalogue(vectors, embedder, manifest, out_dir, kind, models, backend=backend, storage=storage,
+                           **params)
 
 
 def index_catalogue(vectors: np.ndarray, embedder: Embedder, manifest: Manifest, out_dir: str | Path | None = None,
-                    kind: str = "flat", models: Mapping[str, str | Path] | None = None,
-                    **params: int) -> CatalogueIndex:
+                    kind: str = "flat", models: Mapping[str, str | Path] | None = None, backend: str = "faiss",
+                    storage: Mapping[str, str] | None = None, **params: int) -> CatalogueIndex:
     """Index a catalogue's precomputed ``embedder`` vectors (rows of ``manifest``), saved to ``out_dir`` when given.
 
     The one place an index gets its metadata, model id and model record (see :func:`build_catalogue_index`),
     whether the vectors were just computed or read from a batch job's shards.
     """
     index = CatalogueIndex.build(vectors, catalogue_metadata(manifest), embedder.model_id, embedder.metric, kind,
-                                 **params)
+                                 backend=backend, storage=dict(storage or {}), **params)
     for role, directory in (models or {}).items():
         index.record_model(role, directory)
     if out_dir is not None:
