@@ -35,6 +35,8 @@ SECTIONS: tuple[tuple[str, str, list[str]], ...] = (
     ("retrieval_street", "Visual search on REAL street photos: street-to-shop (issue 13)",
      ["bench_retrieval.py --sections street"]),
     ("index", "Catalogue index at scale (issue 5)", ["bench_index.py"]),
+    ("index_milvus", "Catalogue index on Milvus Lite vs FAISS: parity, build, latency, memory (issue 20)",
+     ["bench_milvus.py"]),
     ("service", "HTTP service on each runtime (issues 6, 12)", ["bench_service.py --concurrency 1 4 16"]),
     ("distributed", "Data-parallel training with torchrun (issue 7)", ["bench_distributed.py"]),
     ("batch", "Batch inference engines and runtimes: local vs Ray, PyTorch vs onnxruntime (issues 7, 12)",
