@@ -277,10 +277,25 @@ def test_index_of_another_embedder(service_models: ServiceModels, tmp_path: Path
         create_app(index_dir=tmp_path / "index", embedder_dir=service_models.embedder)
 
 
-def test_serve_command_refuses_to_start_without_models(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
-    nothing = run_cli("serve")
-    assert nothing.exit_code == 2 and nothing.stderr.startswith("error:")
-    assert "at least one of --tagger" in nothing.stderr
+def test_serve_with_no_model_arguments_serves_the_shipped_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from fashionlens.pretrained import pretrained_path
+    from fashionlens.service import app as service_app
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(service_app, "create_app", lambda *args, **kwargs: given.update(args=args) or "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: given.update(app=app))
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert given["app"] == "app" and given["args"][:3] == (pretrained_path("clothing-tagger"),
+                                                          pretrained_path("product-hierarchy"), None)
+    assert "serving the shipped models clothing-tagger and product-hierarchy" in result.output
+    CliRunner().invoke(cli_app, ["serve", "--tagger", "clothing-tagger"])  # a shipped model by name
+    assert given["args"][:2] == (pretrained_path("clothing-tagger"), None)
+
+
+def test_serve_command_names_a_missing_model(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
     missing = run_cli("serve", "--tagger", tmp_path / "nope")
     assert missing.exit_code == 2 and "model directory not found" in missing.stderr
     assert [line for line in missing.stderr.splitlines() if line.startswith("error:")] == [

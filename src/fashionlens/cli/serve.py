@@ -14,9 +14,11 @@ API_KEY_ENV = "FASHIONLENS_API_KEY"
 
 
 def serve(
-    tagger: Path | None = typer.Option(None, "--tagger", help="Tagger or tagger-ensemble directory (its category "
-                                                              "and colours also steer photo search)."),
-    hierarchy: Path | None = typer.Option(None, "--hierarchy", help="Hierarchy classifier directory."),
+    tagger: Path | None = typer.Option(None, "--tagger", help="Tagger or tagger-ensemble directory, or a shipped "
+                                                              "model's name (its category and colours also steer "
+                                                              "photo search)."),
+    hierarchy: Path | None = typer.Option(None, "--hierarchy", help="Hierarchy classifier directory, or a shipped "
+                                                                    "model's name."),
     index: Path | None = typer.Option(None, "--index", help="Catalogue index directory."),
     embedder: Path | None = typer.Option(None, "--embedder", help="Embedder that built the index (not needed "
                                                                    "when the index records it, or for an index of "
@@ -46,6 +48,7 @@ def serve(
     """Serve tagging, category paths and visual search over HTTP, with a web page at / and API docs at /docs.
 
     Any of --tagger, --hierarchy, --index and --audit may be left out; the endpoints that need it then answer 404.
+    With none of them, the shipped tagger and hierarchy classifier are served (see ``fashionlens models list``).
     """
     import dataclasses
 
@@ -54,12 +57,17 @@ def serve(
 
     from fashionlens.data.images import DecodeLimits
     from fashionlens.errors import ConfigError
+    from fashionlens.pretrained import resolve_model
     from fashionlens.runtime import check_runtime
     from fashionlens.service.app import create_app
     from fashionlens.service.batching import plan_threads
 
     if tagger is None and hierarchy is None and index is None and audit is None:
-        raise ConfigError("nothing to serve: give at least one of --tagger, --hierarchy, --index, --audit")
+        tagger, hierarchy = resolve_model(None, "tagger"), resolve_model(None, "hierarchy")
+        err_console.print(f"serving the shipped models {tagger.name} and {hierarchy.name} (give --tagger, --hierarchy, "
+                          f"--index or --audit to serve your own)")
+    else:
+        tagger, hierarchy = _shipped_or_given(tagger, "tagger"), _shipped_or_given(hierarchy, "hierarchy")
     if max_upload_mb <= 0 or min(max_batch, workers or 1, threads or 1, max_queue, decoders) < 1:
         raise ConfigError(f"--max-upload-mb must be > 0 and --max-batch, --workers, --threads, --max-queue, "
                           f"--decoders >= 1; got {max_upload_mb}, {max_batch}, {workers}, {threads}, {max_queue}, "
@@ -83,6 +91,15 @@ def serve(
                      threads=threads)
     err_console.print(f"fashionlens service on http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _shipped_or_given(value: Path | None, kind: str) -> Path | None:
+    """A shipped model's directory when ``value`` names one (and no such directory exists), else ``value``."""
+    from fashionlens.pretrained import list_pretrained, resolve_model
+
+    if value is None or value.is_dir() or str(value) not in {entry.name for entry in list_pretrained()}:
+        return value
+    return resolve_model(value, kind)
 
 
 def _is_loopback(host: str) -> bool:
