@@ -8,6 +8,7 @@ line (a plain path: the editable fashionlens of that environment is not activate
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,3 +96,18 @@ def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(sh
 
     listed = _run([fashionlens_cli, "models", "list"], elsewhere, env)
     assert listed.returncode == 0 and "product-hierarchy" in listed.stdout and "not built" not in listed.stdout
+
+    # a folder of photos indexed with the shipped embedder and searched, still with no training step
+    shutil.copy2(shared_data / "fashion-product-images" / str(styles["image"].iloc[2]), elsewhere / "photos")
+    photos = sorted(str(path) for path in (elsewhere / "photos").glob("*.jpg"))
+    pd.DataFrame({"path": photos}).to_csv(elsewhere / "photos.csv", index=False)
+    for step in (["data", "build", "generic", "photos.csv", "-o", "catalogue.parquet", "--no-split"],
+                 ["index", "build", "-m", "catalogue.parquet", "-o", "index", "--model", "street2shop-embedder",
+                  "--domain", ""]):
+        done = _run([fashionlens_cli, *step], elsewhere, env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    found = _run([fashionlens_cli, "search", str(product), "--index", "index", "--k", "2", "--json", "--crop",
+                  "none"], elsewhere, env)
+    assert found.returncode == 0, found.stderr[-2000:]
+    hits = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+    assert len(hits) == 2 and Path(hits[0]["path"]).name == Path(product).name  # the photo finds itself first

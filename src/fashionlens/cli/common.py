@@ -59,6 +59,20 @@ def resolve_model_option(model: str | None, kind: str) -> Path:
     return resolve_model(model, kind)
 
 
+def shipped_or_given(value: Path | None, kind: str) -> Path | None:
+    """A shipped model's directory when ``value`` names one (and no such directory exists), else ``value`` as is
+    (``None`` stays ``None``: the command's own default applies).
+
+    Raises:
+        ModelError: The shipped model cannot be used (not built, or built by another version).
+    """
+    from fashionlens.pretrained import list_pretrained, resolve_model
+
+    if value is None or value.is_dir() or str(value) not in {entry.name for entry in list_pretrained()}:
+        return value
+    return resolve_model(value, kind)
+
+
 def report_dir(report: Path | None, model_dir: Path) -> Path:
     """Where an ``evaluate`` command writes its report: ``--report``, else ``<model>/report`` -- except for a shipped
     model, whose directory lies inside the installed package: its report goes to ``./<name>-report``."""

@@ -25,6 +25,7 @@ from fashionlens.cli.common import (
     load_embedder,
     load_manifest,
     parse_filters,
+    shipped_or_given,
     use_runtime,
 )
 
@@ -61,11 +62,12 @@ def _steering_text(steering: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-MODEL_HELP = "Embedder directory (from 'embed train'); omitted: the untrained ImageNet baseline."
-SEARCH_MODEL_HELP = ("Embedder directory; omitted: the one the index records (index build --model), else the "
-                     "untrained ImageNet baseline.")
-TAGGER_HELP = ("Attribute tagger steering the search (trained on street photos, e.g. Clothing Attributes); omitted: "
-               "the one the index records (index build --tagger).")
+MODEL_HELP = ("Embedder directory (from 'embed train') or shipped model name (street2shop-embedder); omitted: the "
+              "untrained ImageNet baseline.")
+SEARCH_MODEL_HELP = ("Embedder directory or shipped model name; omitted: the one the index records (index build "
+                     "--model), else the untrained ImageNet baseline.")
+TAGGER_HELP = ("Attribute tagger steering the search (trained on street photos, e.g. the shipped clothing-tagger); "
+               "omitted: the one the index records (index build --tagger).")
 
 
 @embed_app.command("train")
@@ -198,6 +200,7 @@ def index_build(
     catalogue = manifest.subset(keep)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     storage = {key: value for key, value in (("uri", uri), ("collection", collection)) if value}
+    model, tagger = shipped_or_given(model, "embedder"), shipped_or_given(tagger, "tagger")
     if backend not in BACKENDS or (storage and backend != "milvus"):  # refused before any photo is embedded
         raise ConfigError(f"--backend {backend!r} with {'--uri/--collection' if storage else 'no storage'} is "
                           f"invalid: use one of {', '.join(BACKENDS)}; --uri and --collection are for milvus")
@@ -285,6 +288,7 @@ def search(
     from fashionlens.tasks.tag_evaluation import load_tagger
 
     spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
+    model, tagger_dir = shipped_or_given(model, "embedder"), shipped_or_given(tagger_dir, "tagger")
     if attributes not in ATTRIBUTE_MODES:
         raise ConfigError(f"unknown --attributes '{attributes}'; use one of {', '.join(ATTRIBUTE_MODES)}")
     index = open_index(index_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fashionlens.cli.common import err_console
+from fashionlens.cli.common import err_console, shipped_or_given
 from fashionlens.service.batching import DEFAULT_DECODERS, DEFAULT_MAX_QUEUE
 
 API_KEY_ENV = "FASHIONLENS_API_KEY"
@@ -67,7 +67,7 @@ def serve(
         err_console.print(f"serving the shipped models {tagger.name} and {hierarchy.name} (give --tagger, --hierarchy, "
                           f"--index or --audit to serve your own)")
     else:
-        tagger, hierarchy = _shipped_or_given(tagger, "tagger"), _shipped_or_given(hierarchy, "hierarchy")
+        tagger, hierarchy = shipped_or_given(tagger, "tagger"), shipped_or_given(hierarchy, "hierarchy")
     if max_upload_mb <= 0 or min(max_batch, workers or 1, threads or 1, max_queue, decoders) < 1:
         raise ConfigError(f"--max-upload-mb must be > 0 and --max-batch, --workers, --threads, --max-queue, "
                           f"--decoders >= 1; got {max_upload_mb}, {max_batch}, {workers}, {threads}, {max_queue}, "
@@ -91,15 +91,6 @@ def serve(
                      threads=threads)
     err_console.print(f"fashionlens service on http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-def _shipped_or_given(value: Path | None, kind: str) -> Path | None:
-    """A shipped model's directory when ``value`` names one (and no such directory exists), else ``value``."""
-    from fashionlens.pretrained import list_pretrained, resolve_model
-
-    if value is None or value.is_dir() or str(value) not in {entry.name for entry in list_pretrained()}:
-        return value
-    return resolve_model(value, kind)
 
 
 def _is_loopback(host: str) -> bool:

@@ -12,14 +12,26 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 
+from fashionlens.config import load_config
+from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
 from fashionlens.data.records import Manifest
 from fashionlens.demo import CLOTHING_POSITIVE_NAMES, clothing_split, products_split
 from fashionlens.errors import ModelError
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
+from fashionlens.tasks.retrieval import (
+    Embedder,
+    RetrievalConfig,
+    build_catalogue_index,
+    catalogue_metadata,
+    evaluate_similar_items,
+    train_cross_domain_embedder,
+)
+from fashionlens.tasks.street_eval import evaluate_street_search, index_search
 from fashionlens.tasks.tag_evaluation import evaluate_predictions
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, train_tagger
 
@@ -91,3 +103,40 @@ class ProductHierarchyRecipe(Recipe):
                              f"{type(model).__name__}")
         evaluation, _ = evaluate_hierarchy(model, manifest, "test", show_progress=False)
         return {key: float(value) for key, value in evaluation.summary.items()}
+
+
+class StreetToShopEmbedderRecipe(Recipe):
+    """The cross-domain embedder of ``make demo``: Fashion Product Images catalogue photos and Clothing Attributes
+    street photos (train splits) in one label space through the shipped street2shop mapping, shipped config
+    ``retrieval_street2shop`` (a 256-d head on frozen features; ProxyAnchor per shared head + mined cross-domain
+    triplets). The best row of ``benchmarks/results/retrieval_street.md`` without a tagger; it also serves
+    catalogue-only similar-item search."""
+
+    def manifest(self, data: Path) -> Manifest:
+        products, street = products_split(data, seed=SPLIT_SEED), clothing_split(data, seed=SPLIT_SEED)
+        return Manifest(pd.concat([products.frame, street.frame], ignore_index=True), name="street2shop")
+
+    @staticmethod
+    def _domains(manifest: Manifest) -> tuple[Manifest, Manifest]:
+        shop = (manifest.frame["domain"] == "shop").to_numpy()
+        return manifest.subset(shop), manifest.subset(~shop)
+
+    def train(self, manifest: Manifest, out: Path) -> Embedder:
+        products, street = self._domains(manifest)
+        return train_cross_domain_embedder(products, street, load_domain_mapping(),
+                                           load_config(RetrievalConfig, "retrieval_street2shop"), out,
+                                           console=_quiet(), show_progress=False)
+
+    def evaluate(self, model: Any, manifest: Manifest) -> dict[str, float]:
+        if not isinstance(model, Embedder):
+            raise ModelError(f"the street-to-shop recipe scores embedders, not a {type(model).__name__}")
+        products, street = self._domains(manifest)
+        similar = evaluate_similar_items(model, products, "test", k=10)
+        index = build_catalogue_index(model, products)
+        scores = evaluate_street_search(index_search(index, model.embed), street, catalogue_metadata(products),
+                                        load_domain_mapping(), "test")
+        return {"rows": float((products.frame["split"] == "test").sum()) + scores["queries"],
+                "similar_p@10": similar["precision@10"], "similar_p@10_strict": similar["precision@10_strict"],
+                "street_category_p@10": scores["category P@10"],
+                "street_category_colour_p@10": scores["category+colour P@10"],
+                "street_queries": scores["queries"]}

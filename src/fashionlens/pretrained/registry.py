@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from fashionlens.errors import ModelError
-from fashionlens.pretrained.recipes import ClothingTaggerRecipe, ProductHierarchyRecipe, Recipe
+from fashionlens.pretrained.recipes import (
+    ClothingTaggerRecipe,
+    ProductHierarchyRecipe,
+    Recipe,
+    StreetToShopEmbedderRecipe,
+)
 from fashionlens.tasks.common import WEIGHTS_FILE
 from fashionlens.tasks.registry import CONFIG_FILE, check_version, load_model, saved_version
 
@@ -150,6 +155,32 @@ _REGISTRY: tuple[PretrainedModel, ...] = (
         ),
         headline=("top1", "top5"),
         recipe=ProductHierarchyRecipe(),
+    ),
+    PretrainedModel(
+        name="street2shop-embedder",
+        kind="embedder",
+        summary="256-d embeddings of fashion photos for a catalogue index: street photos and catalogue photos in one "
+                "space (search a shop from a shopper's photo), and catalogue similar-item search",
+        training_data="Fashion Product Images catalogue photos (articleType, baseColour) and Clothing Attributes "
+                      "street photos (category, colour tags), both the train splits of the demo's splits (seed 0), "
+                      "mapped into one label space by the shipped `street2shop.yaml`; the epoch is chosen on both "
+                      "val splits, test was never seen.",
+        licence=_PRODUCTS_LICENCE + " " + _CLOTHING_LICENCE + _BACKBONE_LICENCE,
+        intended_use="Building a catalogue index (`fashionlens index build`) and searching it with catalogue or "
+                     "street photos, with `--crop auto` and, for street photos, a tagger's attributes steering the "
+                     "hits (`--attributes auto`), as `benchmarks/results/retrieval_street.md` measures.",
+        weaknesses=(
+            "Street figures are at category level: no street photo in the training data shows a catalogue item, so "
+            "exact-item street-to-shop retrieval is not measured and should not be expected.",
+            "Colour is weak on street photos (category + colour P@10 well below category P@10): the embedding "
+            "reads the whole photo or crop, background and skin included.",
+            "The street categories cover upper-body garments and dresses only; trousers, shoes and accessories "
+            "were never seen in street photos.",
+            "Trained on one catalogue (Myntra, 224 px squashed portraits); other catalogues' photo styles shift "
+            "the similarities.",
+        ),
+        headline=("similar_p@10", "street_category_p@10"),
+        recipe=StreetToShopEmbedderRecipe(),
     ),
 )
 
