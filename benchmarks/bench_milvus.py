@@ -53,7 +53,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from bench_index import item_table, omp_threads, recall_at_k, rss_gb, unit_vectors
+from bench_index import item_table, omp_threads, recall_at_k, rss_gb, timed_search, unit_vectors
 from fashionlens.index import CatalogueIndex
 from fashionlens.io import write_text
 
@@ -114,17 +114,6 @@ def synthetic_data(n: int, dim: int, queries: int, seed: int, clusters: int = 10
                    {"category": "c0"})
 
 
-def timed(catalogue: CatalogueIndex, queries: np.ndarray, **options) -> tuple[np.ndarray, list[list[str]]]:
-    """Latency in ms of each query searched alone, and the returned item ids."""
-    latencies, found = [], []
-    for query in queries:
-        start = time.perf_counter()
-        hits = catalogue.search(query[None], k=K, **options)[0]
-        latencies.append((time.perf_counter() - start) * 1000)
-        found.append([hit.item_id for hit in hits])
-    return np.array(latencies), found
-
-
 def wait_for_lite_indexes(uri: str) -> None:
     """Block until Milvus Lite has built the segment indexes of every collection in the database at ``uri``.
 
@@ -163,8 +152,8 @@ def bench(data: DataSet, configs: list[tuple[str, str]], threads: int, log: Call
                 catalogue.save(work / "index")
             size = disk_mb(work)
             log(f"{data.name} {backend} {kind}: built in {build_s:.1f} s, RSS +{grown:.2f} GB, {size:.0f} MB on disk")
-            plain, found = timed(catalogue, data.queries)
-            filtered, found_filtered = timed(catalogue, data.queries, filters=data.filters)
+            plain, found = timed_search(catalogue, data.queries)
+            filtered, found_filtered = timed_search(catalogue, data.queries, filters=data.filters)
             if (backend, kind) == ("faiss", "flat"):
                 truth = {"plain": found, "filtered": found_filtered}
             params = ", ".join(f"{k}={v}" for k, v in catalogue.params.items()) or "-"
