@@ -117,6 +117,8 @@ def test_page_fits_a_phone_screen(browser: Any, live_server: str, service_models
     page.set_viewport_size({"width": 375, "height": 740})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(live_server + "/")
+    # A wide monospaced font stands in for whatever fonts another machine has: text that cannot wrap shows here
+    page.add_style_tag(content="* { font-family: monospace !important; letter-spacing: 1.5px; }")
     page.set_input_files("#file", str(service_models.street_photos[2]))
     page.wait_for_selector("#results .item")
     page.wait_for_selector("#tags .tag")
