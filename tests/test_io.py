@@ -276,3 +276,7 @@ def test_save_torch_refuses_what_would_not_load_and_plain_values_converts(tmp_pa
     loaded = load_torch(tmp_path / "last.pt")
     assert loaded["numpy"][0] == "MT19937" and loaded["numpy"][2] == 3 and loaded["best"] == 0.5
     assert torch.equal(loaded["numpy"][1], torch.arange(4, dtype=torch.int32).to(torch.uint32))
+
+
+def test_run_dir_sits_beside_the_model_folder(tmp_path):
+    assert io_module.run_dir(tmp_path / "models" / "tagger") == tmp_path / "models" / "tagger.run"

@@ -263,6 +263,16 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             _remove(tmp)
 
 
+def run_dir(model_dir: str | os.PathLike[str]) -> Path:
+    """The folder beside ``model_dir`` where its training run keeps checkpoints and ``history.json``.
+
+    ``models/tagger`` trains in ``models/tagger.run``: outside the model folder, so saving the model atomically
+    never touches a resumable run, and a finished run can be deleted without touching the model.
+    """
+    path = Path(model_dir)
+    return path.with_name(path.name + ".run")
+
+
 def default_cache_dir() -> Path:
     """Where fashionlens caches derived files (features, compiled networks): ``$FASHIONLENS_CACHE`` or
     ``~/.cache/fashionlens``."""

@@ -474,3 +474,12 @@ def test_search_knob_of_another_kind_is_rejected(build, vectors, items, queries,
     catalogue = build(vectors, items, model_id="m", kind=kind)
     with pytest.raises(CatalogueIndexError, match=f"'{option}' does not apply to a '{kind}' index"):
         catalogue.search(queries, **{option: 4})
+
+
+def test_item_returns_one_items_metadata_and_refuses_unknown_ids(build, vectors, items):
+    catalogue = build(vectors, items, model_id="m")
+    # metadata is stored as text, a missing value as None
+    expected = {key: None if value is None else str(value) for key, value in items.iloc[42].items() if key != "item_id"}
+    assert catalogue.item("item00042") == expected
+    with pytest.raises(CatalogueIndexError, match="'no-such-item' is not in the catalogue index"):
+        catalogue.item("no-such-item")

@@ -257,6 +257,17 @@ class CatalogueIndex:
             raise CatalogueIndexError(f"catalogue index has no field {field!r}; fields: {', '.join(self.fields)}")
         return sorted(value for value in pc.unique(self._items.column(field)).to_pylist() if value is not None)
 
+    def item(self, item_id: str) -> dict[str, str | None]:
+        """Metadata of one item (every field; ``None`` where the catalogue recorded no value).
+
+        Raises:
+            CatalogueIndexError: ``item_id`` is not in the index.
+        """
+        row = self._rows_of([item_id], strict=True)
+        record: dict[str, str | None] = self._items.slice(int(row[0]), 1).to_pylist()[0]
+        record.pop(ITEM_ID)
+        return record
+
     @property
     def dim(self) -> int:
         """Vector dimension."""
