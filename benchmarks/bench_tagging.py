@@ -60,7 +60,7 @@ from fashionlens.tasks.tagging import (
     train_tagger,
     tune_thresholds,
 )
-from fashionlens.thresholds import apply_thresholds
+from fashionlens.tasks.tagging.thresholds import apply_thresholds
 
 QUIET = Console(quiet=True)
 Row = dict[str, object]

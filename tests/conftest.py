@@ -161,7 +161,7 @@ def save_small_hierarchy() -> Callable[..., Path]:
     taxonomy (Apparel > Shirt, Jeans; Footwear > Shoe) saved to ``directory``, which it returns."""
     from fashionlens.models import BackboneConfig
     from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
-    from fashionlens.taxonomy import Taxonomy
+    from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 
     def save(directory: Path, backbone: BackboneConfig | None = None) -> Path:
         taxonomy = Taxonomy.from_json({"levels": ["master", "article"], "classes": [["Apparel", "Footwear"],

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("io", "config", "distributed", "losses", "metrics"),  # cross-cutting basics
     ("data", "runtime", "index"),  # records and images; devices and the batched forward; vector search
-    ("models", "features", "engine", "reports", "taxonomy", "thresholds"),  # networks, cached features, training loop
+    ("models", "features", "engine", "reports"),  # networks, cached features, training loop
     ("tasks",),  # tagging, hierarchy, retrieval on one TaskModel base
     ("audit", "inference"),  # catalogue-scale jobs built on the tasks
     ("service", "export", "demo", "pretrained"),  # applications; the shipped models and their build recipes

@@ -48,8 +48,7 @@ from fashionlens.tasks.retrieval import (
     train_cross_domain_embedder,
 )
 from fashionlens.tasks.street_eval import evaluate_street_search, index_search
-from fashionlens.tasks.tag_evaluation import evaluate_predictions, write_report
-from fashionlens.tasks.tagging import Tagger, TaggingConfig, train_tagger
+from fashionlens.tasks.tagging import Tagger, TaggingConfig, evaluate_predictions, train_tagger, write_report
 
 #: What a positive means for the Clothing Attributes tags whose name does not say it (the dataset's README: gender
 #: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in the shipped tagging configs.

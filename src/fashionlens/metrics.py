@@ -67,7 +67,7 @@ def _binary(y_pred: ArrayLike, shape: tuple[int, ...]) -> BoolArray:
         raise DataError(f"y_pred has shape {pred.shape}, expected {shape} to match y_true")
     if pred.dtype != np.bool_ and not np.isin(pred, (0, 1)).all():
         raise DataError("y_pred must be binary (bool or 0/1); turn scores into decisions with "
-                        "fashionlens.thresholds.apply_thresholds first")
+                        "fashionlens.tasks.tagging.apply_thresholds first")
     return pred.astype(bool)
 
 

@@ -19,9 +19,9 @@ from fashionlens.errors import DataError
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.common import manifest_of_paths
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
-from fashionlens.taxonomy import Taxonomy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

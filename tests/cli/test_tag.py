@@ -17,9 +17,8 @@ import yaml
 from PIL import Image
 
 from fashionlens.data.records import Manifest
-from fashionlens.tasks.tag_evaluation import evaluate_tagger
-from fashionlens.tasks.tagging import Tagger
-from fashionlens.thresholds import best_thresholds
+from fashionlens.tasks.tagging import Tagger, evaluate_tagger
+from fashionlens.tasks.tagging.thresholds import best_thresholds
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 160, 40), "blue": (40, 40, 200)}
 SPLITS = ["train"] * 24 + ["val"] * 12 + ["test"] * 12

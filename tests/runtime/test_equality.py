@@ -22,11 +22,10 @@ from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.common import state_fingerprint
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
-from fashionlens.tasks.tag_evaluation import TaggerEnsemble
-from fashionlens.tasks.tagging import Tagger, TaggingConfig
-from fashionlens.taxonomy import Taxonomy
+from fashionlens.tasks.tagging import Tagger, TaggerEnsemble, TaggingConfig
 
 TOLERANCE = 1e-4
 LABELS = LabelSpace(tags=["red", "striped", "collar"], heads={"sleeve": ["long", "short", "none"]})

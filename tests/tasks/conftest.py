@@ -14,10 +14,10 @@ from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.common import state_fingerprint
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, build_head
+from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tagging import PerLabelHeads, Tagger, TaggingConfig
-from fashionlens.taxonomy import Taxonomy
 
 TINY = BackboneConfig(name="test_efficientnet", pretrained=False, num_workers=0, freeze=1)
 LABELS = LabelSpace(tags=["red", "striped"], heads={"sleeve": ["long", "short", "none"]})

@@ -28,8 +28,7 @@ from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.common import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
-from fashionlens.tasks.tag_evaluation import load_tagger
-from fashionlens.tasks.tagging import Tagger, TaggingConfig, train_tagger
+from fashionlens.tasks.tagging import Tagger, TaggingConfig, load_tagger, train_tagger
 
 TAGS = ["red", "striped", "long_sleeve"]
 

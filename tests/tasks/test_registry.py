@@ -19,8 +19,7 @@ import torch
 from fashionlens.errors import ModelError
 from fashionlens.tasks.registry import load_model, model_kind, model_kinds
 from fashionlens.tasks.retrieval import Embedder
-from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
-from fashionlens.tasks.tagging import Tagger
+from fashionlens.tasks.tagging import Tagger, TaggerEnsemble, load_tagger
 
 from .conftest import TASK_MODELS, feature_width, tiny_hierarchy, tiny_tagger
 

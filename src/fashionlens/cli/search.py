@@ -207,7 +207,7 @@ def index_build(
     embedder = load_embedder(model, backbone, runtime)
     models = {role: path for role, path in (("embedder", model), ("tagger", tagger)) if path is not None}
     if tagger is not None:
-        from fashionlens.tasks.tag_evaluation import load_tagger
+        from fashionlens.tasks.tagging import load_tagger
 
         load_tagger(tagger)  # a broken tagger is named now, not at the first search
     if job.sharded:
@@ -285,7 +285,7 @@ def search(
     from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, search_photos
     from fashionlens.tasks.localised import plan_crops
     from fashionlens.tasks.retrieval import index_embedder, open_index
-    from fashionlens.tasks.tag_evaluation import load_tagger
+    from fashionlens.tasks.tagging import load_tagger
 
     spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
     model, tagger_dir = shipped_or_given(model, "embedder"), shipped_or_given(tagger_dir, "tagger")

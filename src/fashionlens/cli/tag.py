@@ -77,7 +77,7 @@ def evaluate(
     beta: float = typer.Option(2.0, help="F-beta of the summary."),
 ) -> None:
     """Score a tagger and write a markdown report with per-label table and plots."""
-    from fashionlens.tasks.tag_evaluation import evaluate_tagger, load_tagger, write_report
+    from fashionlens.tasks.tagging import evaluate_tagger, load_tagger, write_report
 
     model_dir = resolve_model_option(model, "tagger")
     tagger = load_tagger(model_dir)
@@ -120,7 +120,7 @@ def predict(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Tag images: each decided tag with its probability (F1 thresholds unless --beta), and every probability."""
-    from fashionlens.tasks.tag_evaluation import load_tagger, predictions_table
+    from fashionlens.tasks.tagging import load_tagger, predictions_table
 
     manifest = prediction_manifest(images, manifest_path, out)
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
@@ -149,8 +149,7 @@ def ensemble(
     beta: float = typer.Option(2.0, help="F-beta for threshold moving."),
 ) -> None:
     """Average members' probabilities, tune thresholds on val, save the ensemble."""
-    from fashionlens.tasks.tag_evaluation import TaggerEnsemble
-    from fashionlens.tasks.tagging import Tagger
+    from fashionlens.tasks.tagging import Tagger, TaggerEnsemble
 
     members = [Tagger.load(m) for m in models]
     weight_values = [float(w) for w in weights.split(",")] if weights else None

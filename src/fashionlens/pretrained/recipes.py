@@ -32,8 +32,7 @@ from fashionlens.tasks.retrieval import (
     train_cross_domain_embedder,
 )
 from fashionlens.tasks.street_eval import evaluate_street_search, index_search
-from fashionlens.tasks.tag_evaluation import evaluate_predictions
-from fashionlens.tasks.tagging import Tagger, TaggingConfig, train_tagger
+from fashionlens.tasks.tagging import Tagger, TaggingConfig, evaluate_predictions, train_tagger
 
 SPLIT_SEED = 0
 """Seed of the demo's dataset splits, which the shipped models are trained and tested on."""

@@ -54,8 +54,7 @@ from fashionlens.tasks.localised import (
     view_images,
 )
 from fashionlens.tasks.retrieval import Embedder, index_embedder
-from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
-from fashionlens.tasks.tagging import Predictions, Tagger
+from fashionlens.tasks.tagging import Predictions, Tagger, TaggerEnsemble, load_tagger
 
 TASKS = ("tags", "hierarchy", "embedding", "attributes")
 TOP_ALTERNATIVES = 3

@@ -43,8 +43,7 @@ from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.localised import QueryCrop
 from fashionlens.tasks.retrieval import Embedder, search_images
 from fashionlens.tasks.street_eval import SearchFn
-from fashionlens.tasks.tag_evaluation import TagPredictor
-from fashionlens.tasks.tagging import Predictions
+from fashionlens.tasks.tagging import Predictions, TagPredictor
 
 ATTRIBUTE_MODES = ("auto", "off")
 """``auto``: steer when a tagger and the index's mapped fields are available (else plain search, with a note)."""

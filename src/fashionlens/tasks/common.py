@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from fashionlens.errors import DataError, ModelError, first_line
 from fashionlens.features import extract_features
 from fashionlens.io import atomic_dir, default_cache_dir, load_torch, write_json
 from fashionlens.models.backbones import BackboneConfig, build_backbone
+from fashionlens.runtime import forward_batches
 
 WEIGHTS_FILE = "model.safetensors"
 """The weights of a model directory (safetensors: tensors only, no code)."""
@@ -108,6 +109,14 @@ def manifest_of_paths(paths: Iterable[str | Path], name: str = "images") -> Mani
     if not resolved:
         raise DataError("no image paths given")
     return Manifest(pd.DataFrame({"path": resolved}), name=name)
+
+
+def predict_outputs(model: torch.nn.Module, loader: DataLoader[Any] | Sequence[Any], n_rows: int,
+                    device: torch.device) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Raw outputs (logits) per output name of ``model`` in eval mode over ``(inputs, rows)`` batches, aligned to
+    rows, and the rows seen (:func:`~fashionlens.runtime.forward_batches`)."""
+    model.eval()
+    return forward_batches(model, loader, n_rows, device)
 
 
 def tensor_loader(arrays: Iterable[np.ndarray | torch.Tensor], batch_size: int, shuffle: bool,

@@ -22,8 +22,7 @@ CONFIG_FILE = "config.json"
 KIND_KEY = "kind"
 VERSION_KEY = "fashionlens_version"
 """``config.json`` key of the fashionlens version that saved the model (absent in models of earlier versions)."""
-_TASK_MODULES = ("fashionlens.tasks.tagging", "fashionlens.tasks.tag_evaluation", "fashionlens.tasks.hierarchy",
-                 "fashionlens.tasks.retrieval")
+_TASK_MODULES = ("fashionlens.tasks.tagging", "fashionlens.tasks.hierarchy", "fashionlens.tasks.retrieval")
 """Modules whose classes register the kinds (imported on first look-up: they import this module themselves)."""
 
 

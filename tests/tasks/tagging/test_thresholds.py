@@ -8,7 +8,7 @@ from sklearn.metrics import fbeta_score
 
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.metrics import micro_fbeta
-from fashionlens.thresholds import (
+from fashionlens.tasks.tagging.thresholds import (
     apply_thresholds,
     best_thresholds,
     fbeta_curve,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from rich.console import Console
 
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.metrics import (
@@ -30,6 +31,7 @@ from fashionlens.metrics import (
     iter_ranked_counts,
     precision_recall_fbeta,
 )
+from fashionlens.tasks.labels import LabelSpace
 
 TIE_TOLERANCE = 1e-12
 """F-scores this close are equal: they differ only by rounding of the same count ratios."""
@@ -274,3 +276,18 @@ def topk_decode(scores: ArrayLike, k: int) -> BoolArray:
     decisions = np.zeros(values.shape, dtype=bool)
     np.put_along_axis(decisions, np.argsort(-values, axis=1, kind="stable")[:, :k], True, axis=1)
     return decisions
+
+
+def tune_thresholds(tag_targets: np.ndarray, tag_probs: np.ndarray, labels: LabelSpace, beta: float,
+                    console: Console | None = None, rule: str = "exact", average: str = "macro",
+                    shrink: float = 0.0) -> np.ndarray:
+    """Per-label thresholds for F-beta on held-out predictions (see
+    :func:`select_thresholds`); labels without held-out positives keep 0.5."""
+    if not labels.tags:
+        return np.zeros(0, dtype=np.float32)
+    result = select_thresholds(tag_targets, tag_probs, beta=beta, rule=rule, average=average, shrink=shrink,
+                               fallback=0.5)
+    if result.no_positive_labels and console is not None:
+        names = [labels.tags[i] for i in result.no_positive_labels]
+        console.print(f"[yellow]warning: no held-out positives for {names}; their threshold stays 0.5")
+    return np.asarray(result.thresholds, dtype=np.float32)

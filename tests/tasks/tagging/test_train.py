@@ -17,19 +17,21 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.losses import label_weights, masked_bce
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.tag_evaluation import TaggerEnsemble, evaluate_predictions, load_tagger, predictions_table
 from fashionlens.tasks.tagging import (
     EpochSelectedHead,
     Predictions,
     Tagger,
+    TaggerEnsemble,
     TaggingConfig,
     TaggingObjective,
     ThresholdConfig,
-    fold_assignment,
-    out_of_fold_probs,
+    evaluate_predictions,
+    load_tagger,
+    predictions_table,
     train_tagger,
 )
-from fashionlens.thresholds import best_thresholds
+from fashionlens.tasks.tagging.thresholds import best_thresholds
+from fashionlens.tasks.tagging.train import fold_assignment, out_of_fold_probs
 
 QUIET = Console(quiet=True)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,88 +30,20 @@ import yaml
 from fashionlens.config import resolve_config
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
-
-ConflictPolicy = Literal["majority", "split", "error"]
-RarePolicy = Literal["other", "drop"]
-CONFLICT_POLICIES = ("majority", "split", "error")
-RARE_POLICIES = ("other", "drop")
-PATH_SEPARATOR = " > "
-_COUNT, _TRAIN = "__rows", "__train_rows"
-
-
-def other_name(parent_path: Sequence[str]) -> str:
-    """Name of the node gathering the rare children of the class at ``parent_path`` (``"Other"`` at the top).
-
-    The full parent path keeps names unique even where a class name recurs across levels (Fashion Product's
-    "Accessories" is both a masterCategory and a subCategory).
-    """
-    return f"Other ({path_key(parent_path)})" if parent_path else "Other"
-
-
-def path_key(raw: Sequence[str]) -> str:
-    """Alias key of a full raw label path (used where a leaf name alone is ambiguous)."""
-    return PATH_SEPARATOR.join(raw)
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A child class found under more than one parent.
-
-    Attributes:
-        level: Level of the child.
-        child: The child class.
-        parents: Parent class → rows seen under it.
-        resolution: What the policy did, in words.
-    """
-
-    level: str
-    child: str
-    parents: dict[str, int]
-    resolution: str = ""
-
-    def describe(self) -> str:
-        """One line: the child, its parents with row counts, and the resolution."""
-        seen = ", ".join(f"'{p}' ({n} rows)" for p, n in self.parents.items())
-        return f"{self.level} '{self.child}' is under {len(self.parents)} parents: {seen}" + (
-            f"; {self.resolution}" if self.resolution else "")
-
-
-@dataclass
-class TaxonomyReport:
-    """What building a taxonomy changed: resolved conflicts, classes merged into "Other", classes dropped."""
-
-    conflicts: list[Conflict] = field(default_factory=list)
-    merged: dict[str, dict[str, str]] = field(default_factory=dict)
-    dropped: dict[str, list[str]] = field(default_factory=dict)
-    min_count: int = 0
-    counted_on: str = ""
-
-    def lines(self) -> list[str]:
-        """Human-readable summary, one finding per line."""
-        out = [c.describe() for c in self.conflicts]
-        for level, merged in self.merged.items():
-            if merged:
-                out.append(f"{level}: {len(merged)} class(es) with < {self.min_count} {self.counted_on} rows merged: "
-                           + ", ".join(f"'{raw}' → '{into}'" for raw, into in merged.items()))
-        for level, dropped in self.dropped.items():
-            if dropped:
-                out.append(f"{level}: {len(dropped)} class(es) with < {self.min_count} {self.counted_on} rows "
-                           f"dropped: {dropped}")
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data (saved next to a model)."""
-        return {"conflicts": [{"level": c.level, "child": c.child, "parents": c.parents,
-                               "resolution": c.resolution} for c in self.conflicts],
-                "merged": self.merged, "dropped": self.dropped, "min_count": self.min_count,
-                "counted_on": self.counted_on}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TaxonomyReport:
-        """Inverse of :meth:`to_json`."""
-        return cls(conflicts=[Conflict(**c) for c in data.get("conflicts", [])], merged=dict(data.get("merged", {})),
-                   dropped=dict(data.get("dropped", {})), min_count=int(data.get("min_count", 0)),
-                   counted_on=str(data.get("counted_on", "")))
+from fashionlens.tasks.hierarchy.resolve import (
+    CONFLICT_POLICIES,
+    N_ROWS,
+    N_TRAIN,
+    PATH_SEPARATOR,
+    RARE_POLICIES,
+    ConflictPolicy,
+    RarePolicy,
+    TaxonomyReport,
+    merge_rare,
+    path_key,
+    resolve_conflicts,
+    walk_tree,
+)
 
 
 @dataclass
@@ -321,8 +253,8 @@ class Taxonomy:
         if missing or paths.empty:
             raise DataError(f"no labelled paths to build a taxonomy over levels {levels} (missing: {missing})")
         frame = paths.reset_index(drop=True).copy()
-        frame[_COUNT] = frame.get(_COUNT, 1)
-        frame[_TRAIN] = frame.get(_TRAIN, frame[_COUNT])
+        frame[N_ROWS] = frame.get(N_ROWS, 1)
+        frame[N_TRAIN] = frame.get(N_TRAIN, frame[N_ROWS])
         raw = frame[levels].astype(str).copy()
         node = raw.copy()
         collapsed = np.zeros(len(frame), dtype=bool)
@@ -332,9 +264,9 @@ class Taxonomy:
             if h > 0:
                 # A merged node has one child per level below, of the same name ("Other (Apparel)" twice).
                 node.loc[collapsed, level] = node.loc[collapsed, levels[h - 1]]
-                report.conflicts += _resolve_conflicts(node, frame[_COUNT], levels, h, conflicts, ~dropped_rows)
+                report.conflicts += resolve_conflicts(node, frame[N_ROWS], levels, h, conflicts, ~dropped_rows)
             if min_count > 0:
-                _handle_rare(node, frame[_TRAIN], levels, h, min_count, rare, collapsed, dropped_rows, report)
+                merge_rare(node, frame[N_TRAIN], levels, h, min_count, rare, collapsed, dropped_rows, report)
         return cls._assemble(levels, raw, node, dropped_rows, report)
 
     @classmethod
@@ -379,8 +311,8 @@ class Taxonomy:
             raise DataError(f"manifest '{manifest.name}' has no row with all of {list(levels)} labelled")
         is_train = (manifest.frame["split"] == "train").to_numpy()
         counted = is_train if is_train[labelled].any() else np.ones(len(frame), dtype=bool)
-        frame[_COUNT], frame[_TRAIN] = 1, counted.astype(int)
-        paths = frame[labelled].groupby(list(levels), sort=True, as_index=False)[[_COUNT, _TRAIN]].sum()
+        frame[N_ROWS], frame[N_TRAIN] = 1, counted.astype(int)
+        paths = frame[labelled].groupby(list(levels), sort=True, as_index=False)[[N_ROWS, N_TRAIN]].sum()
         return cls.from_paths(paths, levels, conflicts, min_count, rare,
                               counted_on="training" if is_train[labelled].any() else "labelled")
 
@@ -403,10 +335,10 @@ class Taxonomy:
         Raises:
             ConfigError: The tree is malformed (the offending key path is named).
         """
-        rows = [(*path, leaf) for path, leaf in _walk(tree, len(levels), where)]
+        rows = [(*path, leaf) for path, leaf in walk_tree(tree, len(levels), where)]
         paths = pd.DataFrame(rows, columns=list(levels))
         counts = paths[levels[-1]].map(dict(leaf_counts or {})).fillna(0).astype(int)
-        paths[_COUNT], paths[_TRAIN] = counts, counts
+        paths[N_ROWS], paths[N_TRAIN] = counts, counts
         return cls.from_paths(paths, levels, conflicts, min_count if leaf_counts is not None else 0, rare)
 
     @classmethod
@@ -448,93 +380,3 @@ class Taxonomy:
                        tuple(data.get("dropped", ())), TaxonomyReport.from_json(data.get("report", {})))
         except (KeyError, TypeError) as error:
             raise ConfigError(f"malformed taxonomy document: missing or invalid {error}") from error
-
-
-def find_conflicts(paths: pd.DataFrame, levels: Sequence[str]) -> list[Conflict]:
-    """Every child seen under more than one parent, level by level (row counts from ``__rows`` when present)."""
-    counts = paths[_COUNT] if _COUNT in paths else pd.Series(1, index=paths.index)
-    found = []
-    for h in range(1, len(levels)):
-        found += _conflicts_at(paths[list(levels)].astype(str), counts, list(levels), h)
-    return found
-
-
-def _conflicts_at(node: pd.DataFrame, counts: pd.Series, levels: list[str], h: int,
-                  mask: np.ndarray | None = None) -> list[Conflict]:
-    child, parent = levels[h], levels[h - 1]
-    frame = pd.DataFrame({"child": node[child], "parent": node[parent], "n": counts})
-    if mask is not None:
-        frame = frame[mask]
-    per_pair = frame.groupby(["child", "parent"], sort=False)["n"].sum()
-    found = []
-    for name, group in per_pair.groupby(level="child", sort=True):
-        if len(group) > 1:
-            found.append(Conflict(child, str(name), {str(p): int(n) for p, n in group.droplevel("child").items()}))
-    return found
-
-
-def _resolve_conflicts(node: pd.DataFrame, counts: pd.Series, levels: list[str], h: int,
-                       policy: ConflictPolicy, mask: np.ndarray) -> list[Conflict]:
-    """Rewrite ``node`` in place so each class at level ``h`` has one parent; returns what was resolved."""
-    found = _conflicts_at(node, counts, levels, h, mask)
-    if found and policy == "error":
-        shown = "; ".join(c.describe() for c in found)
-        raise DataError(f"{len(found)} inconsistent {levels[h]} class(es): {shown} (set the taxonomy conflicts "
-                        f"policy to 'majority' or 'split')")
-    child, parent = levels[h], levels[h - 1]
-    resolved = []
-    for conflict in found:
-        rows = (node[child] == conflict.child).to_numpy()
-        if policy == "majority":
-            winner = max(conflict.parents, key=lambda p: conflict.parents[p])  # first listed wins ties
-            source = node[rows & (node[parent] == winner).to_numpy()].iloc[0]
-            moved = rows & (node[parent] != winner).to_numpy()
-            for upper in levels[:h]:
-                node.loc[moved, upper] = source[upper]
-            losers = [p for p in conflict.parents if p != winner]
-            text = f"kept under '{winner}' (majority), {int(counts[moved].sum())} row(s) from {losers} moved there"
-        else:
-            for name in conflict.parents:
-                node.loc[rows & (node[parent] == name).to_numpy(), child] = f"{conflict.child} ({name})"
-            text = "split into " + ", ".join(f"'{conflict.child} ({p})'" for p in conflict.parents)
-        resolved.append(Conflict(conflict.level, conflict.child, conflict.parents, text))
-    return resolved
-
-
-def _handle_rare(node: pd.DataFrame, counts: pd.Series, levels: list[str], h: int, min_count: int,
-                 policy: RarePolicy, collapsed: np.ndarray, dropped_rows: np.ndarray, report: TaxonomyReport) -> None:
-    """Merge (or drop) level-``h`` classes with fewer than ``min_count`` counted rows; rewrites ``node`` in place."""
-    level = levels[h]
-    active = ~dropped_rows & ~collapsed
-    row_paths = [tuple(p) for p in node[levels[:h + 1]].to_numpy().tolist()]
-    totals = counts[active].groupby([node.loc[active, lv] for lv in levels[:h + 1]]).sum()
-    rare_paths = {k if isinstance(k, tuple) else (k,) for k, n in totals.items() if n < min_count}
-    rare_rows = active & np.array([p in rare_paths for p in row_paths], dtype=bool)
-    if policy == "drop":
-        report.dropped[level] = sorted({p[-1] for p in rare_paths})
-        dropped_rows |= rare_rows
-        return
-    targets = {p: other_name(p[:-1]) for p in rare_paths}
-    clash = sorted(set(targets.values()) & set(node.loc[~rare_rows, level]))
-    if clash:
-        raise DataError(f"cannot merge rare {level} classes into {clash}: a real class already has that name")
-    report.merged[level] = {path_key(p): targets[p] for p in sorted(rare_paths)}
-    node.loc[rare_rows, level] = [targets[row_paths[row]] for row in np.flatnonzero(rare_rows)]
-    collapsed |= rare_rows
-
-
-def _walk(tree: Any, depth: int, where: str, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
-    """``(ancestors, leaf)`` pairs of a nested tree, checking its shape."""
-    location = f"{where}: tree" + "".join(f"[{p!r}]" for p in prefix)
-    if len(prefix) == depth - 1:
-        if not isinstance(tree, list) or not tree or not all(isinstance(v, str) and v.strip() for v in tree):
-            raise ConfigError(f"{location} must be a non-empty list of class names (the last level)")
-        return [(prefix, leaf.strip()) for leaf in tree]
-    if not isinstance(tree, dict) or not tree:
-        raise ConfigError(f"{location} must map class names to their children ({depth - len(prefix)} more levels)")
-    pairs = []
-    for name, children in tree.items():
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{location} has an empty or non-text class name {name!r}")
-        pairs += _walk(children, depth, where, (*prefix, name.strip()))
-    return pairs

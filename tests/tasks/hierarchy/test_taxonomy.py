@@ -11,7 +11,7 @@ import pytest
 from fashionlens.config import SHIPPED_CONFIGS
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.taxonomy import Taxonomy, find_conflicts
+from fashionlens.tasks.hierarchy import Taxonomy, find_conflicts
 
 LEVELS = ["master", "sub", "article"]
 CONFIGS = SHIPPED_CONFIGS

@@ -26,7 +26,7 @@ from fashionlens.tasks.hierarchy import (
     evaluate_predictions,
     train_hierarchy,
 )
-from fashionlens.taxonomy import Taxonomy
+from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 
 CONFIGS = SHIPPED_CONFIGS
 # Six articleTypes from four subCategories and three masterCategories, 40 images each: small enough to extract
