@@ -42,10 +42,11 @@ from fashionlens.data.splits import split_manifest
 from fashionlens.data.street_view import StreetViewSimulator
 from fashionlens.demo import CLOTHING_POSITIVE_NAMES
 from fashionlens.index import CatalogueIndex
+from fashionlens.io import default_cache_dir
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.attribute_search import DEFAULT_WEIGHTS, AttributeSteering, attribute_search
-from fashionlens.tasks.common import default_cache_dir, frozen_features
+from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, default_localiser, plan_crops, search_views
 from fashionlens.tasks.retrieval import (
     Embedder,

@@ -152,7 +152,7 @@ def simulate(
 
     from fashionlens.data.records import Manifest
     from fashionlens.data.street_view import StreetViewSimulator
-    from fashionlens.tasks.common import default_cache_dir
+    from fashionlens.io import default_cache_dir
 
     shop = load_manifest(manifest_path)
     simulator = (StreetViewSimulator.from_folder(backgrounds, seed=seed) if backgrounds

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError
 from fashionlens.models.backbones import BackboneConfig
-from fashionlens.tasks.common import (
-    fold_legacy_freeze,
-)
+from fashionlens.tasks.common.config import fold_legacy_freeze
 from fashionlens.tasks.hierarchy.resolve import CONFLICT_POLICIES, RARE_POLICIES, ConflictPolicy, RarePolicy
 
 VARIANTS = ("flat", "hmcn", "hmcn_mtl")

@@ -18,9 +18,7 @@ from fashionlens.models.backbones import Backbone
 from fashionlens.models.hmcn import HMCNF, FlatHierarchyClassifier, HierarchyHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.tasks.base import TaskModel, load_head
-from fashionlens.tasks.common import (
-    WEIGHTS_FILE,
-)
+from fashionlens.tasks.common.model_dir import WEIGHTS_FILE
 from fashionlens.tasks.hierarchy.config import HierarchyConfig
 from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 from fashionlens.tasks.registry import register_model

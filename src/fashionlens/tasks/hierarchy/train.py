@@ -22,13 +22,9 @@ from fashionlens.models.backbones import Backbone, build_backbone
 from fashionlens.models.hmcn import HierarchyHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import default_workers, resolve_device, seed_everything
-from fashionlens.tasks.common import (
-    frozen_features,
-    image_row_loader,
-    predict_outputs,
-    state_fingerprint,
-    tensor_loader,
-)
+from fashionlens.tasks.common.features import frozen_features, state_fingerprint
+from fashionlens.tasks.common.loaders import image_row_loader, tensor_loader
+from fashionlens.tasks.common.training import predict_outputs
 from fashionlens.tasks.hierarchy.config import HierarchyConfig, TaxonomyConfig
 from fashionlens.tasks.hierarchy.evaluate import HierarchyEvaluation, evaluate_predictions
 from fashionlens.tasks.hierarchy.model import HierarchyClassifier, _head_in_features, build_head, head_of

@@ -9,9 +9,7 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError
 from fashionlens.losses import DEFAULT_MAX_WEIGHT
 from fashionlens.models.backbones import BackboneConfig
-from fashionlens.tasks.common import (
-    fold_legacy_freeze,
-)
+from fashionlens.tasks.common.config import fold_legacy_freeze
 from fashionlens.tasks.tagging.thresholds import AVERAGES
 
 MODES = ("features", "finetune", "per_label")

@@ -11,10 +11,7 @@ import numpy as np
 from fashionlens import __version__
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ModelError
-from fashionlens.tasks.common import (
-    read_model_dir,
-    save_model_dir,
-)
+from fashionlens.tasks.common.model_dir import read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.registry import KIND_KEY, VERSION_KEY, check_kind, load_model, register_model
 from fashionlens.tasks.tagging.model import Predictions, Tagger, threshold_array, threshold_set

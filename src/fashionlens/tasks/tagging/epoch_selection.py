@@ -13,10 +13,8 @@ from torch.utils.data import DataLoader
 
 from fashionlens.engine import TrainResult
 from fashionlens.models.network import TaskNetwork
-from fashionlens.tasks.common import (
-    predict_outputs,
-    tensor_loader,
-)
+from fashionlens.tasks.common.loaders import tensor_loader
+from fashionlens.tasks.common.training import predict_outputs
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging.config import TaggingConfig
 from fashionlens.tasks.tagging.model import EpochSelectedHead, joint_head, logits_to_predictions

@@ -16,9 +16,7 @@ from fashionlens.errors import ModelError
 from fashionlens.models.backbones import Backbone
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.base import TaskModel, load_head
-from fashionlens.tasks.common import (
-    WEIGHTS_FILE,
-)
+from fashionlens.tasks.common.model_dir import WEIGHTS_FILE
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.tagging.config import DECISION_BETA, TaggingConfig

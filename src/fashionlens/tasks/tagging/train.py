@@ -23,13 +23,9 @@ from fashionlens.losses import importance_vector
 from fashionlens.models.backbones import Backbone, build_backbone
 from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import default_workers, resolve_device, seed_everything
-from fashionlens.tasks.common import (
-    frozen_features,
-    image_row_loader,
-    predict_outputs,
-    state_fingerprint,
-    tensor_loader,
-)
+from fashionlens.tasks.common.features import frozen_features, state_fingerprint
+from fashionlens.tasks.common.loaders import image_row_loader, tensor_loader
+from fashionlens.tasks.common.training import predict_outputs
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging.config import DECISION_BETA, TaggingConfig
 from fashionlens.tasks.tagging.epoch_selection import PerLabelEpochs

@@ -1,6 +1,6 @@
-"""Saved model directories (``tasks/common.py``): written whole through a real task model's ``save`` -- a save that
-dies between two file writes leaves the previous model exactly as it was (or no model at all), a successful re-save
-leaves no stale file behind -- and read back without running code, old layouts still loading.
+"""Saved model directories (``tasks/common/model_dir.py``): written whole through a real task model's ``save`` -- a
+save that dies between two file writes leaves the previous model exactly as it was (or no model at all), a successful
+re-save leaves no stale file behind -- and read back without running code, old layouts still loading.
 
 The fault is injected in the write primitives themselves (``torch.save``, ``json.dump``, ``Path.write_text`` and
 ``Path.write_bytes``), not in fashionlens' helpers, so the test holds whichever way the directory is swapped in.
@@ -25,7 +25,7 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ModelError
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.common import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
+from fashionlens.tasks.common.model_dir import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, load_tagger, train_tagger

@@ -1,5 +1,4 @@
-"""Plumbing shared by the tagging, hierarchy and retrieval tasks: the legacy-config migration, frozen-feature
-extraction with the shared cache, feature data loaders, and the saved-model directory convention.
+"""The saved-model directory convention of every task.
 
 A saved model is one directory holding ``config.json`` (how it was built, with the model's ``kind`` -- see
 :mod:`fashionlens.tasks.registry` -- and backbone ``weights_id``), ``labels.json`` (what it predicts),
@@ -18,27 +17,18 @@ written. Such directories load unchanged through their class's ``load``;
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, TensorDataset
 
-from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
-from fashionlens.data.records import Manifest
-from fashionlens.distributed import is_main_process, main_process_first
-from fashionlens.errors import DataError, ModelError, first_line
-from fashionlens.features import extract_features
-from fashionlens.io import atomic_dir, default_cache_dir, load_torch, write_json
-from fashionlens.models.backbones import BackboneConfig, build_backbone
-from fashionlens.runtime import forward_batches
+from fashionlens.distributed import is_main_process
+from fashionlens.errors import ModelError, first_line
+from fashionlens.io import atomic_dir, load_torch, write_json
 
 WEIGHTS_FILE = "model.safetensors"
 """The weights of a model directory (safetensors: tensors only, no code)."""
@@ -46,104 +36,6 @@ LEGACY_WEIGHTS_FILE = "model.pt"
 """The weights of model directories written by earlier versions (read, never written)."""
 _PART_SEPARATOR = "/"  # "<part>/<parameter>": parameter names hold dots, part names hold neither
 _PARTS_KEY = "fashionlens_parts"  # safetensors metadata: every part, also those without tensors (an identity head)
-
-
-def fold_legacy_freeze(data: dict[str, Any]) -> dict[str, Any]:
-    """A task config as plain data, with the ``finetune_freeze`` key of earlier versions folded into
-    ``backbone.freeze``.
-
-    Earlier versions kept the stages frozen while fine-tuning in a task-level ``finetune_freeze`` and wrote a dead
-    ``backbone.freeze: all`` beside it (saved ``config.json`` files and YAMLs carry both); ``backbone.freeze`` now
-    holds that setting. Every task config reads through here (its ``migrate_legacy`` hook, see
-    :func:`fashionlens.config.from_dict`), so old models and YAMLs keep loading with the same meaning.
-    """
-    if "finetune_freeze" not in data:
-        return data
-    data = dict(data)
-    freeze = data.pop("finetune_freeze")
-    backbone = data.get("backbone")
-    data["backbone"] = {**(backbone if isinstance(backbone, dict) else {}), "freeze": freeze}
-    return data
-
-
-def frozen_features(manifest: Manifest, config: BackboneConfig, backbone: Any | None = None,
-                    cache_dir: str | Path | None = None, device: str | None = None,
-                    show_progress: bool = True, skip_bad_images: bool = False,
-                    runtime: str | None = None) -> np.ndarray:
-    """Pooled features of every row from a frozen backbone, through the shared disk cache.
-
-    Args:
-        skip_bad_images: Leave the rows of unreadable images all-NaN instead of raising (prediction reports them
-            per file; training and evaluation must not silently lose rows, so they keep the default).
-        runtime: Where the backbone runs (``None``: ``config.runtime``; see
-            :func:`~fashionlens.runtime.compiled.compile_backbone`).
-
-    Raises:
-        DataError: Some images could not be decoded (the first few are named), unless ``skip_bad_images``.
-    """
-    backbone = backbone if backbone is not None else build_backbone(config)
-    with main_process_first():  # under torchrun, rank 0 fills the cache and the others read it
-        result = extract_features(manifest, backbone, cache_dir=cache_dir or default_cache_dir() / "features",
-                                  batch_size=config.batch_size, num_workers=config.num_workers, device=device,
-                                  skip_bad_images=True, show_progress=show_progress and is_main_process(),
-                                  runtime=runtime or config.runtime)
-    if result.failed and not skip_bad_images:
-        shown = ", ".join(result.failed[:3])
-        raise DataError(f"{len(result.failed)} image(s) could not be read, e.g. {shown} "
-                        f"(fix or drop them from manifest '{manifest.name}')")
-    return result.vectors
-
-
-def state_fingerprint(module: torch.nn.Module) -> str:
-    """A short hash of a module's weights: the feature-cache identity of a fine-tuned backbone."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return "weights-" + digest.hexdigest()[:16]
-
-
-def manifest_of_paths(paths: Iterable[str | Path], name: str = "images") -> Manifest:
-    """An unlabelled manifest of image files (for prediction on loose images)."""
-    resolved = [str(Path(p).expanduser().resolve()) for p in paths]
-    if not resolved:
-        raise DataError("no image paths given")
-    return Manifest(pd.DataFrame({"path": resolved}), name=name)
-
-
-def predict_outputs(model: torch.nn.Module, loader: DataLoader[Any] | Sequence[Any], n_rows: int,
-                    device: torch.device) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Raw outputs (logits) per output name of ``model`` in eval mode over ``(inputs, rows)`` batches, aligned to
-    rows, and the rows seen (:func:`~fashionlens.runtime.forward_batches`)."""
-    model.eval()
-    return forward_batches(model, loader, n_rows, device)
-
-
-def tensor_loader(arrays: Iterable[np.ndarray | torch.Tensor], batch_size: int, shuffle: bool,
-                  seed: int = 0) -> DataLoader[Any]:
-    """A DataLoader over in-memory arrays (features and targets), seeded when shuffling."""
-    tensors = [torch.as_tensor(a) for a in arrays]
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator)
-
-
-def image_row_loader(manifest: Manifest, rows: np.ndarray, transform: Any, batch_size: int, shuffle: bool,
-                     workers: int, seed: int) -> DataLoader[Any]:
-    """``(images, manifest_rows)`` batches over the images of ``rows``: the fine-tuning loaders of every task.
-
-    Unreadable images are skipped (``collate_skipping``) and each batch carries the manifest row of every image it
-    kept, so a task's targets are looked up by row. A shuffled loader drops a last partial batch (batch norm
-    cannot train on a single row).
-    """
-    dataset = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), rows)), transform)
-    global_rows = torch.as_tensor(np.sort(rows))
-
-    def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        images, local = collate_skipping(batch)
-        return images, global_rows[local]
-
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), drop_last=shuffle and len(rows) > batch_size)
 
 
 def save_model_dir(path: str | Path, state: Mapping[str, Mapping[str, torch.Tensor]], json_files: Mapping[str, Any],

@@ -1,0 +1,32 @@
+"""Plumbing shared by the tagging, hierarchy and retrieval tasks: the legacy-config migration, frozen-feature
+extraction with the shared cache, data loaders, the training plumbing (one engine run, the one fine-tuning driver)
+and the saved-model directory convention (:mod:`~fashionlens.tasks.common.model_dir`)."""
+
+from __future__ import annotations
+
+from fashionlens.tasks.common.config import fold_legacy_freeze
+from fashionlens.tasks.common.features import frozen_features, state_fingerprint
+from fashionlens.tasks.common.loaders import image_row_loader, manifest_of_paths, tensor_loader
+from fashionlens.tasks.common.model_dir import (
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    read_model_dir,
+    read_weights,
+    save_model_dir,
+)
+from fashionlens.tasks.common.training import predict_outputs
+
+__all__ = [
+    "LEGACY_WEIGHTS_FILE",
+    "WEIGHTS_FILE",
+    "fold_legacy_freeze",
+    "frozen_features",
+    "image_row_loader",
+    "manifest_of_paths",
+    "predict_outputs",
+    "read_model_dir",
+    "read_weights",
+    "save_model_dir",
+    "state_fingerprint",
+    "tensor_loader",
+]
