@@ -29,6 +29,7 @@ from fashionlens.cli.common import (
     unpredicted_rows,
     use_runtime,
 )
+from fashionlens.io import run_dir
 
 app = typer.Typer(help="Multi-label style / attribute tagging. `fashionlens tag PHOTO...` tags photos with the shipped "
                        "tagger (`tag predict`).", no_args_is_help=True, cls=DefaultPredictGroup)
@@ -92,7 +93,7 @@ def evaluate(
         evaluation, predicted = evaluate_tagger(tagger, manifest, name, beta=beta, focus=focus_labels)
         evaluations.append(evaluation)
         predictions[name], subsets[name] = predicted, manifest.split_subset(name)
-    history_file = model_dir.with_name(model_dir.name + ".run") / "history.json"
+    history_file = run_dir(model_dir) / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     path = write_report(report_dir(report, model_dir), tagger, evaluations, subsets, predictions, beta, history)
     for evaluation in evaluations:

@@ -1,6 +1,6 @@
 """Plumbing shared by the tagging, hierarchy and retrieval tasks: the legacy-config migration, frozen-feature
-extraction with the shared cache, data loaders, the training plumbing (one engine run, the one fine-tuning driver)
-and the saved-model directory convention (:mod:`~fashionlens.tasks.common.model_dir`)."""
+extraction with the shared cache, data loaders, the training plumbing (one engine run, the one fine-tuning driver),
+the markdown evaluation report and the saved-model directory convention (:mod:`~fashionlens.tasks.common.model_dir`)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,23 @@ from fashionlens.tasks.common.loaders import image_row_loader, manifest_of_paths
 from fashionlens.tasks.common.model_dir import (
     LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
+    head_in_features,
     read_model_dir,
     read_weights,
     save_model_dir,
 )
-from fashionlens.tasks.common.training import predict_outputs
+from fashionlens.tasks.common.report import MarkdownReport
+from fashionlens.tasks.common.training import finetune, fit, predict_outputs
 
 __all__ = [
     "LEGACY_WEIGHTS_FILE",
     "WEIGHTS_FILE",
+    "MarkdownReport",
+    "finetune",
+    "fit",
     "fold_legacy_freeze",
     "frozen_features",
+    "head_in_features",
     "image_row_loader",
     "manifest_of_paths",
     "predict_outputs",

@@ -25,11 +25,12 @@ def manifest_of_paths(paths: Iterable[str | Path], name: str = "images") -> Mani
 
 
 def tensor_loader(arrays: Iterable[np.ndarray | torch.Tensor], batch_size: int, shuffle: bool,
-                  seed: int = 0) -> DataLoader[Any]:
+                  seed: int = 0, drop_last: bool = False) -> DataLoader[Any]:
     """A DataLoader over in-memory arrays (features and targets), seeded when shuffling."""
     tensors = [torch.as_tensor(a) for a in arrays]
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      drop_last=drop_last)
 
 
 def image_row_loader(manifest: Manifest, rows: np.ndarray, transform: Any, batch_size: int, shuffle: bool,

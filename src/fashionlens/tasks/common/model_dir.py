@@ -144,3 +144,17 @@ def _unflatten(flat: Mapping[str, torch.Tensor], parts: list[str], file: Path) -
             raise ModelError(f"{file} holds tensor {key!r}, not one named '<part>{_PART_SEPARATOR}<parameter>'")
         state.setdefault(part, {})[name] = tensor
     return state
+
+
+def head_in_features(head_state: Mapping[str, torch.Tensor], first_layer: str) -> int:
+    """Width of the features a saved head reads: the input width of its first dense layer, the weight named
+    ``first_layer`` (or, in a head made of several, the first weight whose name ends in ``.<first_layer>``).
+
+    Raises:
+        ModelError: The state holds no such weight.
+    """
+    key = first_layer if first_layer in head_state else next(
+        (k for k in head_state if k.endswith("." + first_layer)), None)
+    if key is None:
+        raise ModelError(f"the saved head has no '{first_layer}' weight to read its feature width from")
+    return int(head_state[key].shape[1])

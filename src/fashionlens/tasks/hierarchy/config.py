@@ -13,6 +13,9 @@ from fashionlens.tasks.hierarchy.resolve import CONFLICT_POLICIES, RARE_POLICIES
 VARIANTS = ("flat", "hmcn", "hmcn_mtl")
 MODES = ("features", "finetune")
 DECODINGS = ("consistent", "greedy")
+DEFAULT_LEVELS = ("masterCategory", "subCategory", "articleType")
+"""The levels of a taxonomy read from the manifest when ``taxonomy.levels`` is unset: Fashion Product Images'
+label columns (the data the shipped hierarchy configs train on)."""
 
 
 def _default_hierarchy_train() -> TrainConfig:

@@ -12,8 +12,8 @@ import pandas as pd
 from fashionlens import metrics
 from fashionlens.data.records import Manifest
 from fashionlens.errors import DataError
-from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
+from fashionlens.tasks.common.report import MarkdownReport
 from fashionlens.tasks.hierarchy.model import HierarchyClassifier, HierarchyPredictions
 from fashionlens.tasks.hierarchy.taxonomy import EncodedLabels, Taxonomy
 
@@ -97,27 +97,19 @@ def write_hierarchy_report(out_dir: str | Path, classifier: HierarchyClassifier,
                            title: str = "Hierarchy report") -> Path:
     """A markdown report: summary per split, taxonomy decisions, per-class table of the last level, confusion
     matrix PNGs of the upper levels, training curves."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     taxonomy = classifier.taxonomy
-    lines = [f"# {title}", "", f"Variant `{classifier.config.variant}`, taxonomy "
-             + " > ".join(f"{level} ({n})" for level, n in zip(taxonomy.levels, taxonomy.sizes, strict=True)), ""]
-    for evaluation in evaluations:
-        lines += [f"## Summary ({evaluation.split})", "", markdown.key_values(evaluation.summary), ""]
+    report = MarkdownReport(out_dir, title, [f"Variant `{classifier.config.variant}`, taxonomy " + " > ".join(
+        f"{level} ({n})" for level, n in zip(taxonomy.levels, taxonomy.sizes, strict=True)), ""])
+    report.summaries(evaluations)
     decisions = taxonomy.report.lines()
     if decisions:
-        lines += ["## Taxonomy decisions", "", *[f"- {line}" for line in decisions], ""]
-    if history:
-        plots.plot_training_curves(history, out / "training_curves.png")
-        lines += ["![training curves](training_curves.png)", ""]
+        report.add("## Taxonomy decisions", "", *[f"- {line}" for line in decisions], "")
+    report.training_curves(history)
     for evaluation in evaluations[:1]:
-        lines += [f"## Per-class results, {taxonomy.leaf_level} ({evaluation.split})", "",
-                  markdown.table(evaluation.per_class.sort_values("support", ascending=False)), ""]
+        report.add(f"## Per-class results, {taxonomy.leaf_level} ({evaluation.split})", "",
+                   markdown.table(evaluation.per_class.sort_values("support", ascending=False)), "")
         for h, level in enumerate(taxonomy.levels[:-1]):
-            plots.plot_confusion(evaluation.confusions[level], taxonomy.classes[h], out / f"confusion_{level}.png",
-                                 title=f"{level} ({evaluation.split})")
-            lines += [f"![confusion {level}](confusion_{level}.png)", ""]
-    write_json(out / "metrics.json", {e.split: e.summary for e in evaluations})
-    report = out / "report.md"
-    write_text(report, "\n".join(lines))
-    return report
+            plots.plot_confusion(evaluation.confusions[level], taxonomy.classes[h],
+                                 report.out / f"confusion_{level}.png", title=f"{level} ({evaluation.split})")
+            report.add(f"![confusion {level}](confusion_{level}.png)", "")
+    return report.save(evaluations)

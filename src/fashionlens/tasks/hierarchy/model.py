@@ -18,10 +18,13 @@ from fashionlens.models.backbones import Backbone
 from fashionlens.models.hmcn import HMCNF, FlatHierarchyClassifier, HierarchyHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.tasks.base import TaskModel, load_head
-from fashionlens.tasks.common.model_dir import WEIGHTS_FILE
+from fashionlens.tasks.common.model_dir import WEIGHTS_FILE, head_in_features
 from fashionlens.tasks.hierarchy.config import HierarchyConfig
 from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
 from fashionlens.tasks.registry import register_model
+
+FIRST_LAYER = "stem.0.weight"
+"""The first dense weight of a saved hierarchy head (both head kinds start with a ``stem`` dense block)."""
 
 
 def build_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) -> HierarchyHead:
@@ -147,14 +150,11 @@ class HierarchyClassifier(TaskModel[HierarchyPredictions]):
         except ConfigError as error:
             raise ModelError(f"{path}: {error}") from error
         head_state = state.get("head", {})
-        if "stem.0.weight" not in head_state:
+        if FIRST_LAYER not in head_state:
             raise ModelError(f"{path}/{WEIGHTS_FILE} holds no hierarchy head weights")
-        head = load_head(build_head(config, taxonomy, _head_in_features(head_state)), state, path,
+        head = load_head(build_head(config, taxonomy, head_in_features(head_state, FIRST_LAYER)), state, path,
                          "labels.json/config.json")
         return cls(config, taxonomy, head, backbone=backbone,  # type: ignore[arg-type]
                    metrics_summary=documents.get("metrics"), weights_id=weights_id)
 
 
-def _head_in_features(head_state: Mapping[str, torch.Tensor]) -> int:
-    """Width of the features a saved hierarchy head reads (both head kinds start with a ``stem`` dense block)."""
-    return int(head_state["stem.0.weight"].shape[1])

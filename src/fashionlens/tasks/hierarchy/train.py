@@ -10,32 +10,30 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from fashionlens import metrics
-from fashionlens.data.readers.fashion_product import HIERARCHY
 from fashionlens.data.records import Manifest
-from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.engine import TrainConfig, Trainer, TrainResult
+from fashionlens.engine import TrainResult
 from fashionlens.errors import ConfigError, DataError, ModelError
+from fashionlens.io import run_dir
 from fashionlens.models.backbones import Backbone, build_backbone
 from fashionlens.models.hmcn import HierarchyHead
-from fashionlens.models.network import TaskNetwork
-from fashionlens.runtime import default_workers, resolve_device, seed_everything
-from fashionlens.tasks.common.features import frozen_features, state_fingerprint
-from fashionlens.tasks.common.loaders import image_row_loader, tensor_loader
-from fashionlens.tasks.common.training import predict_outputs
-from fashionlens.tasks.hierarchy.config import HierarchyConfig, TaxonomyConfig
+from fashionlens.runtime import resolve_device, seed_everything
+from fashionlens.tasks.common.features import frozen_features
+from fashionlens.tasks.common.loaders import tensor_loader
+from fashionlens.tasks.common.model_dir import head_in_features
+from fashionlens.tasks.common.training import finetune, fit, predict_outputs
+from fashionlens.tasks.hierarchy.config import DEFAULT_LEVELS, HierarchyConfig, TaxonomyConfig
 from fashionlens.tasks.hierarchy.evaluate import HierarchyEvaluation, evaluate_predictions
-from fashionlens.tasks.hierarchy.model import HierarchyClassifier, _head_in_features, build_head, head_of
+from fashionlens.tasks.hierarchy.model import FIRST_LAYER, HierarchyClassifier, build_head, head_of
 from fashionlens.tasks.hierarchy.taxonomy import EncodedLabels, Taxonomy
 
 
 def build_taxonomy(manifest: Manifest, config: TaxonomyConfig) -> Taxonomy:
     """The taxonomy of ``config`` over ``manifest`` (rare classes counted on its ``train`` rows)."""
     if config.file is None:
-        return Taxonomy.from_manifest(manifest, config.levels or list(HIERARCHY), config.conflicts, config.min_count,
-                                      config.rare)
+        return Taxonomy.from_manifest(manifest, config.levels or list(DEFAULT_LEVELS), config.conflicts,
+                                      config.min_count, config.rare)
     taxonomy = Taxonomy.from_yaml(config.file, config.conflicts)  # read once for its levels, then with row counts
     if config.levels is not None and list(config.levels) != list(taxonomy.levels):
         raise ConfigError(f"taxonomy.levels {config.levels} disagree with the levels {list(taxonomy.levels)} of "
@@ -88,13 +86,6 @@ def _scored_rows(manifest: Manifest, targets: np.ndarray, split: str) -> np.ndar
     return rows
 
 
-def _feature_train_loader(features: np.ndarray, rows: np.ndarray, config: TrainConfig) -> DataLoader[Any]:
-    """Shuffled ``(features, rows)`` batches; a last batch of one row is dropped, as batch norm cannot train on it."""
-    dataset = TensorDataset(torch.as_tensor(features[rows]), torch.as_tensor(rows))
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(rows) % config.batch_size == 1,
-                      generator=torch.Generator().manual_seed(config.seed))
-
-
 def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, out_dir: str | Path | None = None,
                     features: np.ndarray | None = None, console: Console | None = None,
                     show_progress: bool = True) -> HierarchyClassifier:
@@ -120,7 +111,7 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
     train_rows, val_rows = _scored_rows(manifest, encoded.targets, "train"), _scored_rows(manifest, encoded.targets,
                                                                                           "val")
     objective = HierarchyObjective(taxonomy, encoded.targets)
-    run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
+    checkpoints = run_dir(out_dir) if out_dir else None
     device = resolve_device(config.train.device)
     frozen: Backbone | None = None
     if config.mode != "finetune" and features is None:
@@ -129,7 +120,7 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
     seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     if config.mode == "finetune":
         head, backbone, result = _train_finetune(manifest, config, taxonomy, objective, train_rows, val_rows,
-                                                 run_dir, console, show_progress)
+                                                 checkpoints, console, show_progress)
         classifier = HierarchyClassifier(config, taxonomy, head, backbone=backbone)
         val_predictions = classifier.predict(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
                                              show_progress=show_progress)
@@ -137,14 +128,15 @@ def train_hierarchy(manifest: Manifest, config: HierarchyConfig | None = None, o
         assert features is not None
         if len(features) != len(manifest):
             raise DataError(f"{len(features)} feature rows for {len(manifest)} manifest rows")
-        model = build_head(config, taxonomy, features.shape[1])
-        loader = _feature_train_loader(features, train_rows, config.train)
+        # a last batch of one row is dropped: batch norm cannot train on it
+        loader = tensor_loader([features[train_rows], torch.as_tensor(train_rows)], config.train.batch_size,
+                               shuffle=True, seed=config.train.seed,
+                               drop_last=len(train_rows) % config.train.batch_size == 1)
         val_loader = tensor_loader([features[val_rows], torch.as_tensor(val_rows)], 2048, shuffle=False)
         evaluate = objective.evaluator(val_loader, len(manifest), val_rows, device)
-        trainer = Trainer(model, config.train, objective.loss, evaluate, run_dir=run_dir, console=console,
-                          show_progress=show_progress)
-        result = trainer.fit(loader)
-        classifier = HierarchyClassifier(config, taxonomy, head_of(trainer.model.cpu()), backbone=frozen)
+        trained, result = fit(build_head(config, taxonomy, features.shape[1]), objective.loss, evaluate, loader,
+                              config.train, checkpoints, console, show_progress)
+        classifier = HierarchyClassifier(config, taxonomy, head_of(trained), backbone=frozen)
         val_predictions = classifier.predict_features(features[val_rows])
     val_rows_manifest = manifest.subset(np.isin(np.arange(len(manifest)), val_rows))
     evaluation = evaluate_predictions(taxonomy, val_predictions, val_rows_manifest, "val")
@@ -178,7 +170,7 @@ def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) 
     source = HierarchyClassifier.load(str(config.init_head))
     wanted = (config.backbone.name, config.variant, config.hidden, in_features)
     found = (source.config.backbone.name, source.config.variant, source.config.hidden,
-             _head_in_features(source.head.state_dict()))
+             head_in_features(source.head.state_dict(), FIRST_LAYER))
     if source.config.mode == "finetune" or found != wanted:
         raise ModelError(f"init_head {config.init_head} is a {source.config.mode}-mode model of (backbone, variant, "
                          f"hidden, features) {found}; fine-tuning needs a features-mode one of {wanted}")
@@ -191,23 +183,19 @@ def _probed_head(config: HierarchyConfig, taxonomy: Taxonomy, in_features: int) 
 def _train_finetune(manifest: Manifest, config: HierarchyConfig, taxonomy: Taxonomy, objective: HierarchyObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
                     show_progress: bool) -> tuple[HierarchyHead, Backbone, TrainResult]:
-    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen)."""
-    backbone = build_backbone(config.backbone, finetune=True)
-    head = build_head(config, taxonomy, backbone.num_features)
-    if config.init_head is not None:
-        head.load_state_dict(_probed_head(config, taxonomy, backbone.num_features).state_dict())
-        console.print(f"fine-tuning from the head of {config.init_head} (linear probe, then fine-tune)")
-    net = TaskNetwork(backbone, head)
-    workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
-    train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
-                                    config.train.batch_size, True, workers, config.train.seed)
-    val_loader = image_row_loader(manifest, val_rows, eval_transform(backbone.preprocess), config.backbone.batch_size,
-                                  False, workers, config.train.seed)
-    evaluate = objective.evaluator(val_loader, len(manifest), val_rows, resolve_device(config.train.device))
-    trainer = Trainer(net, config.train, objective.loss, evaluate, run_dir=run_dir, console=console,
-                      show_progress=show_progress)
-    result = trainer.fit(train_loader)
-    net = trainer.model.cpu().eval()  # type: ignore[assignment]
-    backbone_out: Any = net.backbone
-    backbone_out.weights_id = state_fingerprint(backbone_out)
-    return head_of(net), backbone_out, result
+    """Fine-tune backbone + head end to end on images (:func:`~fashionlens.tasks.common.training.finetune`), from the
+    head of ``config.init_head`` when set."""
+
+    def make_head(width: int) -> HierarchyHead:
+        head = build_head(config, taxonomy, width)
+        if config.init_head is not None:
+            head.load_state_dict(_probed_head(config, taxonomy, width).state_dict())
+            console.print(f"fine-tuning from the head of {config.init_head} (linear probe, then fine-tune)")
+        return head
+
+    device = resolve_device(config.train.device)
+    backbone, head, result = finetune(manifest, config.backbone, config.train, make_head, objective.loss,
+                                      lambda val_loader: objective.evaluator(val_loader, len(manifest), val_rows,
+                                                                             device),
+                                      train_rows, val_rows, run_dir, console, show_progress)
+    return head_of(head), backbone, result

@@ -13,8 +13,8 @@ import pandas as pd
 from fashionlens import metrics
 from fashionlens.data.records import Manifest
 from fashionlens.errors import DataError
-from fashionlens.io import write_json, write_text
 from fashionlens.reports import markdown, plots
+from fashionlens.tasks.common.report import MarkdownReport
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging.model import Predictions, TagPredictor
 from fashionlens.tasks.tagging.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
@@ -102,16 +102,13 @@ def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequenc
                  history: Sequence[dict[str, float]] | None = None, title: str = "Tagging report") -> Path:
     """A markdown report with the per-label table and PNG plots (threshold curves per split, training curves,
     confusion matrices of the multi-class heads)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", ""]
-    for evaluation in evaluations:
-        lines += [f"## Summary ({evaluation.split})", "", markdown.key_values(evaluation.summary), ""]
+    report = MarkdownReport(out_dir, title)
+    report.summaries(evaluations)
     labels = tagger.labels
     if labels.tags and evaluations:
         first = evaluations[0]
-        lines += [f"## Per-label results ({first.split}, tuned thresholds, F{beta:g})", "",
-                  markdown.table(first.per_label), ""]
+        report.add(f"## Per-label results ({first.split}, tuned thresholds, F{beta:g})", "",
+                   markdown.table(first.per_label), "")
         grid = np.linspace(0.01, 0.99, 99)
         curves = {}
         for split, manifest in manifests.items():
@@ -119,21 +116,16 @@ def write_report(out_dir: str | Path, tagger: TagPredictor, evaluations: Sequenc
             curves[split] = np.stack([fbeta_curve(truth[:, j], predictions[split].tags[:, j], grid, beta)
                                       for j in range(len(labels.tags))])
         plots.plot_threshold_curves(grid, curves, labels.tags, tagger.thresholds_for(beta),
-                                    out / "threshold_curves.png", beta)
-        lines += [f"![F{beta:g} vs threshold](threshold_curves.png)", ""]
-    if history:
-        plots.plot_training_curves(history, out / "training_curves.png")
-        lines += ["![training curves](training_curves.png)", ""]
+                                    report.out / "threshold_curves.png", beta)
+        report.add(f"![F{beta:g} vs threshold](threshold_curves.png)", "")
+    report.training_curves(history)
     for evaluation in evaluations[:1]:
         for head, table in evaluation.head_tables.items():
-            lines += [f"## Head `{head}` ({evaluation.split})", "", markdown.table(table), ""]
-            plots.plot_confusion(evaluation.confusions[head], labels.heads[head], out / f"confusion_{head}.png",
-                                 title=head)
-            lines += [f"![confusion {head}](confusion_{head}.png)", ""]
-    write_json(out / "metrics.json", {e.split: e.summary for e in evaluations})
-    report = out / "report.md"
-    write_text(report, "\n".join(lines))
-    return report
+            report.add(f"## Head `{head}` ({evaluation.split})", "", markdown.table(table), "")
+            plots.plot_confusion(evaluation.confusions[head], labels.heads[head],
+                                 report.out / f"confusion_{head}.png", title=head)
+            report.add(f"![confusion {head}](confusion_{head}.png)", "")
+    return report.save(evaluations)
 
 
 def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions: Predictions,

@@ -16,7 +16,7 @@ from fashionlens.errors import ModelError
 from fashionlens.models.backbones import Backbone
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.base import TaskModel, load_head
-from fashionlens.tasks.common.model_dir import WEIGHTS_FILE
+from fashionlens.tasks.common.model_dir import WEIGHTS_FILE, head_in_features
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.registry import register_model
 from fashionlens.tasks.tagging.config import DECISION_BETA, TaggingConfig
@@ -239,7 +239,7 @@ class Tagger(TaskModel[Predictions]):
         head_state = state.get("head", {})
         if not any(key.endswith("hidden.0.weight") for key in head_state):
             raise ModelError(f"{path}/{WEIGHTS_FILE} holds no tagging head weights")
-        in_features = backbone.num_features if backbone is not None else _head_in_features(head_state)
+        in_features = backbone.num_features if backbone is not None else head_in_features(head_state, "hidden.0.weight")
         snapshots = len({k.split(".")[1] for k in head_state if k.startswith("snapshots.")})
         shape = config if snapshots else replace(config, select_epoch="best")  # no tags: no snapshots were taken
         head = load_head(build_head(shape, labels, in_features, snapshots), state, path, "labels.json/config.json")
@@ -273,6 +273,3 @@ def threshold_array(doc: Any, labels: LabelSpace, where: str) -> np.ndarray:
     return values
 
 
-def _head_in_features(head_state: Mapping[str, torch.Tensor]) -> int:
-    first = next(k for k in head_state if k.endswith("hidden.0.weight"))
-    return int(head_state[first].shape[1])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,20 +12,20 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
+from torch.utils.data import DataLoader
 
 from fashionlens import metrics
 from fashionlens.config import from_dict, to_dict
 from fashionlens.data.records import Manifest
-from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.engine import TrainConfig, Trainer, TrainResult
+from fashionlens.engine import TrainConfig
 from fashionlens.errors import ConfigError, DataError
+from fashionlens.io import run_dir
 from fashionlens.losses import importance_vector
 from fashionlens.models.backbones import Backbone, build_backbone
-from fashionlens.models.network import TaskNetwork
-from fashionlens.runtime import default_workers, resolve_device, seed_everything
-from fashionlens.tasks.common.features import frozen_features, state_fingerprint
-from fashionlens.tasks.common.loaders import image_row_loader, tensor_loader
-from fashionlens.tasks.common.training import predict_outputs
+from fashionlens.runtime import resolve_device, seed_everything
+from fashionlens.tasks.common.features import frozen_features
+from fashionlens.tasks.common.loaders import tensor_loader
+from fashionlens.tasks.common.training import Evaluate, finetune, fit, predict_outputs
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging.config import DECISION_BETA, TaggingConfig
 from fashionlens.tasks.tagging.epoch_selection import PerLabelEpochs
@@ -97,7 +97,7 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
                           stacklevel=2)
             console.print(f"[yellow]warning: no training positives for {no_pos}")
     objective = TaggingObjective.from_config(config, labels, tag_targets, head_targets, train_rows)
-    run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run") if out_dir else None
+    checkpoints = run_dir(out_dir) if out_dir else None
     backbone: Backbone | None = None
     if config.mode != "finetune" and features is None:
         backbone = build_backbone(config.backbone)  # kept by the tagger: its weights id is saved with the head
@@ -105,15 +105,15 @@ def train_tagger(manifest: Manifest, config: TaggingConfig, out_dir: str | Path 
     seed_everything(config.train.seed)  # initial weights repeat with the seed (whether or not features were cached)
     best_epoch = config.train.epochs
     if config.mode == "finetune":
-        head, backbone = _train_finetune(manifest, config, labels, objective, train_rows, val_rows, run_dir,
+        head, backbone = _train_finetune(manifest, config, labels, objective, train_rows, val_rows, checkpoints,
                                          console, show_progress)
     elif config.mode == "per_label":
         assert features is not None
-        head = _train_per_label(features, config, labels, objective, train_rows, val_rows, run_dir, console,
+        head = _train_per_label(features, config, labels, objective, train_rows, val_rows, checkpoints, console,
                                 show_progress)
     else:
         assert features is not None
-        head, best_epoch = _train_joint(features, config, labels, objective, train_rows, val_rows, run_dir, console,
+        head, best_epoch = _train_joint(features, config, labels, objective, train_rows, val_rows, checkpoints, console,
                                         show_progress)
     tagger = Tagger(config, labels, head, np.full(len(labels.tags), 0.5, dtype=np.float32), backbone=backbone)
     val_predictions = (tagger.predict_features(features[val_rows]) if features is not None
@@ -183,20 +183,11 @@ def _train_fixed_epochs(features: np.ndarray, config: TaggingConfig, labels: Lab
     head = build_head(config, labels, features.shape[1])
     loader = tensor_loader([features[rows], torch.as_tensor(rows)], train_config.batch_size, shuffle=True,
                            seed=train_config.seed)
-    return _fit(head, objective.loss, None, loader, train_config, None, Console(quiet=True), show_progress)[0]
-
-
-def _fit(model: nn.Module, objective_loss: Callable[..., torch.Tensor],
-         evaluate: Callable[[nn.Module], dict[str, float]] | None, train_loader: Any, train_config: TrainConfig,
-         run_dir: Path | None, console: Console, show_progress: bool) -> tuple[nn.Module, TrainResult]:
-    trainer = Trainer(model, train_config, objective_loss, evaluate, run_dir=run_dir, console=console,
-                      show_progress=show_progress)
-    result = trainer.fit(train_loader)
-    return trainer.model.cpu().eval(), result
+    return fit(head, objective.loss, None, loader, train_config, None, Console(quiet=True), show_progress)[0]
 
 
 def _evaluator(objective: TaggingObjective, loader: Any, n_rows: int, val_rows: np.ndarray, labels: LabelSpace,
-               beta: float, device: torch.device) -> Callable[[nn.Module], dict[str, float]]:
+               beta: float, device: torch.device) -> Evaluate:
     """Engine callback: validation loss and metrics of a model over the ``(inputs, rows)`` batches of ``loader``."""
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -213,7 +204,7 @@ def _evaluator(objective: TaggingObjective, loader: Any, n_rows: int, val_rows: 
 
 
 def _feature_evaluator(objective: TaggingObjective, features: np.ndarray, val_rows: np.ndarray, labels: LabelSpace,
-                       beta: float, device: torch.device) -> Callable[[nn.Module], dict[str, float]]:
+                       beta: float, device: torch.device) -> Evaluate:
     loader = tensor_loader([features[val_rows], torch.as_tensor(val_rows)], batch_size=2048, shuffle=False)
     return _evaluator(objective, loader, len(features), val_rows, labels, beta, device)
 
@@ -229,7 +220,7 @@ def _train_joint(features: np.ndarray, config: TaggingConfig, labels: LabelSpace
     evaluate = _feature_evaluator(objective, features, val_rows, labels, config.beta, device)
     tracker = PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate).bind(
         features[val_rows]) if config.select_epoch == "per_label" and labels.tags else None
-    model, result = _fit(head, objective.loss, tracker or evaluate, loader, config.train, run_dir, console,
+    model, result = fit(head, objective.loss, tracker or evaluate, loader, config.train, run_dir, console,
                          show_progress)
     if tracker is not None:
         model = tracker.selected(model, result, config, labels, features.shape[1], console)
@@ -270,7 +261,7 @@ def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelS
                                shuffle=True, seed=sub_config.seed)
         evaluate = _feature_evaluator(sub_objective, features, sub_val, space, config.beta, device)
         label_dir = run_dir / f"label-{index:03d}" if run_dir else None
-        _fit(submodel, sub_objective.loss, evaluate, loader, sub_config, label_dir, Console(quiet=True),
+        fit(submodel, sub_objective.loss, evaluate, loader, sub_config, label_dir, Console(quiet=True),
              show_progress)
     return model.eval()
 
@@ -278,30 +269,26 @@ def _train_per_label(features: np.ndarray, config: TaggingConfig, labels: LabelS
 def _train_finetune(manifest: Manifest, config: TaggingConfig, labels: LabelSpace, objective: TaggingObjective,
                     train_rows: np.ndarray, val_rows: np.ndarray, run_dir: Path | None, console: Console,
                     show_progress: bool) -> tuple[nn.Module, Backbone]:
-    """Fine-tune backbone + head end to end on images (stem and first ``backbone.freeze`` stages frozen).
+    """Fine-tune backbone + head end to end on images (:func:`~fashionlens.tasks.common.training.finetune`).
 
     The backbone of the monitor's best epoch is shipped. With ``select_epoch: per_label`` every epoch's head state
     is kept, scored on the val features of that backbone, and each tag read from the head where it scored best.
     """
-    backbone = build_backbone(config.backbone, finetune=True)
-    net = TaskNetwork(backbone, joint_head(config, labels, backbone.num_features))
-    workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
-    train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
-                                    config.train.batch_size, True, workers, config.train.seed)
-    val_loader = image_row_loader(manifest, val_rows, eval_transform(backbone.preprocess), config.backbone.batch_size,
-                                  False, workers, config.train.seed)
     device = resolve_device(config.train.device)
+    trackers: list[PerLabelEpochs] = []  # the per-label tracker, once the driver has made the val loader
 
-    evaluate = _evaluator(objective, val_loader, len(manifest), val_rows, labels, config.beta, device)
-    tracker = (PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate)
-               if config.select_epoch == "per_label" and labels.tags else None)
-    result = _fit(net, objective.loss, tracker or evaluate, train_loader, config.train, run_dir, console,
-                  show_progress)[1]
-    backbone_out: Any = net.backbone
-    backbone_out.weights_id = state_fingerprint(backbone_out)
-    head: nn.Module = net.head
-    if tracker is not None:  # val features through the cache, as inference (and the threshold step) reads them
+    def make_evaluate(val_loader: DataLoader[Any]) -> Evaluate:
+        evaluate = _evaluator(objective, val_loader, len(manifest), val_rows, labels, config.beta, device)
+        if config.select_epoch == "per_label" and labels.tags:
+            trackers.append(PerLabelEpochs(objective.tag_targets[val_rows].numpy(), config.beta, evaluate))
+            return trackers[0]
+        return evaluate
+
+    backbone, head, result = finetune(manifest, config.backbone, config.train,
+                                      lambda width: joint_head(config, labels, width), objective.loss, make_evaluate,
+                                      train_rows, val_rows, run_dir, console, show_progress)
+    if trackers:  # val features through the cache, as inference (and the threshold step) reads them
         val_features = frozen_features(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
-                                       config.backbone, backbone=backbone_out, show_progress=show_progress)
-        head = tracker.selected(head, result, config, labels, backbone_out.num_features, console, val_features)
-    return head, backbone_out
+                                       config.backbone, backbone=backbone, show_progress=show_progress)
+        head = trackers[0].selected(head, result, config, labels, backbone.num_features, console, val_features)
+    return head, backbone
