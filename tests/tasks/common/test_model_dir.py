@@ -25,7 +25,13 @@ from fashionlens.engine import TrainConfig
 from fashionlens.errors import ModelError
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.heads import TaggingHead
-from fashionlens.tasks.common.model_dir import LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_model_dir, save_model_dir
+from fashionlens.tasks.common.model_dir import (
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    head_in_features,
+    read_model_dir,
+    save_model_dir,
+)
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.retrieval import Embedder, RetrievalConfig
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, load_tagger, train_tagger
@@ -215,3 +221,12 @@ def test_damaged_safetensors_is_one_line_naming_the_file(tmp_path: Path) -> None
     (tmp_path / "m" / WEIGHTS_FILE).unlink()
     with pytest.raises(ModelError, match=f"missing {WEIGHTS_FILE}"):
         read_model_dir(tmp_path / "m", ["config"])
+
+
+def test_head_in_features_reads_the_first_dense_layer_of_a_plain_or_composite_head() -> None:
+    plain = {"stem.0.weight": torch.zeros(8, 32), "stem.0.bias": torch.zeros(8), "out.weight": torch.zeros(3, 8)}
+    composite = {"snapshots.0.hidden.0.weight": torch.zeros(4, 24), "snapshots.0.out.weight": torch.zeros(2, 4)}
+    assert head_in_features(plain, "stem.0.weight") == 32
+    assert head_in_features(composite, "hidden.0.weight") == 24
+    with pytest.raises(ModelError, match=r"no 'hidden\.0\.weight' weight"):
+        head_in_features(plain, "hidden.0.weight")

@@ -1,4 +1,5 @@
-"""Hierarchy task: config loading, metrics on known cases, and a small end-to-end train on real images."""
+"""Training a hierarchy classifier (``tasks/hierarchy/train.py``): a small end-to-end train on real images, the CLI,
+fine-tuning and LP-FT."""
 
 from __future__ import annotations
 
@@ -12,64 +13,24 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fashionlens.config import SHIPPED_CONFIGS, from_dict, load_config
+from fashionlens.config import from_dict
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.tasks.common import frozen_features
-from fashionlens.tasks.hierarchy import (
-    HierarchyClassifier,
-    HierarchyConfig,
-    HierarchyPredictions,
-    evaluate_hierarchy,
-    evaluate_predictions,
-    train_hierarchy,
-)
-from fashionlens.tasks.hierarchy.taxonomy import Taxonomy
+from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
 
-CONFIGS = SHIPPED_CONFIGS
 # Six articleTypes from four subCategories and three masterCategories, 40 images each: small enough to extract
 # features in well under a minute on a cold cache, varied enough that chance is 1/6.
 SUBSET = ("Tshirts", "Shirts", "Jeans", "Casual Shoes", "Handbags", "Watches")
+
+
 PER_CLASS = 40
+
+
 #: What ``backbone.freeze: 1`` keeps frozen in timm's ``test_efficientnet``: the stem and the first stage.
 FROZEN_BY_ONE_STAGE = ("model.conv_stem.", "model.bn1.", "model.blocks.0.")
-
-
-def test_example_config_loads_and_bad_values_are_rejected() -> None:
-    config = load_config(HierarchyConfig, CONFIGS / "hierarchy_fashion_products.yaml")
-    assert config.variant == "hmcn_mtl" and config.loss_weighting == "uncertainty"
-    assert HierarchyConfig(variant="hmcn").loss_weighting == "sum"
-    with pytest.raises(ConfigError, match="unknown hierarchy variant 'hmcnx'"):
-        from_dict(HierarchyConfig, {"variant": "hmcnx"})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['minimum'\] in config.taxonomy"):
-        from_dict(HierarchyConfig, {"taxonomy": {"minimum": 3}})
-    with pytest.raises(ConfigError, match="rare policy 'merge'"):
-        from_dict(HierarchyConfig, {"taxonomy": {"rare": "merge"}})
-
-
-def test_metrics_on_a_known_case() -> None:
-    taxonomy = Taxonomy(levels=("type", "category"), classes=(("lower", "upper"), ("Jeans", "Skirt", "Tee", "Top")),
-                        parents=((), (0, 0, 1, 1)))
-    frame = pd.DataFrame({"path": list("abcd"), "class:category": ["Jeans", "Skirt", "Tee", "Kimono"]})
-    upper = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.5, 0.5]])
-    leaf = np.array([[0.6, 0.3, 0.05, 0.05],   # right at both levels
-                     [0.1, 0.3, 0.4, 0.2],     # wrong leaf, Skirt 2nd; greedy path upper > Tee is consistent
-                     [0.1, 0.5, 0.3, 0.1],     # greedy upper > Skirt is inconsistent; best path upper > Tee
-                     [0.25, 0.25, 0.25, 0.25]])  # unknown label: not scored
-    predictions = HierarchyPredictions.from_probabilities(taxonomy, [upper, leaf])
-    evaluation = evaluate_predictions(taxonomy, predictions, Manifest(frame), "val")
-    summary = evaluation.summary
-    assert (summary["rows"], summary["scored"], summary["excluded"]) == (4, 3, 1)
-    assert summary["top1"] == pytest.approx(1 / 3) and summary["top3"] == pytest.approx(1.0)
-    assert summary["top1_all_rows"] == pytest.approx(1 / 4)
-    assert summary["acc_type"] == pytest.approx(2 / 3)
-    assert summary["consistency"] == pytest.approx(2 / 3)
-    assert summary["path_acc_greedy"] == pytest.approx(1 / 3)
-    assert summary["path_acc"] == pytest.approx(2 / 3) and summary["top1_consistent"] == pytest.approx(2 / 3)
-    assert evaluation.confusions["type"].tolist() == [[1, 1], [0, 1]]
-    assert evaluation.per_class.set_index("class").loc["Jeans", "recall"] == 1.0
 
 
 @pytest.fixture(scope="module")
