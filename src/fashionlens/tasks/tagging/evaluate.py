@@ -17,7 +17,7 @@ from fashionlens.reports import markdown, plots
 from fashionlens.tasks.common.report import MarkdownReport
 from fashionlens.tasks.labels import LabelSpace
 from fashionlens.tasks.tagging.model import Predictions, TagPredictor
-from fashionlens.tasks.tagging.thresholds import apply_thresholds, best_thresholds, fbeta_curve, topk_decode
+from fashionlens.tasks.tagging.thresholds import apply_thresholds, fbeta_curve, topk_decode
 
 
 @dataclass
@@ -150,7 +150,3 @@ def predictions_table(paths: Sequence[str], predictor: TagPredictor, predictions
         columns[f"p:{head}"] = np.round(probs.max(axis=1), 4)
     return pd.DataFrame(columns)
 
-
-def threshold_result_curves(truth: np.ndarray, scores: np.ndarray, beta: float) -> Any:
-    """Thresholds and F-beta curves of one split (exposed for benchmarks and plots)."""
-    return best_thresholds(truth, scores, beta=beta)
