@@ -189,9 +189,9 @@ def index_build(
                                                      "existing one is never overwritten)."),
 ) -> None:
     """Embed a catalogue and write its index (recording --model and --tagger, so that --index alone searches)."""
+    from fashionlens.catalogue import build_catalogue_index
     from fashionlens.errors import ConfigError
     from fashionlens.index import BACKENDS
-    from fashionlens.tasks.retrieval import build_catalogue_index
 
     manifest = load_manifest(manifest_path)
     keep = manifest.frame["domain"].isin([domain, ""]) if domain else manifest.frame["domain"].notna()
@@ -232,7 +232,7 @@ def index_add(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Embed and add items (the index must come from the same model)."""
-    from fashionlens.tasks.retrieval import add_to_index, index_embedder, open_index
+    from fashionlens.catalogue import add_to_index, index_embedder, open_index
 
     index = open_index(index_dir)
     embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
@@ -247,7 +247,7 @@ def index_remove(
     index_dir: Path = typer.Option(..., "--index", help="Index directory."),
 ) -> None:
     """Remove items (all or nothing: an unknown id removes none)."""
-    from fashionlens.tasks.retrieval import open_index
+    from fashionlens.catalogue import open_index
 
     index = open_index(index_dir)
     index.remove(item_ids)
@@ -258,7 +258,7 @@ def index_remove(
 @index_app.command("info")
 def index_info(index_dir: Path = typer.Option(..., "--index", help="Index directory.")) -> None:
     """Count, dimension, metric, kind, model id and filterable fields."""
-    from fashionlens.tasks.retrieval import open_index
+    from fashionlens.catalogue import open_index
 
     console.print_json(json.dumps(open_index(index_dir).info()))
 
@@ -280,11 +280,10 @@ def search(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
+    from fashionlens.catalogue import index_embedder, open_index, search_photos
     from fashionlens.data.crops import CropSpec, box_text
     from fashionlens.errors import ConfigError
-    from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, search_photos
-    from fashionlens.tasks.localised import plan_crops
-    from fashionlens.tasks.retrieval import index_embedder, open_index
+    from fashionlens.tasks.retrieval import ATTRIBUTE_MODES, plan_crops
     from fashionlens.tasks.tag_evaluation import load_tagger
 
     spec = CropSpec.parse(crop)  # a malformed spec fails before any model loads
@@ -321,7 +320,7 @@ def similar(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """Catalogue items most similar to a catalogue item (never itself)."""
-    from fashionlens.tasks.retrieval import open_index, similar_items
+    from fashionlens.catalogue import open_index, similar_items
 
     hits = similar_items(open_index(index_dir), item_id, k, parse_filters(filters))
     _hits_table(item_id, hits, as_json)

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from fashionlens.catalogue import index_embedder
 from fashionlens.data.crops import CropSpec
 from fashionlens.data.images import DecodeLimits, decode_for_model
 from fashionlens.data.transforms import describe, eval_transform
@@ -43,17 +44,19 @@ from fashionlens.models.backbones import Backbone, BackboneConfig
 from fashionlens.models.localiser import GarmentLocaliser
 from fashionlens.runtime import check_runtime
 from fashionlens.runtime.compiled import CompiledBackbone, compile_backbone
-from fashionlens.tasks.attribute_search import ATTRIBUTE_MODES, AttributeSteering, steering_for_index
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
-from fashionlens.tasks.localised import (
+from fashionlens.tasks.retrieval import (
+    ATTRIBUTE_MODES,
     DEFAULT_VIEWS,
+    AttributeSteering,
+    Embedder,
     QueryCrop,
     default_localiser,
     fuse_embeddings,
     plan_image_crops,
+    steering_for_index,
     view_images,
 )
-from fashionlens.tasks.retrieval import Embedder, index_embedder
 from fashionlens.tasks.tag_evaluation import TaggerEnsemble, load_tagger
 from fashionlens.tasks.tagging import Predictions, Tagger
 
@@ -102,7 +105,7 @@ class Job:
     size: tuple[int, int] = (0, 0)
     crop: QueryCrop | None = None
     views: list[torch.Tensor] = field(default_factory=list)
-    """Embedding inputs: one per searched view of the photo (see :mod:`fashionlens.tasks.localised`)."""
+    """Embedding inputs: one per searched view of the photo (see :mod:`fashionlens.tasks.retrieval.localised`)."""
 
 
 @dataclass
@@ -269,7 +272,7 @@ class Pipeline:
     def prepare(self, data: bytes, source: str, tasks: Sequence[str], k: int = 10,
                 filters: Filters | None = None, crop: str | CropSpec = "auto") -> Job:
         """Decode an upload and make the input tensor of every backbone its ``tasks`` need; a search (``embedding``)
-        gets one per view of the ``crop`` box (see :mod:`fashionlens.tasks.localised`).
+        gets one per view of the ``crop`` box (see :mod:`fashionlens.tasks.retrieval.localised`).
 
         Raises:
             ImageError: Empty, truncated, non-image, refused-format or oversized upload, named by ``source``.
