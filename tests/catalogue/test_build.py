@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fashionlens.catalogue import open_index
+from fashionlens.catalogue import check_storage, open_index
 from fashionlens.data.records import Manifest
-from fashionlens.errors import CatalogueIndexError
+from fashionlens.errors import CatalogueIndexError, ConfigError
 from fashionlens.tasks.retrieval import Embedder
 
 from .conftest import synthetic_embedder
@@ -29,3 +29,12 @@ def test_removing_an_unknown_id_changes_nothing(saved_index: tuple[Path, Embedde
     with pytest.raises(CatalogueIndexError, match="'nope'"):
         index.remove(["b", "nope"])
     assert len(index) == 6 and len(open_index(directory)) == 6
+
+
+def test_unknown_backends_and_misplaced_storage_are_refused_before_any_embedding() -> None:
+    check_storage("faiss")
+    check_storage("milvus", {"uri": "catalogue.db"})
+    with pytest.raises(ConfigError, match=r"--backend 'annoy' with no storage is invalid: use one of faiss, milvus"):
+        check_storage("annoy")
+    with pytest.raises(ConfigError, match="--uri and --collection are for milvus"):
+        check_storage("faiss", {"uri": "catalogue.db"})

@@ -10,7 +10,8 @@ import numpy as np
 
 from fashionlens.catalogue.embedders import check_embedder
 from fashionlens.data.records import Manifest
-from fashionlens.index import CatalogueIndex
+from fashionlens.errors import ConfigError
+from fashionlens.index import BACKENDS, CatalogueIndex
 from fashionlens.tasks.retrieval.model import Embedder
 from fashionlens.tasks.retrieval.street_eval import catalogue_metadata
 
@@ -77,3 +78,14 @@ def add_to_index(index: CatalogueIndex, embedder: Embedder, manifest: Manifest) 
     check_embedder(index, embedder)
     index.add(embedder.embed(manifest), catalogue_metadata(manifest))
 
+
+def check_storage(backend: str, storage: Mapping[str, str] | None = None) -> None:
+    """Refuse an unknown ``backend``, or ``storage`` settings (``uri``, ``collection``) for one that takes none, before
+    any photo is embedded.
+
+    Raises:
+        ConfigError: Naming the backends and which take storage settings.
+    """
+    if backend not in BACKENDS or (storage and backend != "milvus"):
+        raise ConfigError(f"--backend {backend!r} with {'--uri/--collection' if storage else 'no storage'} is "
+                          f"invalid: use one of {', '.join(BACKENDS)}; --uri and --collection are for milvus")

@@ -1,11 +1,19 @@
-"""Searching a catalogue index: by photo (cropped to the garment, steered by a tagger's attributes) and by item."""
+"""Searching a catalogue index: by photo (cropped to the garment, steered by a tagger's attributes) and by item.
+
+A service searches on one OpenMP thread per calling thread (:func:`search_on_one_thread`): it gets its parallelism
+from concurrent requests, and FAISS's default of one thread per core per search makes one-query searches slower on a
+busy machine (see :class:`~fashionlens.index.CatalogueIndex`).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import faiss
 
 from fashionlens.catalogue.embedders import check_embedder
 from fashionlens.data.crops import CropSpec
@@ -128,3 +136,14 @@ def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
     predictions = tagger.predict(manifest_of_paths(paths), show_progress=False, runtime=runtime)
     described = [a.describe(steering.mapping, steering.weights) for a in steering.attributes(predictions)]
     return SteeredResults(steering.steer(hits, predictions, k), described)
+
+
+_THREADS = threading.local()
+
+
+def search_on_one_thread() -> None:
+    """Make index searches use one OpenMP thread in the calling thread (FAISS's setting is per thread, so each
+    searching thread calls this; it sets it the first time)."""
+    if not getattr(_THREADS, "set", False):
+        faiss.omp_set_num_threads(1)
+        _THREADS.set = True

@@ -119,13 +119,6 @@ def use_runtime(model: ModelT, runtime: str) -> ModelT:
     return model
 
 
-def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """Parse ``--filter field=value[,value...]`` options (see :func:`fashionlens.index.filters.parse_filters`)."""
-    from fashionlens.index.filters import parse_filters as parse
-
-    return parse(items)
-
-
 def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, out: Path | None) -> Manifest:
     """The rows a ``predict`` command runs on (image files or a manifest), after checking the output format.
 

@@ -24,7 +24,6 @@ from fashionlens.cli.common import (
     err_console,
     load_embedder,
     load_manifest,
-    parse_filters,
     shipped_or_given,
     use_runtime,
 )
@@ -189,9 +188,7 @@ def index_build(
                                                      "existing one is never overwritten)."),
 ) -> None:
     """Embed a catalogue and write its index (recording --model and --tagger, so that --index alone searches)."""
-    from fashionlens.catalogue import build_catalogue_index
-    from fashionlens.errors import ConfigError
-    from fashionlens.index import BACKENDS
+    from fashionlens.catalogue import build_catalogue_index, check_storage
 
     manifest = load_manifest(manifest_path)
     keep = manifest.frame["domain"].isin([domain, ""]) if domain else manifest.frame["domain"].notna()
@@ -201,9 +198,7 @@ def index_build(
     job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     storage = {key: value for key, value in (("uri", uri), ("collection", collection)) if value}
     model, tagger = shipped_or_given(model, "embedder"), shipped_or_given(tagger, "tagger")
-    if backend not in BACKENDS or (storage and backend != "milvus"):  # refused before any photo is embedded
-        raise ConfigError(f"--backend {backend!r} with {'--uri/--collection' if storage else 'no storage'} is "
-                          f"invalid: use one of {', '.join(BACKENDS)}; --uri and --collection are for milvus")
+    check_storage(backend, storage)  # refused before any photo is embedded
     embedder = load_embedder(model, backbone, runtime)
     models = {role: path for role, path in (("embedder", model), ("tagger", tagger)) if path is not None}
     if tagger is not None:
@@ -280,7 +275,7 @@ def search(
     runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Catalogue items matching each photo (the index must come from the same model)."""
-    from fashionlens.catalogue import index_embedder, open_index, search_photos
+    from fashionlens.catalogue import index_embedder, open_index, parse_filters, search_photos
     from fashionlens.data.crops import CropSpec, box_text
     from fashionlens.errors import ConfigError
     from fashionlens.tasks.retrieval import ATTRIBUTE_MODES, plan_crops
@@ -295,7 +290,7 @@ def search(
     tagger_path = tagger_dir if tagger_dir is not None else index.models.get("tagger")
     tagger = use_runtime(load_tagger(tagger_path), runtime) if tagger_path and attributes != "off" else None
     crops = plan_crops(images, spec)
-    results = search_photos(index, embedder, images, k, parse_filters(filters), tagger, attributes, crop=crops)
+    results = search_photos(index, embedder, images, k, parse_filters(filters, index), tagger, attributes, crop=crops)
     if results.note:
         err_console.print(f"[dim]{results.note}")
     steered: list[dict[str, Any] | None] = [*results.attributes] if results.attributes else [None] * len(images)
@@ -320,7 +315,8 @@ def similar(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """Catalogue items most similar to a catalogue item (never itself)."""
-    from fashionlens.catalogue import open_index, similar_items
+    from fashionlens.catalogue import open_index, parse_filters, similar_items
 
-    hits = similar_items(open_index(index_dir), item_id, k, parse_filters(filters))
+    index = open_index(index_dir)
+    hits = similar_items(index, item_id, k, parse_filters(filters, index))
     _hits_table(item_id, hits, as_json)
