@@ -21,16 +21,16 @@ from fashionlens.tasks.retrieval.triplets import (
 MODES = ("features", "finetune")
 
 
-def _squared_l2() -> distances.LpDistance:
+def squared_l2() -> distances.LpDistance:
     """The paper's distance: squared Euclidean, on the embeddings as the model outputs them."""
     return distances.LpDistance(normalize_embeddings=False, p=2, power=2)
 
 
 MINERS: dict[str, Callable[[float], miners.BaseMiner]] = {
-    "semihard": lambda margin: miners.TripletMarginMiner(margin, "semihard", distance=_squared_l2()),
-    "hard": lambda margin: miners.TripletMarginMiner(margin, "hard", distance=_squared_l2()),
-    "all": lambda margin: miners.TripletMarginMiner(margin, "all", distance=_squared_l2()),
-    "batch_hard": lambda margin: miners.BatchHardMiner(distance=_squared_l2()),
+    "semihard": lambda margin: miners.TripletMarginMiner(margin, "semihard", distance=squared_l2()),
+    "hard": lambda margin: miners.TripletMarginMiner(margin, "hard", distance=squared_l2()),
+    "all": lambda margin: miners.TripletMarginMiner(margin, "all", distance=squared_l2()),
+    "batch_hard": lambda margin: miners.BatchHardMiner(distance=squared_l2()),
 }
 """PML online miners selectable by ``RetrievalConfig.miner`` (the margin is the loss margin)."""
 

@@ -12,12 +12,12 @@ from fashionlens.data.records import META_PREFIX, Manifest
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.reports.retrieval_grid import save_results_grid
 from fashionlens.tasks.retrieval.model import Embedder
-from fashionlens.tasks.retrieval.ranking import _keys, _Roles, rank_gallery, score_ranking
+from fashionlens.tasks.retrieval.ranking import QueryRoles, rank_gallery, relevance_keys, score_ranking
 
 SIMULATED_FIELD = META_PREFIX + "simulated"
 
 
-def _grid(manifest: Manifest, roles: _Roles, ranked: np.ndarray, keys: np.ndarray, path: str | Path, title: str,
+def _grid(manifest: Manifest, roles: QueryRoles, ranked: np.ndarray, keys: np.ndarray, path: str | Path, title: str,
           n_queries: int, seed: int) -> Path:
     chosen = np.sort(np.random.default_rng(seed).permutation(len(roles.queries))[:n_queries])
     paths = manifest.frame["path"].to_numpy()
@@ -60,7 +60,7 @@ def evaluate_street_to_shop(embedder: Embedder, manifest: Manifest, split: str =
     subset_rows = np.flatnonzero(manifest.frame["split"].to_numpy() == split)
     domain = manifest.frame["domain"].to_numpy()
     gallery_rows = np.arange(len(manifest)) if gallery == "all" else subset_rows
-    roles = _Roles.of(domain, subset_rows, gallery_rows)
+    roles = QueryRoles.of(domain, subset_rows, gallery_rows)
     if roles.exclude_self:
         raise DataError(f"split '{split}' of manifest '{manifest.name}' needs both street and shop photos")
     used = np.union1d(roles.queries, roles.gallery)
@@ -68,7 +68,7 @@ def evaluate_street_to_shop(embedder: Embedder, manifest: Manifest, split: str =
     query_vectors, gallery_vectors = vectors[np.searchsorted(used, roles.queries)], vectors[np.searchsorted(
         used, roles.gallery)]
     ranked = rank_gallery(query_vectors, gallery_vectors, embedder.metric, max(*ks, 10))
-    keys = _keys(manifest, ["item_id"])
+    keys = relevance_keys(manifest, ["item_id"])
     scores = score_ranking(keys[roles.queries], keys[roles.gallery], ranked, ks)
     simulated = _is_simulated(manifest, roles.queries)
     scores["simulated"] = float(simulated)
@@ -101,11 +101,11 @@ def evaluate_similar_items(embedder: Embedder, manifest: Manifest, split: str = 
         raise ConfigError(f"k={k} is larger than the {len(rows) - 1} other items of split '{split}'")
     vectors = embedder.embed(manifest.subset(np.isin(np.arange(len(manifest)), rows)), show_progress=show_progress)
     ranked = rank_gallery(vectors, vectors, embedder.metric, k, exclude_self=True)
-    roles = _Roles(rows, rows, exclude_self=True)
-    keys = _keys(manifest, fields)
+    roles = QueryRoles(rows, rows, exclude_self=True)
+    keys = relevance_keys(manifest, fields)
     scores = score_ranking(keys[rows], keys[rows], ranked, [k], exclude_self=True)
     if strict_fields:
-        strict = _keys(manifest, strict_fields)
+        strict = relevance_keys(manifest, strict_fields)
         scores[f"precision@{k}_strict"] = (score_ranking(strict[rows], strict[rows], ranked, [k], exclude_self=True)
                                            [f"precision@{k}"] if roles.answerable(strict) else float("nan"))
     if grid_path is not None:

@@ -54,7 +54,7 @@ def score_ranking(query_keys: Sequence[str] | np.ndarray, gallery_keys: Sequence
 
 
 @dataclass
-class _Roles:
+class QueryRoles:
     """Which rows query which: street photos search shop photos when both occur, else items search each other."""
 
     queries: np.ndarray
@@ -62,7 +62,7 @@ class _Roles:
     exclude_self: bool
 
     @classmethod
-    def of(cls, domains: np.ndarray, rows: np.ndarray, gallery_rows: np.ndarray | None = None) -> _Roles:
+    def of(cls, domains: np.ndarray, rows: np.ndarray, gallery_rows: np.ndarray | None = None) -> QueryRoles:
         street, shop = rows[domains[rows] == "street"], rows[domains[rows] == "shop"]
         if len(street) and len(shop):
             gallery = gallery_rows[domains[gallery_rows] == "shop"] if gallery_rows is not None else shop
@@ -76,7 +76,7 @@ class _Roles:
         return int(((found > 0) & (keys[self.queries] != "")).sum())
 
 
-def _keys(manifest: Manifest, fields: Sequence[str]) -> np.ndarray:
+def relevance_keys(manifest: Manifest, fields: Sequence[str]) -> np.ndarray:
     """Per-row relevance key: the fields' values joined (empty when any is missing)."""
     columns = [manifest.column(f).fillna("").astype(str).to_numpy() for f in fields]
     joined = ["|".join(values) if all(values) else "" for values in zip(*columns, strict=True)]

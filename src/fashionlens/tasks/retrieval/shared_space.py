@@ -25,15 +25,15 @@ from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.runtime import resolve_device
 from fashionlens.tasks.retrieval.config import SHARED_LOSSES, RetrievalConfig, SharedSpaceConfig
 from fashionlens.tasks.retrieval.model import Embedder
-from fashionlens.tasks.retrieval.ranking import _keys, rank_gallery, score_ranking
+from fashionlens.tasks.retrieval.ranking import rank_gallery, relevance_keys, score_ranking
 from fashionlens.tasks.retrieval.shared_labels import HEADS, SharedSpaceSampler, shared_labels
 from fashionlens.tasks.retrieval.street_eval import StreetRelevance, catalogue_metadata
 from fashionlens.tasks.retrieval.train import (
     TripletObjective,
-    _as_is,
-    _features_setup,
-    _finetune_setup,
-    _trained_embedder,
+    features_setup,
+    finetune_setup,
+    trained_embedder,
+    whole_batch,
 )
 
 
@@ -180,18 +180,18 @@ def train_cross_domain_embedder(catalogue: Manifest, street: Manifest, mapping: 
     similar = np.flatnonzero(split[:n_catalogue] == "val")
     device = resolve_device(config.train.device)
     val_rows = np.union1d(gallery, queries)
-    setup = (_features_setup(combined, config, features, val_rows, device, show_progress)
-             if config.mode == "features" else _finetune_setup(combined, config, val_rows, device))
+    setup = (features_setup(combined, config, features, val_rows, device, show_progress)
+             if config.mode == "features" else finetune_setup(combined, config, val_rows, device))
     head = next(m for m in setup.model.modules() if isinstance(m, EmbeddingHead))
     objective = SharedSpaceObjective(config.shared, labels.classes, head.out_features, config.margin, config.miner)
     loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
-                        collate_fn=_as_is)
+                        collate_fn=whole_batch)
     validation = _shared_validation(config, setup.embed_val, gallery, queries, relevance, similar,
-                                    _keys(combined, [mapping.catalogue_category]),
-                                    _keys(combined, [mapping.catalogue_category, mapping.catalogue_colour]))
+                                    relevance_keys(combined, [mapping.catalogue_category]),
+                                    relevance_keys(combined, [mapping.catalogue_category, mapping.catalogue_colour]))
     trainer = Trainer(_WithProxies(setup.model, objective.head_losses), config.train, objective.loss, validation,
                       run_dir=run_dir(out_dir) if out_dir else None, console=console, show_progress=show_progress)
     result = trainer.fit(loader)
     trained: nn.Module = trainer.model.network  # type: ignore[assignment]
-    return _trained_embedder(trained, config, setup, result, out_dir, console)
+    return trained_embedder(trained, config, setup, result, out_dir, console)
 

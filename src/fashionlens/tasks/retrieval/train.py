@@ -27,9 +27,9 @@ from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
 from fashionlens.tasks.common import frozen_features, state_fingerprint
-from fashionlens.tasks.retrieval.config import MINERS, RetrievalConfig, _squared_l2
+from fashionlens.tasks.retrieval.config import MINERS, RetrievalConfig, squared_l2
 from fashionlens.tasks.retrieval.model import Embedder
-from fashionlens.tasks.retrieval.ranking import _keys, _Roles, rank_gallery, score_ranking
+from fashionlens.tasks.retrieval.ranking import QueryRoles, rank_gallery, relevance_keys, score_ranking
 from fashionlens.tasks.retrieval.triplets import (
     ClassBalancedSampler,
     PaperTripletSampler,
@@ -63,7 +63,8 @@ class _ImageBatches(Dataset[Any]):
         return torch.stack([self.image(int(row)) for row in batch.rows]), batch.labels, batch.triplets
 
 
-def _as_is(item: Any) -> Any:
+def whole_batch(item: Any) -> Any:
+    """Collate function of the training loaders: the sampler yields whole batches, so each item is one already."""
     return item
 
 
@@ -71,7 +72,7 @@ class TripletObjective:
     """PML's triplet margin loss on squared L2 distances, over given triplets or those an online miner picks."""
 
     def __init__(self, margin: float, miner: str | None = None, swap: bool = False):
-        self.loss_function = losses.TripletMarginLoss(margin=margin, swap=swap, distance=_squared_l2())
+        self.loss_function = losses.TripletMarginLoss(margin=margin, swap=swap, distance=squared_l2())
         self.miner = MINERS[miner](margin) if miner else None
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
@@ -97,7 +98,7 @@ def _sampler(config: RetrievalConfig, rows: np.ndarray, identity: np.ndarray, do
                                config.max_pairs, config.train.seed, negative_domain=config.negatives)
 
 
-def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], roles: _Roles,
+def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.ndarray], roles: QueryRoles,
                 keys: np.ndarray) -> Callable[[nn.Module], dict[str, float]]:
     """Engine callback: ``val_recall@1``, ``val_recall@K``, ``val_precision@K`` and ``val_map`` on the val split."""
     ks = sorted({1, config.eval_k})
@@ -115,7 +116,7 @@ def _validation(config: RetrievalConfig, embed_rows: Callable[[nn.Module], np.nd
 
 
 @dataclass
-class _Setup:
+class TrainingSetup:
     """What a training mode contributes: the model, its batch inputs, and how to embed the val rows."""
 
     model: nn.Module
@@ -125,8 +126,8 @@ class _Setup:
     weights_id: str
 
 
-def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.ndarray | None, val_rows: np.ndarray,
-                    device: torch.device, show_progress: bool) -> _Setup:
+def features_setup(manifest: Manifest, config: RetrievalConfig, features: np.ndarray | None, val_rows: np.ndarray,
+                   device: torch.device, show_progress: bool) -> TrainingSetup:
     """``features`` mode: the head alone, on cached frozen features."""
     network = build_backbone(config.backbone)
     if features is None:
@@ -141,11 +142,11 @@ def _features_setup(manifest: Manifest, config: RetrievalConfig, features: np.nd
 
     seed_everything(config.train.seed)  # the head's initial weights repeat, whether or not features were cached
     head = EmbeddingHead(features.shape[1], config.dim, config.hidden, config.normalize)
-    return _Setup(head, _FeatureBatches(features), 0, embed_val, network.weights_id)
+    return TrainingSetup(head, _FeatureBatches(features), 0, embed_val, network.weights_id)
 
 
-def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.ndarray,
-                    device: torch.device) -> _Setup:
+def finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.ndarray,
+                   device: torch.device) -> TrainingSetup:
     """``finetune`` mode: backbone (first stages frozen) and head on augmented images; val re-embedded each epoch."""
     seed_everything(config.train.seed)
     network = build_backbone(config.backbone, finetune=True)
@@ -159,7 +160,7 @@ def _finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.nd
     def embed_val(net: nn.Module) -> np.ndarray:
         return forward_batches(net, val_loader, len(val_set), device)[0][SINGLE_OUTPUT]
 
-    return _Setup(model, _ImageBatches(manifest, train_transform(network.preprocess)), workers, embed_val,
+    return TrainingSetup(model, _ImageBatches(manifest, train_transform(network.preprocess)), workers, embed_val,
                   network.weights_id)
 
 
@@ -196,26 +197,26 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
     identity = encode(identity_text)
     categories = [encode(manifest.column(name).fillna("").astype(str)) for name in config.categories]
     sampler = _sampler(config, rows["train"], identity, domain, categories)
-    roles = _Roles.of(domain, rows["val"])
-    keys = _keys(manifest, [config.identity])
+    roles = QueryRoles.of(domain, rows["val"])
+    keys = relevance_keys(manifest, [config.identity])
     if not roles.answerable(keys):
         raise DataError(f"no val row of manifest '{manifest.name}' has a match (same '{config.identity}') among the "
                         f"val gallery, so validation cannot score; give the val split more items per identity")
     device = resolve_device(config.train.device)
     val_rows = np.union1d(roles.queries, roles.gallery)
-    setup = (_features_setup(manifest, config, features, val_rows, device, show_progress) if config.mode == "features"
-             else _finetune_setup(manifest, config, val_rows, device))
+    setup = (features_setup(manifest, config, features, val_rows, device, show_progress) if config.mode == "features"
+             else finetune_setup(manifest, config, val_rows, device))
     loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
-                        collate_fn=_as_is)
+                        collate_fn=whole_batch)
     trainer = Trainer(setup.model, config.train, TripletObjective(config.margin, config.miner, config.swap).loss,
                       _validation(config, setup.embed_val, roles, keys), run_dir=run_dir(out_dir) if out_dir else None,
                       console=console, show_progress=show_progress)
     result = trainer.fit(loader)
-    return _trained_embedder(trainer.model, config, setup, result, out_dir, console)
+    return trained_embedder(trainer.model, config, setup, result, out_dir, console)
 
 
-def _trained_embedder(trained: nn.Module, config: RetrievalConfig, setup: _Setup, result: TrainResult,
-                      out_dir: str | Path | None, console: Console) -> Embedder:
+def trained_embedder(trained: nn.Module, config: RetrievalConfig, setup: TrainingSetup, result: TrainResult,
+                     out_dir: str | Path | None, console: Console) -> Embedder:
     """The :class:`Embedder` of a trained head (``features``) or network (``finetune``), saved when asked."""
     trained = trained.cpu().eval()
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
