@@ -8,6 +8,7 @@ Every batch ``predict`` command ends in :func:`finish_predictions`: an image tha
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from fashionlens.data.records import Manifest
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fashionlens.index import SearchHit
     from fashionlens.inference import ModelSpec
     from fashionlens.tasks.retrieval import Embedder
 
@@ -119,6 +121,25 @@ def use_runtime(model: ModelT, runtime: str) -> ModelT:
     return model
 
 
+def print_hits(query: str, hits: list[SearchHit], as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with
+    ``extra`` fields on each: the crop searched, the attributes that steered them)."""
+    if as_json:
+        for hit in hits:
+            typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
+                                   **hit.metadata, **(extra or {})}))
+        return
+    from rich.table import Table
+
+    table = Table(title=query, title_justify="left")
+    fields = [f for f in ("articleType", "baseColour", "gender", "path") if hits and f in hits[0].metadata]
+    for name in ("rank", "item_id", "score", *fields):
+        table.add_column(name)
+    for hit in hits:
+        table.add_row(str(hit.rank), hit.item_id, f"{hit.score:.4f}", *[str(hit.metadata.get(f)) for f in fields])
+    console.print(table)
+
+
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
     """Parse ``--filter field=value[,value...]`` options (see :func:`fashionlens.index.filters.parse_filters`)."""
     from fashionlens.index.filters import parse_filters as parse
@@ -141,6 +162,10 @@ def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, o
         raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
     return load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
 
+
+#: ``--model`` of the commands that embed with a saved or shipped embedder.
+EMBEDDER_HELP = ("Embedder directory (from 'embed train') or shipped model name (street2shop-embedder); omitted: the "
+                 "untrained ImageNet baseline.")
 
 #: Exit statuses of the batch ``predict`` commands (shown under their help).
 PREDICT_EPILOG = ("Exit status: 0 when every image was predicted; 1 when some images could not be read (each is named "
