@@ -8,14 +8,10 @@ from pathlib import Path
 import typer
 
 from fashionlens.cli.common import (
-    ACTORS_OPTION,
     EMBEDDER_HELP,
-    ENGINE_OPTION,
-    RAY_ADDRESS_OPTION,
     RUNTIME_OPTION,
-    SHARD_SIZE_OPTION,
-    SHARDS_OPTION,
     BatchJob,
+    batch_job_options,
     console,
     load_embedder,
     load_manifest,
@@ -27,6 +23,7 @@ app = typer.Typer(help="Build, edit and describe catalogue indexes.", no_args_is
 
 
 @app.command("build")
+@batch_job_options
 def index_build(
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Catalogue (shop photos) to index."),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
@@ -35,12 +32,8 @@ def index_build(
     split: str | None = typer.Option(None, help="Index only this split."),
     domain: str = typer.Option("shop", help="Index only rows of this domain ('' for all)."),
     kind: str = typer.Option("flat", help="flat | ivf | ivfpq | hnsw."),
-    engine: str = ENGINE_OPTION,
-    shards: Path | None = SHARDS_OPTION,
-    shard_size: int = SHARD_SIZE_OPTION,
-    ray_address: str | None = RAY_ADDRESS_OPTION,
-    actors: int | None = ACTORS_OPTION,
-    runtime: str = RUNTIME_OPTION,
+    *,
+    job: BatchJob,
     tagger: Path | None = typer.Option(None, "--tagger", help="Attribute tagger to record in the index for "
                                                               "attribute-aware search."),
     backend: str = typer.Option("faiss", help="faiss (index files in --out) | milvus (a Milvus collection; "
@@ -61,13 +54,12 @@ def index_build(
     if split:
         keep &= manifest.frame["split"] == split
     catalogue = manifest.subset(keep)
-    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     storage = {key: value for key, value in (("uri", uri), ("collection", collection)) if value}
     model, tagger = shipped_or_given(model, "embedder"), shipped_or_given(tagger, "tagger")
     if backend not in BACKENDS or (storage and backend != "milvus"):  # refused before any photo is embedded
         raise ConfigError(f"--backend {backend!r} with {'--uri/--collection' if storage else 'no storage'} is "
                           f"invalid: use one of {', '.join(BACKENDS)}; --uri and --collection are for milvus")
-    embedder = load_embedder(model, backbone, runtime)
+    embedder = load_embedder(model, backbone, job.runtime)
     models = {role: path for role, path in (("embedder", model), ("tagger", tagger)) if path is not None}
     if tagger is not None:
         from fashionlens.tasks.tag_evaluation import load_tagger
