@@ -1,6 +1,5 @@
-"""The item table of a catalogue index: one row of metadata per indexed vector, its validation, row look-ups and
-the search hits built from it (the part of :class:`~fashionlens.index.catalogue.CatalogueIndex` every backend shares).
-"""
+"""The item table of a catalogue index: one row of metadata per indexed vector, row look-ups and the search hits
+built from it (the part of :class:`~fashionlens.index.catalogue.CatalogueIndex` every backend shares)."""
 
 from __future__ import annotations
 
@@ -8,13 +7,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index.filters import ItemFilter
-from fashionlens.index.store import ITEM_ID, as_item_table
+from fashionlens.index.store import ITEM_ID
 
 
 @dataclass(frozen=True)
@@ -103,23 +101,3 @@ class ItemTable:
                 hits.append(SearchHit(item_id=item_id, score=score, rank=rank, metadata=metadata))
             results.append(hits)
         return results
-
-
-def prepare_items(metadata: pd.DataFrame, n: int) -> pa.Table:
-    """Validate item metadata (``n`` rows, unique non-empty ``item_id``) as an Arrow table of text columns."""
-    if not isinstance(metadata, pd.DataFrame):
-        raise CatalogueIndexError(f"metadata must be a pandas DataFrame, got {type(metadata).__name__}")
-    if ITEM_ID not in metadata.columns:
-        raise CatalogueIndexError(f"metadata has no {ITEM_ID!r} column; columns: {', '.join(map(str, metadata))}")
-    if len(metadata) != n:
-        raise CatalogueIndexError(f"metadata has {len(metadata)} rows but there are {n} vectors")
-    if not all(isinstance(name, str) for name in metadata.columns) or not metadata.columns.is_unique:
-        raise CatalogueIndexError(f"metadata column names must be unique strings, got {list(metadata.columns)}")
-    ids = metadata[ITEM_ID].reset_index(drop=True).astype("string")
-    empty = np.flatnonzero(ids.fillna("").str.strip().eq("").to_numpy(dtype=bool))
-    if len(empty):
-        raise CatalogueIndexError(f"metadata row {int(empty[0])} has an empty {ITEM_ID!r}")
-    duplicated = ids[ids.duplicated()]
-    if len(duplicated):
-        raise CatalogueIndexError(f"metadata {ITEM_ID!r} {duplicated.iloc[0]!r} occurs more than once")
-    return as_item_table(pa.Table.from_pandas(metadata.astype("string"), preserve_index=False))

@@ -34,16 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
-from fashionlens.index._items import ItemTable, SearchHit, prepare_items
+from fashionlens.index._build import prepare_build, prepare_items, prepare_vectors
+from fashionlens.index._items import ItemTable, SearchHit
 from fashionlens.index.filters import Filters
 from fashionlens.index.kinds import (
     METRICS,
     IndexKind,
     Params,
-    check_metric,
     get_kind,
     positive_int,
-    prepare_vectors,
 )
 from fashionlens.index.store import (
     ITEM_ID,
@@ -151,17 +150,7 @@ class CatalogueIndex(ItemTable):
         if not isinstance(storage, dict) or not all(isinstance(v, str) for v in storage.values()):
             raise CatalogueIndexError(f"storage must be a dict of strings, got {storage!r}")
         implementation = _backend(backend)
-        index_kind = get_kind(kind)
-        check_metric(metric)
-        array = np.asarray(vectors)
-        if array.ndim != 2 or 0 in array.shape:
-            raise CatalogueIndexError(f"catalogue vectors must be a non-empty (n, d) array, got shape {array.shape}")
-        n, dim = array.shape
-        prepared = prepare_vectors(array, dim, metric, "catalogue vectors")
-        items = prepare_items(metadata, n)
-        resolved = index_kind.resolve_params(n, dim, params)
-        index_kind.check_trainable(resolved, n)
-        manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version(), backend=backend)
+        prepared, items, manifest = prepare_build(vectors, metadata, model_id, metric, kind, backend, params)
         return implementation._create(prepared, items, manifest, dict(storage))
 
     @classmethod

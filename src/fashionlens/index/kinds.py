@@ -263,20 +263,3 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise CatalogueIndexError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def prepare_vectors(array: np.ndarray, dim: int, metric: str, what: str) -> np.ndarray:
-    """Validate ``(n, dim)`` finite vectors as contiguous float32, L2-normalised for ``ip`` (copied only if needed)."""
-    if array.ndim != 2 or array.shape[1] != dim:
-        raise CatalogueIndexError(f"{what} must have shape (n, {dim}) to match the index, got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise CatalogueIndexError(f"{what} must be numeric, got dtype {array.dtype}")
-    prepared = np.ascontiguousarray(array, dtype=np.float32)
-    squared = np.einsum("ij,ij->i", prepared, prepared)  # no (n, d) temporary, unlike np.linalg.norm
-    bad = np.flatnonzero(~np.isfinite(squared) | ((squared == 0) & (metric == "ip")))
-    if len(bad):
-        problem = "zero or non-finite" if metric == "ip" else "non-finite"
-        raise CatalogueIndexError(f"{what} row {int(bad[0])} is {problem} ({len(bad)} such rows)")
-    if metric == "ip" and len(squared) and float(np.abs(squared - 1.0).max()) > 1e-4:
-        prepared = prepared / np.sqrt(squared)[:, None]
-    return prepared
