@@ -9,18 +9,12 @@ from pathlib import Path
 
 from fashionlens.errors import CatalogueIndexError, FashionlensError, ModelError
 from fashionlens.index import CatalogueIndex
+from fashionlens.index.catalogue import model_fix
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.tasks.retrieval.model import Embedder
 
 MODEL_OPTION = "--model"
 """The command line's option naming an embedder directory (the service's is ``--embedder``)."""
-
-
-def model_fix(recorded: Path | None, option: str = MODEL_OPTION) -> str:
-    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one, else ``option``."""
-    if recorded is not None:
-        return f"search it with the embedder it records, {recorded} (omit {option}, or pass {option} {recorded})"
-    return f"pass the embedder directory that built it ({option} DIR), or rebuild the index with the current model"
 
 
 def check_embedder(index: CatalogueIndex, embedder: Embedder, option: str = MODEL_OPTION) -> None:

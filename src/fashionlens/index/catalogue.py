@@ -418,8 +418,9 @@ def _backend(name: str) -> type[CatalogueIndex]:
     return CatalogueIndex._backends[name]
 
 
-def model_fix(recorded: Path | None) -> str:
-    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one."""
+def model_fix(recorded: Path | None, option: str = "--model") -> str:
+    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one, else ``option``
+    (the command line's ``--model``; the service's ``--embedder``)."""
     if recorded is not None:
-        return f"search it with the embedder it records, {recorded} (omit --model, or pass --model {recorded})"
-    return "pass the embedder directory that built it (--model DIR), or rebuild the index with the current model"
+        return f"search it with the embedder it records, {recorded} (omit {option}, or pass {option} {recorded})"
+    return f"pass the embedder directory that built it ({option} DIR), or rebuild the index with the current model"
