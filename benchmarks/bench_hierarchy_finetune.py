@@ -25,7 +25,7 @@ from rich.console import Console
 from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.splits import split_manifest
-from fashionlens.io import write_text
+from fashionlens.io import run_dir, write_text
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
@@ -78,7 +78,7 @@ def main() -> None:
     tuned = HierarchyClassifier.load(args.run_dir)
     for split in ("val", "test"):
         scores[("fine-tuned", split)] = evaluate_hierarchy(tuned, manifest, split)[0].summary
-    history_file = args.run_dir.with_name(args.run_dir.name + ".run") / "history.json"
+    history_file = run_dir(args.run_dir) / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
 
     rows = [{"model": model, "split": split, "top-1": f"{s['top1']:.4f}", "top-3": f"{s['top3']:.4f}",

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from fashionlens.catalogue import build_catalogue_index
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
@@ -45,20 +46,28 @@ from fashionlens.index import CatalogueIndex
 from fashionlens.io import default_cache_dir
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.attribute_search import DEFAULT_WEIGHTS, AttributeSteering, attribute_search
 from fashionlens.tasks.common import frozen_features
-from fashionlens.tasks.localised import DEFAULT_VIEWS, QueryCrop, default_localiser, plan_crops, search_views
 from fashionlens.tasks.retrieval import (
+    DEFAULT_VIEWS,
+    DEFAULT_WEIGHTS,
+    AttributeSteering,
     Embedder,
+    QueryCrop,
     RetrievalConfig,
-    build_catalogue_index,
+    SearchFn,
+    attribute_search,
     catalogue_metadata,
+    default_localiser,
     evaluate_similar_items,
+    evaluate_street_search,
     evaluate_street_to_shop,
+    index_search,
+    plan_crops,
+    search_views,
+    street_queries,
     train_cross_domain_embedder,
     train_embedder,
 )
-from fashionlens.tasks.street_eval import SearchFn, evaluate_street_search, index_search, street_queries
 from fashionlens.tasks.tagging import TaggingConfig, ThresholdConfig, train_tagger
 
 HERE = Path(__file__).resolve().parent

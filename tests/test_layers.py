@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data", "runtime", "index"),  # records and images; devices and the batched forward; vector search
     ("models", "features", "engine", "reports"),  # networks, cached features, training loop
     ("tasks",),  # tagging, hierarchy, retrieval on one TaskModel base
+    ("catalogue",),  # catalogue indexes built, edited and searched with their embedder
     ("audit", "inference"),  # catalogue-scale jobs built on the tasks
     ("service", "export", "demo", "pretrained"),  # applications; the shipped models and their build recipes
     ("cli", "__main__"),  # the command line

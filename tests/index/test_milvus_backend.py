@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index import CatalogueIndex, MilvusCatalogueIndex
+from fashionlens.index import _milvus_client as client_module
 from fashionlens.index import catalogue as catalogue_module
 from fashionlens.index import milvus_backend as milvus_module
-from fashionlens.index.milvus_backend import expression, literal
+from fashionlens.index._milvus_expr import expression, literal
 from fashionlens.index.store import ITEMS_FILE, MANIFEST_FILE, MILVUS_LITE_DB
 
 pymilvus = pytest.importorskip("pymilvus")
@@ -164,7 +165,7 @@ def test_embedded_database_lives_in_the_index_directory(tmp_path):
 
 
 def test_unreachable_server_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(milvus_module, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(client_module, "CONNECT_TIMEOUT_S", 1.0)
     with pytest.raises(CatalogueIndexError, match=r"^milvus connect at http://127\.0\.0\.1:9 failed: [^\n]*$"):
         CatalogueIndex.build(make_vectors(3), make_items(list("abc")), model_id="m", backend="milvus",
                              storage={"uri": "http://user:secret@127.0.0.1:9"})

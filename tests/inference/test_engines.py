@@ -17,6 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fashionlens.catalogue import build_catalogue_index, open_index
 from fashionlens.data.readers import read_fashion_product_images
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError, ModelError
@@ -37,7 +38,7 @@ from fashionlens.inference.ray_engine import LOOPBACK, RayEngine, init_local_ray
 from fashionlens.models.heads import TaggingHead
 from fashionlens.tasks.hierarchy import HierarchyClassifier
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.retrieval import Embedder, build_catalogue_index, open_index
+from fashionlens.tasks.retrieval import Embedder
 from fashionlens.tasks.tagging import Tagger, TaggingConfig
 
 pytestmark = pytest.mark.slow

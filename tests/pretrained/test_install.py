@@ -1,5 +1,6 @@
 """Acceptance of issue 19: a wheel built from the repository, installed into a fresh virtual environment outside the
-checkout (no ``../shared``, no model directory, an empty cache), tags and classifies a photo with no training step.
+checkout (no ``../shared``, no model directory, an empty cache), tags and classifies a photo with no training step;
+and (issue 17) trains a tagger from a shipped config given by name. One wheel and one venv serve both tests.
 
 A fresh venv cannot download torch here, so the dependencies come from the running environment through a ``.pth``
 line (a plain path: the editable fashionlens of that environment is not activated) and the wheel is installed with
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -52,9 +54,22 @@ def _build_wheel(out: Path, env: dict[str, str]) -> Path:
     return wheels[0]
 
 
-@pytest.mark.slow
-def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(shared_data: Path,
-                                                                            tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class _Installed:
+    """The fresh venv holding the wheel, the environment to run it in, and a scratch folder outside the checkout."""
+
+    venv: Path
+    env: dict[str, str]
+    scratch: Path
+
+    def cli(self, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+        return _run([str(self.venv / "bin" / "fashionlens"), *args], cwd, self.env)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> _Installed:
+    """A wheel of the checkout installed into a fresh venv (built once for the module's tests)."""
+    tmp_path = tmp_path_factory.mktemp("install")
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS="1", FASHIONLENS_CACHE=str(tmp_path / "empty-cache"), HOME=str(tmp_path / "home"))
     wheel = _build_wheel(tmp_path, env)
@@ -67,11 +82,18 @@ def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(sh
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
                      env).stdout.strip())
     (site / "fashionlens-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                         str(wheel)], tmp_path, env)
-    assert installed.returncode == 0, installed.stderr
+    done = _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                 str(wheel)], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    return _Installed(venv, env, tmp_path)
 
-    elsewhere = tmp_path / "elsewhere"  # no checkout, no ../shared, no model directory here
+
+@pytest.mark.slow
+def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(shared_data: Path,
+                                                                            installed: _Installed) -> None:
+    venv, env = installed.venv, installed.env
+    python = venv / "bin" / "python"
+    elsewhere = installed.scratch / "elsewhere"  # no checkout, no ../shared, no model directory here
     (elsewhere / "photos").mkdir(parents=True)
     street = shutil.copy2(shared_data / "clothing-attributes" / "images" / "000002.jpg", elsewhere / "photos")
     styles = pd.read_csv(shared_data / "fashion-product-images" / "styles.csv")
@@ -111,3 +133,28 @@ def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(sh
     assert found.returncode == 0, found.stderr[-2000:]
     hits = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
     assert len(hits) == 2 and Path(hits[0]["path"]).name == Path(product).name  # the photo finds itself first
+
+
+@pytest.mark.slow
+def test_a_wheel_in_a_fresh_venv_trains_a_tagger_from_a_config_named(shared_data: Path, installed: _Installed) -> None:
+    """``tag train -c tagging_clothing_attributes`` finds the config shipped inside the installed package (there is
+    no such file where it runs) and writes the model directory; 2 epochs on the frozen features of 40 photos."""
+    from fashionlens.demo import clothing_split
+
+    here = installed.scratch / "train-here"
+    here.mkdir()
+    clothing = clothing_split(shared_data)
+    frame = clothing.frame
+    first = frame.groupby("split").cumcount() < frame["split"].map({"train": 24, "val": 12, "test": 4})
+    clothing.subset(first.to_numpy()).save(here / "tiny.parquet")
+
+    done = installed.cli(["tag", "train", "-c", "tagging_clothing_attributes", "-m", "tiny.parquet", "-o",
+                          "models/tagger", "--epochs", "2", "--device", "cpu"], here)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = here / "models" / "tagger"
+    assert {"config.json", "labels.json", "thresholds.json", "model.safetensors"} <= {p.name for p in model.iterdir()}
+    config = json.loads((model / "config.json").read_text())
+    assert config["loss"] == "weighted_bce" and config["positive_names"] == {"gender": "gender=female",
+                                                                            "skin_exposure": "skin_exposure=high"}
+    assert config["train"]["epochs"] == 2  # the shipped config, with the command line's override
+    assert not list(here.glob("*.yaml"))

@@ -27,7 +27,8 @@ from fashionlens.cli.serve import API_KEY_ENV
 from fashionlens.errors import CatalogueIndexError, FashionlensError
 from fashionlens.index import CatalogueIndex
 from fashionlens.service.app import MULTIPART_OVERHEAD, build_app, create_app
-from fashionlens.service.pipeline import Job, Pipeline
+from fashionlens.service.jobs import Job
+from fashionlens.service.pipeline import Pipeline
 from fashionlens.tasks.hierarchy import HierarchyClassifier
 from fashionlens.tasks.tagging import Tagger
 
@@ -445,5 +446,5 @@ def test_an_index_recording_its_embedder_is_searched_with_it(service_models: Ser
         assert recorded.post("/v1/search", files=upload(service_models.queries[0])).status_code == 200
     index.record_model("embedder", tmp_path / "gone")
     index.save(tmp_path / "index")
-    with pytest.raises(FashionlensError, match=r"records its embedder at .*gone.*--model DIR"):
+    with pytest.raises(FashionlensError, match=r"records its embedder at .*gone.*--embedder DIR"):
         create_app(index_dir=tmp_path / "index")

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from fashionlens import __version__, distributed
-from fashionlens.cli import export, hierarchy, models, search
+from fashionlens.cli import embed, export, hierarchy, index, models, search, similar
 from fashionlens.cli.audit import audit
 from fashionlens.cli.common import PREDICT_EPILOG, console, err_console
 from fashionlens.cli.data import app as data_app
@@ -28,10 +28,10 @@ app.command("classify", epilog=PREDICT_EPILOG)(hierarchy.predict)  # `hierarchy 
 app.add_typer(models.app, name="models")
 app.add_typer(export.app, name="export")
 app.command("serve")(serve)
-app.add_typer(search.embed_app, name="embed")
-app.add_typer(search.index_app, name="index")
+app.add_typer(embed.app, name="embed")
+app.add_typer(index.app, name="index")
 app.command("search")(search.search)
-app.command("similar")(search.similar)
+app.command("similar")(similar.similar)
 app.command("audit")(audit)
 
 

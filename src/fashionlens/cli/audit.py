@@ -7,19 +7,15 @@ from pathlib import Path
 import typer
 
 from fashionlens.cli.common import (
-    ACTORS_OPTION,
-    ENGINE_OPTION,
-    RAY_ADDRESS_OPTION,
-    RUNTIME_OPTION,
-    SHARD_SIZE_OPTION,
-    SHARDS_OPTION,
     BatchJob,
+    batch_job_options,
     console,
     load_embedder,
     load_manifest,
 )
 
 
+@batch_job_options
 def audit(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Catalogue manifest (from `fashionlens data build`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Audit directory to write (replaced as a whole)."),
@@ -39,12 +35,8 @@ def audit(
     max_items: int = typer.Option(None, help="Audit a seeded random sample of this many items."),
     seed: int = typer.Option(0, help="Fold and sample seed."),
     progress: bool = typer.Option(True, help="Draw progress bars."),
-    engine: str = ENGINE_OPTION,
-    shards: Path | None = SHARDS_OPTION,
-    shard_size: int = SHARD_SIZE_OPTION,
-    ray_address: str | None = RAY_ADDRESS_OPTION,
-    actors: int | None = ACTORS_OPTION,
-    runtime: str = RUNTIME_OPTION,
+    *,
+    job: BatchJob,
 ) -> None:
     """Audit a catalogue: label issues (cleanlab confident learning on out-of-fold heads), near-duplicates
     (FAISS self-join) and broken or odd photos; writes CSVs, report.md and report.html."""
@@ -55,9 +47,8 @@ def audit(
                          duplicate_threshold=duplicate_threshold, max_items=max_items, seed=seed,
                          pca_dims=pca_dims)
     catalogue = load_manifest(manifest)
-    model = load_embedder(embedder, backbone, runtime)
+    model = load_embedder(embedder, backbone, job.runtime)
     vectors = None
-    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     if job.sharded:  # embed on the local or Ray batch engine into resumable shards, then audit their vectors
         import numpy as np
 

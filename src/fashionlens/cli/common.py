@@ -8,7 +8,10 @@ Every batch ``predict`` command ends in :func:`finish_predictions`: an image tha
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import functools
+import inspect
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +27,7 @@ from fashionlens.data.records import Manifest
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fashionlens.index import SearchHit
     from fashionlens.inference import ModelSpec
     from fashionlens.tasks.retrieval import Embedder
 
@@ -119,11 +123,23 @@ def use_runtime(model: ModelT, runtime: str) -> ModelT:
     return model
 
 
-def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """Parse ``--filter field=value[,value...]`` options (see :func:`fashionlens.index.filters.parse_filters`)."""
-    from fashionlens.index.filters import parse_filters as parse
+def print_hits(query: str, hits: list[SearchHit], as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print one query's hits as a table (rank, item, score, category fields, path) or as JSON lines (with
+    ``extra`` fields on each: the crop searched, the attributes that steered them)."""
+    if as_json:
+        for hit in hits:
+            typer.echo(json.dumps({"query": query, "rank": hit.rank, "item_id": hit.item_id, "score": hit.score,
+                                   **hit.metadata, **(extra or {})}))
+        return
+    from rich.table import Table
 
-    return parse(items)
+    table = Table(title=query, title_justify="left")
+    fields = [f for f in ("articleType", "baseColour", "gender", "path") if hits and f in hits[0].metadata]
+    for name in ("rank", "item_id", "score", *fields):
+        table.add_column(name)
+    for hit in hits:
+        table.add_row(str(hit.rank), hit.item_id, f"{hit.score:.4f}", *[str(hit.metadata.get(f)) for f in fields])
+    console.print(table)
 
 
 def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, out: Path | None) -> Manifest:
@@ -141,6 +157,10 @@ def prediction_manifest(images: list[Path] | None, manifest_path: Path | None, o
         raise DataError(f"cannot write predictions to '{out}': use .csv or .jsonl")
     return load_manifest(manifest_path) if manifest_path else manifest_of_paths(images or [])
 
+
+#: ``--model`` of the commands that embed with a saved or shipped embedder.
+EMBEDDER_HELP = ("Embedder directory (from 'embed train') or shipped model name (street2shop-embedder); omitted: the "
+                 "untrained ImageNet baseline.")
 
 #: Exit statuses of the batch ``predict`` commands (shown under their help).
 PREDICT_EPILOG = ("Exit status: 0 when every image was predicted; 1 when some images could not be read (each is named "
@@ -231,16 +251,16 @@ def write_predictions(table: pd.DataFrame, out: Path) -> None:
     console.print(f"wrote {len(table)} predictions to {out}")
 
 
-ENGINE_OPTION = typer.Option("local", "--engine", help="local | ray. With ray (or --shards) the job runs into "
+_ENGINE_OPTION = typer.Option("local", "--engine", help="local | ray. With ray (or --shards) the job runs into "
                                                        "resumable parquet shards, and the output is made from them.")
-SHARDS_OPTION = typer.Option(None, "--shards", help="Shard folder (default: <out stem>.shards beside --out); a "
+_SHARDS_OPTION = typer.Option(None, "--shards", help="Shard folder (default: <out stem>.shards beside --out); a "
                                                     "rerun skips the shards already there.")
-SHARD_SIZE_OPTION = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resumption).")
-RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use (or set RAY_ADDRESS); default: "
+_SHARD_SIZE_OPTION = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resumption).")
+_RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use (or set RAY_ADDRESS); default: "
                                                               "a local Ray instance.")
 RUNTIME_OPTION = typer.Option("auto", "--runtime", help="Where the backbone runs: auto (onnxruntime on CPU, "
                                                          "PyTorch on CUDA), torch or onnx.")
-ACTORS_OPTION = typer.Option(None, "--actors", help="Ray model actors (default: one per GPU, else the CPUs less an "
+_ACTORS_OPTION = typer.Option(None, "--actors", help="Ray model actors (default: one per GPU, else the CPUs less an "
                                                     "eighth kept for decoding).")
 
 
@@ -271,3 +291,40 @@ class BatchJob:
         err_console.print(f"{len(result.computed)} of {result.plan.n_shards} shard(s) computed in "
                           f"{result.seconds:.1f} s ({self.engine}) -> {folder}")
         return folder
+
+
+#: The options of a sharded batch job, in the order of :class:`BatchJob`'s fields.
+_BATCH_JOB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("engine", str, _ENGINE_OPTION), ("shards", Path | None, _SHARDS_OPTION), ("shard_size", int, _SHARD_SIZE_OPTION),
+    ("ray_address", str | None, _RAY_ADDRESS_OPTION), ("actors", int | None, _ACTORS_OPTION),
+    ("runtime", str, RUNTIME_OPTION))
+
+CommandT = TypeVar("CommandT", bound=Callable[..., Any])
+
+
+def batch_job_options(command: CommandT) -> CommandT:
+    """Give a command the options of a sharded batch job: its ``job: BatchJob`` parameter is shown (in its place) as
+    ``--engine``, ``--shards``, ``--shard-size``, ``--ray-address``, ``--actors`` and ``--runtime``, and receives
+    them as one :class:`BatchJob`.
+
+    Apply it under the ``@app.command`` decorator: typer reads the signature this gives the command.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.name == "job":
+            parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                           for name, kind, option in _BATCH_JOB_OPTIONS]
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    if len(parameters) == len(signature.parameters):
+        raise TypeError(f"{command.__name__} has no 'job: BatchJob' parameter")
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        job = BatchJob(*(values.pop(name) for name, _, _ in _BATCH_JOB_OPTIONS))
+        return command(job=job, **values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+    return run  # type: ignore[return-value]

@@ -8,15 +8,10 @@ from pathlib import Path
 import typer
 
 from fashionlens.cli.common import (
-    ACTORS_OPTION,
-    ENGINE_OPTION,
     PREDICT_EPILOG,
-    RAY_ADDRESS_OPTION,
-    RUNTIME_OPTION,
-    SHARD_SIZE_OPTION,
-    SHARDS_OPTION,
     STRICT_OPTION,
     BatchJob,
+    batch_job_options,
     console,
     err_console,
     finish_predictions,
@@ -98,6 +93,7 @@ def evaluate(
 
 
 @app.command("predict", epilog=PREDICT_EPILOG)
+@batch_job_options
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
     model: str | None = model_option("hierarchy classifier", "Hierarchy classifier"),
@@ -105,20 +101,15 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
     top_k: int = typer.Option(3, help="Alternatives listed for the last level."),
     strict: bool = STRICT_OPTION,
-    engine: str = ENGINE_OPTION,
-    shards: Path | None = SHARDS_OPTION,
-    shard_size: int = SHARD_SIZE_OPTION,
-    ray_address: str | None = RAY_ADDRESS_OPTION,
-    actors: int | None = ACTORS_OPTION,
-    runtime: str = RUNTIME_OPTION,
+    *,
+    job: BatchJob,
 ) -> None:
     """Classify images into a path through the taxonomy, with per-level probabilities."""
     from fashionlens.tasks.hierarchy import HierarchyClassifier
 
     manifest = prediction_manifest(images, manifest_path, out)
     model_dir = resolve_model_option(model, "hierarchy")
-    classifier = use_runtime(HierarchyClassifier.load(model_dir), runtime)
-    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
+    classifier = use_runtime(HierarchyClassifier.load(model_dir), job.runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, hierarchy_from_shards
 

@@ -8,16 +8,11 @@ from pathlib import Path
 import typer
 
 from fashionlens.cli.common import (
-    ACTORS_OPTION,
-    ENGINE_OPTION,
     PREDICT_EPILOG,
-    RAY_ADDRESS_OPTION,
-    RUNTIME_OPTION,
-    SHARD_SIZE_OPTION,
-    SHARDS_OPTION,
     STRICT_OPTION,
     BatchJob,
     DefaultPredictGroup,
+    batch_job_options,
     console,
     err_console,
     finish_predictions,
@@ -105,28 +100,24 @@ def evaluate(
 
 
 @app.command("predict", epilog=PREDICT_EPILOG)
+@batch_job_options
 def predict(
     images: list[Path] | None = typer.Argument(None, help="Image files."),
     model: str | None = model_option("tagger", "Tagger or ensemble"),
     manifest_path: Path | None = typer.Option(None, "--manifest", "-m", help="Predict every row of a manifest."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write .csv or .jsonl (default: print)."),
-    engine: str = ENGINE_OPTION,
-    shards: Path | None = SHARDS_OPTION,
-    shard_size: int = SHARD_SIZE_OPTION,
-    ray_address: str | None = RAY_ADDRESS_OPTION,
-    actors: int | None = ACTORS_OPTION,
+    *,
+    job: BatchJob,
     strict: bool = STRICT_OPTION,
     beta: float | None = typer.Option(None, help="Decide with the threshold set tuned for F-beta (default: F1; "
                                                  "2 for the JD paper's recall-weighted F2)."),
-    runtime: str = RUNTIME_OPTION,
 ) -> None:
     """Tag images: each decided tag with its probability (F1 thresholds unless --beta), and every probability."""
     from fashionlens.tasks.tagging import load_tagger, predictions_table
 
     manifest = prediction_manifest(images, manifest_path, out)
-    job = BatchJob(engine, shards, shard_size, ray_address, actors, runtime)
     model_dir = resolve_model_option(model, "tagger")
-    tagger = use_runtime(load_tagger(model_dir), runtime)
+    tagger = use_runtime(load_tagger(model_dir), job.runtime)
     if job.sharded:
         from fashionlens.inference import ModelSpec, predictions_from_shards
 

@@ -4,7 +4,8 @@ Importing the package registers both backends (``faiss``, ``milvus``); the Milvu
 when a Milvus index is built or loaded.
 """
 
-from fashionlens.index.catalogue import CatalogueIndex, SearchHit
+from fashionlens.index._items import SearchHit
+from fashionlens.index.catalogue import CatalogueIndex
 from fashionlens.index.faiss_backend import FaissCatalogueIndex
 from fashionlens.index.filters import Filters
 from fashionlens.index.kinds import INDEX_KINDS, METRICS

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, overload
 
@@ -35,15 +34,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
-from fashionlens.index.filters import Filters, ItemFilter
-from fashionlens.index.kinds import METRICS, IndexKind, Params, check_metric, get_kind, positive_int
+from fashionlens.index._build import prepare_build, prepare_items, prepare_vectors
+from fashionlens.index._items import ItemTable, SearchHit
+from fashionlens.index.filters import Filters
+from fashionlens.index.kinds import (
+    METRICS,
+    IndexKind,
+    Params,
+    get_kind,
+    positive_int,
+)
 from fashionlens.index.store import (
     ITEM_ID,
     MANIFEST_FILE,
     IndexManifest,
-    as_item_table,
     fashionlens_version,
     read_items,
+    recorded_path,
     write_index_dir,
 )
 
@@ -62,25 +69,7 @@ Storage = dict[str, str]
 """Backend-specific location of the vectors, recorded in ``index.json`` (e.g. Milvus ``uri`` and ``collection``)."""
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    """One search result.
-
-    Attributes:
-        item_id: The catalogue item.
-        score: Cosine similarity for ``ip`` indexes (higher is closer), squared L2 distance for ``l2`` (lower is
-            closer). Computed from full vectors for every kind (``ivfpq`` re-ranks with them unless ``k_factor=1``).
-        rank: 1 for the best hit of a query, 2 for the next...
-        metadata: The item's other fields (``None`` where missing).
-    """
-
-    item_id: str
-    score: float
-    rank: int
-    metadata: dict[str, str | None]
-
-
-class CatalogueIndex:
+class CatalogueIndex(ItemTable):
     """Vectors + item metadata + embedding-model identity. Create with :meth:`build` or :meth:`load`.
 
     Subclasses (one per backend, registered by their ``backend`` name) implement ``_create``, ``_open``,
@@ -161,17 +150,7 @@ class CatalogueIndex:
         if not isinstance(storage, dict) or not all(isinstance(v, str) for v in storage.values()):
             raise CatalogueIndexError(f"storage must be a dict of strings, got {storage!r}")
         implementation = _backend(backend)
-        index_kind = get_kind(kind)
-        check_metric(metric)
-        array = np.asarray(vectors)
-        if array.ndim != 2 or 0 in array.shape:
-            raise CatalogueIndexError(f"catalogue vectors must be a non-empty (n, d) array, got shape {array.shape}")
-        n, dim = array.shape
-        prepared = _prepare_vectors(array, dim, metric, "catalogue vectors")
-        items = _prepare_items(metadata, n)
-        resolved = index_kind.resolve_params(n, dim, params)
-        index_kind.check_trainable(resolved, n)
-        manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version(), backend=backend)
+        prepared, items, manifest = prepare_build(vectors, metadata, model_id, metric, kind, backend, params)
         return implementation._create(prepared, items, manifest, dict(storage))
 
     @classmethod
@@ -243,32 +222,6 @@ class CatalogueIndex:
             self._models[role] = Path(directory).absolute()
 
     @property
-    def fields(self) -> list[str]:
-        """Names of the filterable metadata fields (every column but ``item_id``)."""
-        return [name for name in self._items.column_names if name != ITEM_ID]
-
-    def values(self, field: str) -> list[str]:
-        """Distinct non-missing values of metadata ``field``, sorted.
-
-        Raises:
-            CatalogueIndexError: Unknown field.
-        """
-        if field not in self._items.column_names:
-            raise CatalogueIndexError(f"catalogue index has no field {field!r}; fields: {', '.join(self.fields)}")
-        return sorted(value for value in pc.unique(self._items.column(field)).to_pylist() if value is not None)
-
-    def item(self, item_id: str) -> dict[str, str | None]:
-        """Metadata of one item (every field; ``None`` where the catalogue recorded no value).
-
-        Raises:
-            CatalogueIndexError: ``item_id`` is not in the index.
-        """
-        row = self._rows_of([item_id], strict=True)
-        record: dict[str, str | None] = self._items.slice(int(row[0]), 1).to_pylist()[0]
-        record.pop(ITEM_ID)
-        return record
-
-    @property
     def dim(self) -> int:
         """Vector dimension."""
         return self._dim
@@ -287,9 +240,6 @@ class CatalogueIndex:
     def params(self) -> Params:
         """Resolved index parameters (a copy)."""
         return dict(self._params)
-
-    def __len__(self) -> int:
-        return self._items.num_rows
 
     def info(self) -> dict[str, Any]:
         """Summary for logs and the service: count, dim, metric, kind, params, backend, model id, fields with
@@ -317,8 +267,8 @@ class CatalogueIndex:
         Raises:
             CatalogueIndexError: Bad vectors or metadata, or an ``item_id`` already in the index (nothing is added).
         """
-        prepared = _prepare_vectors(np.asarray(vectors), self._dim, self._metric, "added vectors")
-        items = _prepare_items(metadata, len(prepared))
+        prepared = prepare_vectors(np.asarray(vectors), self._dim, self._metric, "added vectors")
+        items = prepare_items(metadata, len(prepared))
         clash = next((item_id for item_id in items[ITEM_ID].to_pylist() if item_id in self._row_of), None)
         if clash is not None:
             raise CatalogueIndexError(f"item_id {clash!r} is already in the catalogue index")
@@ -363,7 +313,7 @@ class CatalogueIndex:
             CatalogueIndexError: ``k`` < 1, wrong query shape, unknown filter field, or a knob the kind lacks.
         """
         k = positive_int("k", k)
-        prepared = _prepare_vectors(np.asarray(queries), self._dim, self._metric, "queries")
+        prepared = prepare_vectors(np.asarray(queries), self._dim, self._metric, "queries")
         knobs = self._kind.search_knobs(self._params, nprobe, ef)
         accepted = {
             field: [str(value) for value in ([values] if isinstance(values, str) else values)]
@@ -447,7 +397,7 @@ class CatalogueIndex:
 
     # ------------------------------------------------------------------------------------------- shared helpers
     def _manifest(self, directory: Path) -> IndexManifest:
-        models = {role: _recorded_path(path, directory.absolute()) for role, path in self._models.items()}
+        models = {role: recorded_path(path, directory.absolute()) for role, path in self._models.items()}
         return IndexManifest(
             self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
             models=models, backend=self.backend, storage=self._storage(directory),
@@ -458,37 +408,6 @@ class CatalogueIndex:
         scores, local = faiss.knn(queries, self._vectors(rows), k, metric=METRICS[self._metric])
         return scores, rows[local]
 
-    def _set_items(self, items: pa.Table) -> None:
-        # A dict answers "which row is item X" in well under a microsecond, where a pandas or Arrow lookup
-        # costs ~0.1-0.5 ms per call at 10^6 items -- paid by every search (exclusions) and search_by_id.
-        self._items = items
-        self._filter = ItemFilter(items)
-        self._row_of = {item_id: row for row, item_id in enumerate(items.column(ITEM_ID).to_pylist())}
-
-    def _rows_of(self, item_ids: Collection[str], strict: bool) -> np.ndarray:
-        """Row numbers of ``item_ids``; unknown ids raise when ``strict`` and are skipped otherwise."""
-        rows = []
-        for item_id in [item_ids] if isinstance(item_ids, str) else item_ids:
-            row = self._row_of.get(item_id)
-            if row is not None:
-                rows.append(row)
-            elif strict:
-                raise CatalogueIndexError(f"item_id {item_id!r} is not in the catalogue index")
-        return np.array(rows, dtype=np.int64)
-
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[SearchHit]]:
-        """Hits from per-query ``scores`` and item ``rows`` (best first; rows of ``-1`` are no hit)."""
-        found = rows >= 0
-        records = iter(self._items.take(rows[found]).to_pylist())  # ~50x faster than pandas .iloc + .to_dict
-        results = []
-        for query_scores, query_found in zip(scores, found, strict=True):
-            hits = []
-            for rank, score in enumerate(query_scores[query_found].tolist(), start=1):
-                metadata = next(records)
-                item_id = metadata.pop(ITEM_ID)
-                hits.append(SearchHit(item_id=item_id, score=score, rank=rank, metadata=metadata))
-            results.append(hits)
-        return results
 
 
 def _backend(name: str) -> type[CatalogueIndex]:
@@ -499,52 +418,9 @@ def _backend(name: str) -> type[CatalogueIndex]:
     return CatalogueIndex._backends[name]
 
 
-def _recorded_path(model: Path, index_dir: Path) -> str:
-    """How ``index.json`` records a model directory: relative when it sits beside the index (the two move
-    together, as ``models/index`` and ``models/embedder`` do), absolute otherwise (the index may move alone)."""
-    relative = os.path.relpath(model, index_dir)
-    return relative if Path(relative).parts.count("..") <= 1 else str(model)
-
-
-def model_fix(recorded: Path | None) -> str:
-    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one."""
+def model_fix(recorded: Path | None, option: str = "--model") -> str:
+    """How to fix an embedding-model mismatch: the index's recorded embedder when it has one, else ``option``
+    (the command line's ``--model``; the service's ``--embedder``)."""
     if recorded is not None:
-        return f"search it with the embedder it records, {recorded} (omit --model, or pass --model {recorded})"
-    return "pass the embedder directory that built it (--model DIR), or rebuild the index with the current model"
-
-
-def _prepare_vectors(array: np.ndarray, dim: int, metric: str, what: str) -> np.ndarray:
-    """Validate ``(n, dim)`` finite vectors as contiguous float32, L2-normalised for ``ip`` (copied only if needed)."""
-    if array.ndim != 2 or array.shape[1] != dim:
-        raise CatalogueIndexError(f"{what} must have shape (n, {dim}) to match the index, got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise CatalogueIndexError(f"{what} must be numeric, got dtype {array.dtype}")
-    prepared = np.ascontiguousarray(array, dtype=np.float32)
-    squared = np.einsum("ij,ij->i", prepared, prepared)  # no (n, d) temporary, unlike np.linalg.norm
-    bad = np.flatnonzero(~np.isfinite(squared) | ((squared == 0) & (metric == "ip")))
-    if len(bad):
-        problem = "zero or non-finite" if metric == "ip" else "non-finite"
-        raise CatalogueIndexError(f"{what} row {int(bad[0])} is {problem} ({len(bad)} such rows)")
-    if metric == "ip" and len(squared) and float(np.abs(squared - 1.0).max()) > 1e-4:
-        prepared = prepared / np.sqrt(squared)[:, None]
-    return prepared
-
-
-def _prepare_items(metadata: pd.DataFrame, n: int) -> pa.Table:
-    """Validate item metadata (``n`` rows, unique non-empty ``item_id``) as an Arrow table of text columns."""
-    if not isinstance(metadata, pd.DataFrame):
-        raise CatalogueIndexError(f"metadata must be a pandas DataFrame, got {type(metadata).__name__}")
-    if ITEM_ID not in metadata.columns:
-        raise CatalogueIndexError(f"metadata has no {ITEM_ID!r} column; columns: {', '.join(map(str, metadata))}")
-    if len(metadata) != n:
-        raise CatalogueIndexError(f"metadata has {len(metadata)} rows but there are {n} vectors")
-    if not all(isinstance(name, str) for name in metadata.columns) or not metadata.columns.is_unique:
-        raise CatalogueIndexError(f"metadata column names must be unique strings, got {list(metadata.columns)}")
-    ids = metadata[ITEM_ID].reset_index(drop=True).astype("string")
-    empty = np.flatnonzero(ids.fillna("").str.strip().eq("").to_numpy(dtype=bool))
-    if len(empty):
-        raise CatalogueIndexError(f"metadata row {int(empty[0])} has an empty {ITEM_ID!r}")
-    duplicated = ids[ids.duplicated()]
-    if len(duplicated):
-        raise CatalogueIndexError(f"metadata {ITEM_ID!r} {duplicated.iloc[0]!r} occurs more than once")
-    return as_item_table(pa.Table.from_pandas(metadata.astype("string"), preserve_index=False))
+        return f"search it with the embedder it records, {recorded} (omit {option}, or pass {option} {recorded})"
+    return f"pass the embedder directory that built it ({option} DIR), or rebuild the index with the current model"

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from fashionlens.errors import CatalogueIndexError
-from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
+from fashionlens.index._items import SearchHit
+from fashionlens.index.catalogue import CatalogueIndex, Storage
 from fashionlens.index.filters import allow_selector, deny_selector
 from fashionlens.index.kinds import Params, get_kind
 from fashionlens.index.store import IndexManifest, read_faiss_files, write_faiss_files

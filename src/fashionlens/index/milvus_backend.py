@@ -17,8 +17,8 @@ field mapping. The index directory keeps ``items.parquet`` as for ``faiss``: hit
 :meth:`CatalogueIndex.add`/``remove`` keep it in step; ``save`` after them (the collection itself changes at once,
 and a load refuses a collection whose size disagrees with ``index.json``).
 
-Filters become Milvus boolean expressions (:func:`expression`) in which every value, field name and item id is a
-string literal escaped by :func:`literal`, so no client-given text can add expression syntax (ids never go through
+Filters become Milvus boolean expressions (:mod:`~fashionlens.index._milvus_expr`) in which every value, field name
+and item id is an escaped string literal, so no client-given text can add expression syntax (ids never go through
 pymilvus' own ``ids=`` arguments, which do not escape). Searches, inserts and deletes use the ``Strong``
 consistency level: a search sees every write acknowledged before it, which is what Milvus Lite offers anyway and
 what a catalogue update followed by a search expects. As for ``faiss``, a filter keeping at most
@@ -36,29 +36,29 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fashionlens.errors import CatalogueIndexError
-from fashionlens.index.catalogue import CatalogueIndex, SearchHit, Storage
+from fashionlens.index._items import SearchHit
+from fashionlens.index._milvus_client import SERVER_SCHEMES, checked_uri, connect, milvus_errors, redacted
+from fashionlens.index._milvus_expr import META, expression, id_filter
+from fashionlens.index.catalogue import CatalogueIndex, Storage
 from fashionlens.index.filters import shown
 from fashionlens.index.kinds import Params
 from fashionlens.index.store import ITEM_ID, MANIFEST_FILE, MILVUS_LITE_DB, IndexManifest, inconsistent
 
-VECTOR, META = "vector", "meta"
+VECTOR = "vector"
 IDENTITY = "fashionlens.identity"
 """Collection property recording the model id, metric and dimension of the vectors (JSON)."""
 FIELDS = "fashionlens.fields"
@@ -73,9 +73,6 @@ BATCH_BYTES = 16 * 2**20
 QUERY_BATCH = 1024
 """Queries per search call, or item ids per vector look-up (Milvus takes at most 16384; smaller batches keep each
 reply small)."""
-CONNECT_TIMEOUT_S = 10.0
-TOKEN_ENV = "FASHIONLENS_MILVUS_TOKEN"
-SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 _INDEX_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "flat": ("FLAT", ()),
@@ -88,37 +85,7 @@ LITE_MISSING = frozenset({"ivfpq"})
 """Kinds whose Milvus index type Milvus Lite 3.2 lacks (its IVF_PQ is "reserved for a future phase")."""
 LITE_KINDS = tuple(kind for kind in _INDEX_TYPES if kind not in LITE_MISSING)
 _METRIC_TYPES = {"ip": "IP", "l2": "L2"}
-_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-
-
-def literal(text: str) -> str:
-    """``text`` as a Milvus expression string literal: double-quoted, with backslash, double quote and line breaks
-    escaped. Everything else, quotes, operators and control characters included, stays inside the literal."""
-    return '"' + text.translate(_ESCAPES) + '"'
-
-
-def expression(filters: dict[str, list[str]], exclude: list[str], fields: dict[str, str] | None = None) -> str:
-    """The Milvus boolean expression for ``filters`` (column -> accepted values, columns already checked) and
-    excluded item ids, ``and``-ed together: ``in`` on ``item_id`` and on the VARCHAR field of a column in ``fields``
-    (column -> field name), an ``or`` group on the JSON ``meta`` key of any other column (Milvus has no ``in`` on
-    JSON keys).
-
-    ``{"gender": ["Men"], "colour": ["Red", "Blue"]}`` with ``exclude=["42"]`` and ``fields={"gender": "f0"}``
-    gives ``f0 in ["Men"] and (meta["colour"] == "Red" or meta["colour"] == "Blue") and item_id not in ["42"]``.
-    """
-    clauses = []
-    for column, values in filters.items():
-        unique = list(dict.fromkeys(values))
-        field = ITEM_ID if column == ITEM_ID else (fields or {}).get(column)
-        if field is not None:
-            clauses.append(f"{field} in [{', '.join(map(literal, unique))}]")
-        else:
-            key = f"{META}[{literal(column)}]"
-            clauses.append("(" + " or ".join(f"{key} == {literal(value)}" for value in unique) + ")")
-    if exclude:
-        clauses.append(f"{ITEM_ID} not in [{', '.join(map(literal, exclude))}]")
-    return " and ".join(clauses)
 
 
 class MilvusCatalogueIndex(CatalogueIndex):
@@ -159,20 +126,20 @@ class MilvusCatalogueIndex(CatalogueIndex):
                 "with Milvus Lite, or a Milvus server (uri http://host:19530)"
             )
         if storage.get("uri"):
-            uri, local = _checked_uri(storage["uri"]), False
+            uri, local = checked_uri(storage["uri"]), False
         else:
             scratch = Path(tempfile.mkdtemp(prefix="fashionlens-milvus-"))
             uri, local = str(scratch / MILVUS_LITE_DB), True
         try:
-            client = _connect(uri)
+            client = connect(uri)
             index = cls(manifest, items, client, uri, collection, local)
             if scratch is not None:  # removed by save(), or with the index if it is never saved
                 index._scratch = scratch
                 weakref.finalize(index, shutil.rmtree, scratch, ignore_errors=True)
-            with _milvus_errors("build", uri):
+            with milvus_errors("build", uri):
                 if client.has_collection(collection):
                     raise CatalogueIndexError(
-                        f"milvus collection {collection!r} already exists at {_redacted(uri)}; a build never "
+                        f"milvus collection {collection!r} already exists at {redacted(uri)}; a build never "
                         "overwrites one: choose another collection name or drop it"
                     )
             try:
@@ -199,7 +166,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
             if not path.exists():
                 raise CatalogueIndexError(f"missing catalogue index file {path}")
             uri = str(path)
-        index = cls(manifest, items, _connect(uri), uri, collection, local)
+        index = cls(manifest, items, connect(uri), uri, collection, local)
         index._check_collection(root, manifest)
         return index
 
@@ -221,8 +188,8 @@ class MilvusCatalogueIndex(CatalogueIndex):
 
     def _reconnect(self, uri: str) -> None:
         """Use the database at ``uri`` (a reopened database starts with its collections released)."""
-        self._client, self._uri = _connect(uri), uri
-        with _milvus_errors("load", uri):
+        self._client, self._uri = connect(uri), uri
+        with milvus_errors("load", uri):
             self._client.load_collection(self._collection)
 
     def _storage(self, directory: Path) -> Storage:
@@ -238,22 +205,22 @@ class MilvusCatalogueIndex(CatalogueIndex):
             self._upload(vectors, items)
         except BaseException:
             with contextlib.suppress(Exception):  # all or nothing: take back the batches that went in
-                self._client.delete(self._collection, filter=_id_filter(items.column(ITEM_ID).to_pylist()))
+                self._client.delete(self._collection, filter=id_filter(items.column(ITEM_ID).to_pylist()))
             raise
 
     def _delete(self, rows: np.ndarray, keep: np.ndarray) -> None:
         ids = self._items.column(ITEM_ID).take(pa.array(rows)).to_pylist()
-        with _milvus_errors("delete", self._uri):
-            self._client.delete(self._collection, filter=_id_filter(ids), consistency_level=CONSISTENCY)
+        with milvus_errors("delete", self._uri):
+            self._client.delete(self._collection, filter=id_filter(ids), consistency_level=CONSISTENCY)
 
     def _vectors(self, rows: np.ndarray) -> np.ndarray:
         ids = self._items.column(ITEM_ID).take(pa.array(rows, type=pa.int64())).to_pylist()
         found: dict[str, Any] = {}
         for start in range(0, len(ids), QUERY_BATCH):
-            with _milvus_errors("get", self._uri):
+            with milvus_errors("get", self._uri):
                 for entity in self._client.query(
                     self._collection,
-                    filter=_id_filter(ids[start : start + QUERY_BATCH]),
+                    filter=id_filter(ids[start : start + QUERY_BATCH]),
                     output_fields=[VECTOR],
                     consistency_level=CONSISTENCY,
                 ):
@@ -290,7 +257,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         for start in range(0, len(queries), QUERY_BATCH):
             batch = queries[start : start + QUERY_BATCH]
-            with _milvus_errors("search", self._uri):
+            with milvus_errors("search", self._uri):
                 results = self._client.search(
                     self._collection,
                     data=batch,
@@ -327,7 +294,7 @@ class MilvusCatalogueIndex(CatalogueIndex):
 
         client = self._client
         self._fields = {column: f"f{i}" for i, column in enumerate(self._items.column_names[1:])}
-        with _milvus_errors("create collection", self._uri):
+        with milvus_errors("create collection", self._uri):
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field(ITEM_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
             schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
@@ -379,11 +346,11 @@ class MilvusCatalogueIndex(CatalogueIndex):
                     strict=True,
                 )
             ]
-            with _milvus_errors("insert", self._uri):
+            with milvus_errors("insert", self._uri):
                 self._client.insert(self._collection, rows)
         # Seal the new rows into segments, which starts building their vector index (in the background: until it
         # is built, Milvus searches those segments by brute force, exactly but slower).
-        with _milvus_errors("flush", self._uri):
+        with milvus_errors("flush", self._uri):
             self._client.flush(self._collection)
 
     def _identity(self) -> dict[str, Any]:
@@ -391,8 +358,8 @@ class MilvusCatalogueIndex(CatalogueIndex):
 
     def _check_collection(self, root: Path, manifest: IndexManifest) -> None:
         """Refuse a missing collection, one made by another embedder or metric, or one whose size disagrees."""
-        where = f"milvus collection {self._collection!r} at {_redacted(self._uri)}"
-        with _milvus_errors("load", self._uri):
+        where = f"milvus collection {self._collection!r} at {redacted(self._uri)}"
+        with milvus_errors("load", self._uri):
             if not self._client.has_collection(self._collection):
                 raise CatalogueIndexError(f"{where} not found; rebuild the index {root}")
             properties = self._client.describe_collection(self._collection).get("properties") or {}
@@ -415,66 +382,3 @@ class MilvusCatalogueIndex(CatalogueIndex):
             )[0]["count(*)"]
         if count != manifest.count:
             inconsistent(Path(f"{where}"), f"holds {count} vectors", manifest)
-
-
-def _id_filter(item_ids: list[str]) -> str:
-    # Not the client's ``ids=`` argument: pymilvus 3.0 pastes string ids into its expression between single
-    # quotes without escaping them, so an id such as ``' or 1==1 or '`` would select (or delete) other rows.
-    return expression({ITEM_ID: item_ids}, [])
-
-
-def _checked_uri(uri: str) -> str:
-    """A server URL as given, or a Milvus Lite path (``.db``) made absolute (so that ``index.json`` stays right
-    wherever the directory is opened from)."""
-    if uri.startswith(SERVER_SCHEMES):
-        return uri
-    if "://" in uri or not uri.endswith(".db"):
-        raise CatalogueIndexError(
-            f"milvus uri {shown(uri)} must be a Milvus Lite path ending in .db or a server URL "
-            "(http://host:19530, https://..., tcp://..., unix:...)"
-        )
-    return str(Path(uri).expanduser().resolve())
-
-
-def _connect(uri: str) -> Any:
-    """A ``MilvusClient`` for ``uri`` (a Lite path or a server), or a one-line error naming the uri."""
-    pymilvus = _pymilvus()
-    with _milvus_errors("connect", uri):
-        return pymilvus.MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""), timeout=CONNECT_TIMEOUT_S)
-
-
-def _pymilvus() -> Any:
-    try:
-        import pymilvus
-    except ImportError as error:
-        raise CatalogueIndexError(
-            "the milvus backend needs pymilvus and milvus-lite: pip install 'fashionlens[milvus]'"
-        ) from error
-    # pymilvus logs every failed call with its traceback before raising; the error is raised to the caller as a
-    # one-line CatalogueIndexError, so the log would only put a traceback on a user's terminal. Likewise Milvus
-    # Lite's in-process gRPC server logs a traceback for each call it does not implement (pymilvus asks it for a
-    # timestamp while waiting for an index, then carries on without one).
-    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    return pymilvus
-
-
-@contextlib.contextmanager
-def _milvus_errors(what: str, uri: str) -> Iterator[None]:
-    """Turn Milvus client errors (server unreachable, bad request...) into a one-line :class:`CatalogueIndexError`."""
-    from pymilvus.exceptions import MilvusException
-
-    try:
-        yield
-    except (MilvusException, OSError, RuntimeError, ValueError, TypeError) as error:
-        message = getattr(error, "message", None) or str(error)
-        first = " ".join(str(message).split())[:300]
-        raise CatalogueIndexError(f"milvus {what} at {_redacted(uri)} failed: {first}") from error
-
-
-def _redacted(uri: str) -> str:
-    """``uri`` without a ``user:password@`` part, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()

@@ -218,3 +218,10 @@ def inconsistent(path: Path, found: str, manifest: IndexManifest) -> NoReturn:
         f"catalogue index file {path} {found}, but {MANIFEST_FILE} says {manifest.count} {manifest.metric} vectors "
         f"of dimension {manifest.dim}; rebuild the index"
     )
+
+
+def recorded_path(model: Path, index_dir: Path) -> str:
+    """How ``index.json`` records a model directory: relative when it sits beside the index (the two move
+    together, as ``models/index`` and ``models/embedder`` do), absolute otherwise (the index may move alone)."""
+    relative = os.path.relpath(model, index_dir)
+    return relative if Path(relative).parts.count("..") <= 1 else str(model)

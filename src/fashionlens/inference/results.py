@@ -97,13 +97,13 @@ def catalogue_index_from_shards(directory: str | Path, embedder: Embedder, manif
                                 storage: Mapping[str, str] | None = None, **params: int) -> CatalogueIndex:
     """The catalogue index of ``manifest`` from the embeddings of a finished job (no image is read again).
 
-    The same as :func:`fashionlens.tasks.retrieval.build_catalogue_index`, with the vectors taken from the shards.
+    The same as :func:`fashionlens.catalogue.build_catalogue_index`, with the vectors taken from the shards.
 
     Raises:
         DataError: The shards were made by another model or for another manifest.
     """
+    from fashionlens.catalogue import index_catalogue
     from fashionlens.inference.shards import manifest_hash
-    from fashionlens.tasks.retrieval import index_catalogue
 
     arrays = _arrays_of(directory, "embed")
     made_by = arrays.record["model"].get("model_id")

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from fashionlens.catalogue import build_catalogue_index
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
@@ -26,12 +27,12 @@ from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, ev
 from fashionlens.tasks.retrieval import (
     Embedder,
     RetrievalConfig,
-    build_catalogue_index,
     catalogue_metadata,
     evaluate_similar_items,
+    evaluate_street_search,
+    index_search,
     train_cross_domain_embedder,
 )
-from fashionlens.tasks.street_eval import evaluate_street_search, index_search
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, evaluate_predictions, train_tagger
 
 SPLIT_SEED = 0

@@ -44,6 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fashionlens.catalogue import parse_filters
 from fashionlens.data.crops import CROP_HELP, CropSpec
 from fashionlens.data.images import DecodeLimits, load_image
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, FashionlensError, ImageError
@@ -56,7 +57,8 @@ from fashionlens.service.batching import (
     MicroBatcher,
     QueueFullError,
 )
-from fashionlens.service.pipeline import ComponentMissingError, Job, Pipeline, UnknownItemError, search_tasks
+from fashionlens.service.jobs import ComponentMissingError, Job, UnknownItemError, search_tasks
+from fashionlens.service.pipeline import Pipeline
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
@@ -196,7 +198,7 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
         box of the photo was searched (pixels of the upright image) and whether ``auto`` found no garment and fell
         back to the whole photo (``fallback``, with the ``reason``)."""
         pipeline.require("search")
-        filters = pipeline.parse_filters(filter)
+        filters = parse_filters(filter, pipeline.index)
         try:
             spec = CropSpec.parse(crop)
         except ConfigError as error:
@@ -212,7 +214,7 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
                       ) -> JSONResponse:
         """The ``k`` catalogue items most similar to catalogue item ``item_id`` (never itself)."""
         pipeline.require("similar")
-        filters = pipeline.parse_filters(filter)
+        filters = parse_filters(filter, pipeline.index)
         return JSONResponse(_with_image_urls(await run_in_threadpool(pipeline.similar, item_id, k, filters)))
 
     @app.get("/v1/items/{item_id:path}/image", tags=["catalogue"], responses=_ERRORS,

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from fashionlens.data.images import decode_image
-from fashionlens.data.readers import download
+from fashionlens.data.readers import _http, download
 from fashionlens.data.readers.download import (
     MAX_ID_LENGTH,
     download_images,
@@ -288,7 +288,7 @@ def test_retry_after_is_capped_and_bounded_by_the_deadline(server: _Server, tmp_
     report = download_images(_items(server, tmp_path, "429-long.jpg"), retries=1, deadline=5, progress=False)
     assert "no time left for a retry within the 5 s deadline" in report.failures[0].error
     assert server.requests["/429-long.jpg"] == 1  # did not sit out the hour either
-    monkeypatch.setattr(download, "RETRY_AFTER_CAP", 0.1)
+    monkeypatch.setattr(_http, "RETRY_AFTER_CAP", 0.1)
     report = download_images(_items(server, tmp_path, "429-long.jpg"), retries=1, deadline=5, progress=False)
     assert report.downloaded == 1
 
@@ -392,8 +392,8 @@ def test_transient_and_permanent_network_errors() -> None:
     permanent = [ssl.SSLCertVerificationError("certificate verify failed"),
                  urllib.error.URLError(ssl.SSLCertVerificationError("certificate verify failed")),
                  socket.gaierror(socket.EAI_NONAME, "unknown host"), OSError("no space left")]
-    assert all(download._transient(error) for error in transient)
-    assert not any(download._transient(error) for error in permanent)
+    assert all(_http._transient(error) for error in transient)
+    assert not any(_http._transient(error) for error in permanent)
 
 
 def test_sniffing() -> None:

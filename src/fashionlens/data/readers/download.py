@@ -11,8 +11,9 @@ input. So:
   and their waits all count), enforced by closing the connection when it passes;
 * transient failures (timeouts, reset or refused connections, HTTP 408/425/429/5xx, a body shorter than its
   ``Content-Length`` or without its format's end marker) are retried with exponential backoff, or after the
-  server's ``Retry-After`` (capped at :data:`RETRY_AFTER_CAP`); permanent ones (404, a certificate error, not an
-  image, too large) are not;
+  server's ``Retry-After`` (capped at :data:`~fashionlens.data.readers._http.RETRY_AFTER_CAP`); permanent ones
+  (404, a certificate error, not an image, too large) are not (the fetch itself is in
+  :mod:`~fashionlens.data.readers._http`);
 * bytes are checked from their header only -- the format sniffed from magic bytes, the pixel count against the
   decoder's cap (:data:`fashionlens.data.images.MAX_IMAGE_PIXELS`) -- and saved under the extension of their real
   format (a PNG served for ``1.jpg`` is saved as ``1.png``; :func:`downloaded_files` finds a download whatever its
@@ -24,48 +25,29 @@ input. So:
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import functools
 import hashlib
-import http.client
 import io
 import json
 import os
 import re
-import socket
-import ssl
 import struct
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass, field
-from email.message import Message
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fashionlens.data import images as _images
+from fashionlens.data.readers._http import Failed, fetch
 from fashionlens.errors import ConfigError, DataError, ImageError
 from fashionlens.io import atomic_path, write_text
 
-USER_AGENT = "fashionlens-downloader/0.2"
-#: Largest response accepted; product photos are far smaller, anything bigger is not what the list meant.
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-#: Longest wait honoured from a server's ``Retry-After`` (and never past the file's deadline).
-RETRY_AFTER_CAP = 60.0
 #: Longest file name :func:`safe_id` returns (before an extension).
 MAX_ID_LENGTH = 100
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_SCHEMES = ("http", "https")
-_CHUNK = 64 * 1024
 _TAIL = 4096
 
 #: Image formats by magic bytes: (test on the first bytes, extension saved). WebP is RIFF....WEBP.
@@ -151,13 +133,6 @@ class DownloadReport:
         return len(self.failures)
 
 
-class _Failed(Exception):
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(" ".join(message.split()))
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class _Options:
     root: Path | None
@@ -187,7 +162,7 @@ def download_images(items: Iterable[tuple[str, str | Path]], *, root: str | Path
         timeout: Seconds a server may stay silent (connecting, or between bytes) before an attempt fails.
         deadline: Seconds one file may take in all: attempts, redirects, retries and the waits between them.
         backoff: Seconds before the first retry, doubled on each further retry (a server's ``Retry-After``, capped at
-            :data:`RETRY_AFTER_CAP`, replaces it).
+            :data:`~fashionlens.data.readers._http.RETRY_AFTER_CAP`, replaces it).
         max_side: Shrink images whose long side is larger to this many pixels before saving (re-encoded in their own
             format), to save disk when the originals are far larger than training needs.
         failures_path: JSON-lines file rewritten with this run's failures (``url``, ``path``, ``error``); feed it to
@@ -217,7 +192,7 @@ def download_images(items: Iterable[tuple[str, str | Path]], *, root: str | Path
                     report.downloaded += 1
                 else:
                     report.skipped += 1
-            except _Failed as error:
+            except Failed as error:
                 report.failures.append(DownloadFailure(url, str(path), str(error)))
             bar.update(task, advance=1, description=f"downloading ({report.failed} failed)")
     if failures_path is not None:
@@ -267,11 +242,11 @@ def _bounded_map(function: Callable[[str, Path], bool], items: Iterable[tuple[st
 
 
 def _download(url: str, path: Path, *, options: _Options) -> bool:
-    """Fetch one item: True when downloaded, False when already done; raises :class:`_Failed`."""
+    """Fetch one item: True when downloaded, False when already done; raises :class:`Failed`."""
     if options.root is not None:
         resolved = path.expanduser().resolve()
         if resolved == options.root or not resolved.is_relative_to(options.root):
-            raise _Failed(f"destination {path} is outside the download folder {options.root}", retryable=False)
+            raise Failed(f"destination {path} is outside the download folder {options.root}", retryable=False)
         path = resolved
     if _present(path) is not None:
         return False
@@ -279,16 +254,16 @@ def _download(url: str, path: Path, *, options: _Options) -> bool:
     attempt = 0
     while True:
         try:
-            data = _fetch(url, options.timeout, end, options.deadline)
+            data = fetch(url, options.timeout, end, options.deadline)
             extension = _check(data, url)
             break
-        except _Failed as error:
+        except Failed as error:
             remaining = end - time.monotonic()
             pause = error.retry_after if error.retry_after is not None else options.backoff * 2**attempt
             if not error.retryable or attempt >= options.retries:
                 raise
             if pause >= remaining:
-                raise _Failed(f"{error}; no time left for a retry within the {options.deadline:g} s deadline",
+                raise Failed(f"{error}; no time left for a retry within the {options.deadline:g} s deadline",
                               retryable=False) from error
             time.sleep(pause)
             attempt += 1
@@ -303,7 +278,7 @@ def _download(url: str, path: Path, *, options: _Options) -> bool:
             if stale != target:
                 stale.unlink(missing_ok=True)
     except (OSError, ValueError) as error:
-        raise _Failed(f"cannot write {target}: {error}", retryable=False) from error
+        raise Failed(f"cannot write {target}: {error}", retryable=False) from error
     return True
 
 
@@ -311,7 +286,7 @@ def _write_shrunk(data: bytes, url: str, tmp: Path, extension: str, max_side: in
     try:
         image = _images.decode_image(data, source=url)
     except ImageError as error:
-        raise _Failed(str(error), retryable=False) from error
+        raise Failed(str(error), retryable=False) from error
     if max(image.size) <= max_side:
         tmp.write_bytes(data)
         return
@@ -378,9 +353,9 @@ def _check(data: bytes, url: str) -> str:
     the decoder's pixel cap (nothing is decoded)."""
     extension = sniff_extension(data[:32])
     if extension is None:
-        raise _Failed(f"not an image (unrecognised format): {url[:200]}", retryable=False)
+        raise Failed(f"not an image (unrecognised format): {url[:200]}", retryable=False)
     if not _complete(data[:32], data[-_TAIL:], len(data)):
-        raise _Failed(f"incomplete {extension[1:].upper()} data ({len(data)} bytes): {url[:200]}", retryable=True)
+        raise Failed(f"incomplete {extension[1:].upper()} data ({len(data)} bytes): {url[:200]}", retryable=True)
     cap = _images.MAX_IMAGE_PIXELS
     try:
         # Reads the header only. (No warnings.catch_warnings here: it is not thread-safe; PIL's bomb warning between
@@ -388,167 +363,9 @@ def _check(data: bytes, url: str) -> str:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _Failed(f"image too large (over {cap} pixels): {url[:200]}", retryable=False) from None
+        raise Failed(f"image too large (over {cap} pixels): {url[:200]}", retryable=False) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise _Failed(f"not an image ({error}): {url[:200]}", retryable=False) from error
+        raise Failed(f"not an image ({error}): {url[:200]}", retryable=False) from error
     if width * height > cap:
-        raise _Failed(f"image too large ({width}x{height} pixels, limit {cap}): {url[:200]}", retryable=False)
+        raise Failed(f"image too large ({width}x{height} pixels, limit {cap}): {url[:200]}", retryable=False)
     return extension
-
-
-def _fetch(url: str, timeout: float, end: float, deadline: float) -> bytes:
-    """The body of ``url``, read before ``end`` (monotonic time); raises :class:`_Failed`."""
-    if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
-        raise _Failed(f"not an http(s) URL: {url[:200]}", retryable=False)
-    remaining = end - time.monotonic()
-    if remaining <= 0:
-        raise _Failed(f"deadline of {deadline:g} s passed", retryable=False)
-    watchdog = _Watchdog(end)
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-    received = 0
-    try:
-        with _opener(watchdog).open(request, timeout=min(timeout, remaining)) as response:
-            expected = _content_length(response.headers)
-            if expected is not None and expected > MAX_DOWNLOAD_BYTES:
-                raise _Failed(f"response of {expected} bytes is larger than {MAX_DOWNLOAD_BYTES}", retryable=False)
-            chunks = []
-            while chunk := response.read1(_CHUNK):  # one socket read at a time: a slow drip meets the deadline
-                received += len(chunk)
-                if received > MAX_DOWNLOAD_BYTES:
-                    raise _Failed(f"response larger than {MAX_DOWNLOAD_BYTES} bytes", retryable=False)
-                chunks.append(chunk)
-                if time.monotonic() >= end:
-                    break
-    except urllib.error.HTTPError as error:
-        error.close()
-        if watchdog.fired:
-            raise _Failed(f"deadline of {deadline:g} s passed", retryable=False) from error
-        retry_after = _retry_after(error.headers) if error.code in (429, 503) else None
-        raise _Failed(f"HTTP {error.code} {error.reason}", retryable=error.code in _RETRY_STATUSES,
-                      retry_after=retry_after) from error
-    except _Failed:
-        raise
-    except (OSError, http.client.HTTPException) as error:
-        if watchdog.fired or time.monotonic() >= end:
-            raise _Failed(f"deadline of {deadline:g} s passed ({received} bytes received)", retryable=False) from error
-        raise _Failed(f"{type(error).__name__}: {error}", retryable=_transient(error)) from error
-    except ValueError as error:
-        raise _Failed(f"invalid URL {url[:200]}: {error}", retryable=False) from error
-    finally:
-        watchdog.cancel()
-    if watchdog.fired or time.monotonic() >= end:
-        raise _Failed(f"deadline of {deadline:g} s passed ({received} bytes received)", retryable=False)
-    if expected is not None and received != expected:
-        raise _Failed(f"body cut short: {received} of {expected} bytes", retryable=True)
-    return b"".join(chunks)
-
-
-def _content_length(headers: Message) -> int | None:
-    value = headers.get("Content-Length")
-    try:
-        return int(value) if value is not None and int(value) >= 0 else None
-    except ValueError:
-        return None
-
-
-def _retry_after(headers: Message | None) -> float | None:
-    """Seconds a ``Retry-After`` header (seconds or an HTTP date) asks for, capped at :data:`RETRY_AFTER_CAP`."""
-    value = headers.get("Retry-After", "").strip() if headers is not None else ""
-    if not value:
-        return None
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
-
-
-def _transient(error: BaseException) -> bool:
-    """Whether a network error may go away on its own: timeouts, dropped or refused connections, a cut-off
-    body, a temporary DNS failure. Certificate errors, unknown hosts and protocol errors are permanent."""
-    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
-        error = error.reason
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return False
-    if isinstance(error, socket.gaierror):
-        return error.errno == socket.EAI_AGAIN
-    return isinstance(error, (TimeoutError, ConnectionError, http.client.IncompleteRead))
-
-
-class _Watchdog:
-    """Shuts down a download's connections at its deadline, which ends any read blocked on them."""
-
-    def __init__(self, end: float) -> None:
-        self.end = end
-        self.fired = False
-        self._timers: list[threading.Timer] = []
-
-    def arm(self, sock: socket.socket) -> None:
-        timer = threading.Timer(max(0.0, self.end - time.monotonic()), self._fire, (sock,))
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
-
-    def _fire(self, sock: socket.socket) -> None:
-        self.fired = True
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-
-
-class _Armed(http.client.HTTPConnection):
-    """A connection that hands each socket it opens to the download's watchdog."""
-
-    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._watchdog = watchdog
-
-    def connect(self) -> None:
-        super().connect()
-        self._watchdog.arm(self.sock)
-
-
-class _ArmedHTTPS(_Armed, http.client.HTTPSConnection):
-    """HTTPS connection armed like :class:`_Armed` (its ``connect`` wraps the socket in TLS first)."""
-
-
-class _ArmedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens ``http``/``https`` URLs over connections armed with ``watchdog``."""
-
-    def __init__(self, watchdog: _Watchdog) -> None:
-        urllib.request.HTTPSHandler.__init__(self)
-        self._watchdog = watchdog
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_Armed, watchdog=self._watchdog), req)
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_ArmedHTTPS, watchdog=self._watchdog), req)
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follows at most five redirects, to ``http``/``https`` URLs only (urllib's own also follows ``ftp://``)."""
-
-    max_redirections = 5
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: http.client.HTTPMessage,
-                         newurl: str) -> urllib.request.Request | None:
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in _SCHEMES:
-            raise _Failed(f"redirect to a non-http(s) URL refused: {newurl[:200]}", retryable=False)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
-    """An opener for http(s) only (no ``file:``, ``ftp:`` or ``data:`` handler), armed with ``watchdog``."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), _ArmedHandler(watchdog), _Redirects(),
-                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fashionlens.data.domains import DomainMapping
-from fashionlens.data.records import Manifest
+from fashionlens.data.records import CLASS_PREFIX, META_PREFIX, Manifest
 from fashionlens.errors import DataError
 from fashionlens.index import CatalogueIndex
 from fashionlens.metrics import retrieval_metrics
@@ -34,6 +35,28 @@ SearchFn = Callable[[Manifest], Sequence[Sequence[str]]]
 """A search method under evaluation: query photos → for each, catalogue item ids, best first."""
 
 LEVELS = ("category", "category+colour")
+
+
+def catalogue_metadata(manifest: Manifest) -> pd.DataFrame:
+    """One index row per image: a unique ``item_id`` key and the filterable fields.
+
+    The key is the row's ``item_id`` (the file name stem when empty); an item with several images gets
+    ``<item_id>#<n>`` keys, and ``product_id`` always holds the plain ``item_id``. Class heads and ``meta:`` fields
+    become fields by their bare names (``articleType``, ``gender``...), as does ``path``.
+    """
+    frame = manifest.frame
+    product = frame["item_id"].where(frame["item_id"] != "", frame["path"].map(lambda p: Path(p).stem))
+    occurrence = product.groupby(product).cumcount()
+    repeated = product.map(product.value_counts()) > 1
+    key = product.where(~repeated, product + "#" + occurrence.astype(str))
+    metadata = pd.DataFrame({"item_id": key, "product_id": product, "path": frame["path"]})
+    for column in frame.columns:
+        name = str(column)
+        for prefix in (CLASS_PREFIX, META_PREFIX):
+            bare = name.removeprefix(prefix)
+            if name.startswith(prefix) and bare not in metadata.columns:
+                metadata[bare] = frame[column].astype("string")
+    return metadata
 
 
 def street_queries(street: Manifest, mapping: DomainMapping, split: str | None = "test") -> Manifest:

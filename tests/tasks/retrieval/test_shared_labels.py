@@ -9,7 +9,7 @@ import pytest
 from fashionlens.data.domains import DomainMapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.tasks.shared_space import HEADS, SharedSpaceSampler, shared_labels
+from fashionlens.tasks.retrieval.shared_labels import HEADS, SharedSpaceSampler, shared_labels
 
 MAPPING = DomainMapping.from_dict({
     "street": {"category": "category"}, "catalogue": {"category": "articleType", "colour": "baseColour"},

@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fashionlens.catalogue import build_catalogue_index, similar_items
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
@@ -34,20 +35,20 @@ from fashionlens.errors import DataError
 from fashionlens.index import CatalogueIndex
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
-from fashionlens.tasks.attribute_search import AttributeSteering, attribute_search
 from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyConfig, evaluate_hierarchy, train_hierarchy
-from fashionlens.tasks.localised import localised_search
 from fashionlens.tasks.retrieval import (
+    AttributeSteering,
     Embedder,
     RetrievalConfig,
-    build_catalogue_index,
+    attribute_search,
     catalogue_metadata,
     evaluate_similar_items,
-    similar_items,
+    evaluate_street_search,
+    index_search,
+    localised_search,
     train_cross_domain_embedder,
 )
-from fashionlens.tasks.street_eval import evaluate_street_search, index_search
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, evaluate_predictions, train_tagger, write_report
 
 #: What a positive means for the Clothing Attributes tags whose name does not say it (the dataset's README: gender

@@ -27,22 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fashionlens.data.crops import CropSpec
 from fashionlens.data.domains import DomainMapping, load_domain_mapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.index import CatalogueIndex, Filters, SearchHit
-from fashionlens.tasks.common import manifest_of_paths
+from fashionlens.index import CatalogueIndex, SearchHit
 from fashionlens.tasks.labels import LabelSpace
-from fashionlens.tasks.localised import QueryCrop
-from fashionlens.tasks.retrieval import Embedder, search_images
-from fashionlens.tasks.street_eval import SearchFn
+from fashionlens.tasks.retrieval.street_eval import SearchFn
 from fashionlens.tasks.tagging import Predictions, TagPredictor
 
 ATTRIBUTE_MODES = ("auto", "off")
@@ -205,7 +200,7 @@ class AttributeSteering:
 # ---------------------------------------------------------------------------------------------------------- evaluation
 def attribute_search(base: SearchFn, predict: Callable[[Manifest], Predictions], steering: AttributeSteering,
                      catalogue: pd.DataFrame, k: int = 10) -> SearchFn:
-    """A search method that re-ranks another one's lists (for :func:`~fashionlens.tasks.street_eval.
+    """A search method that re-ranks another one's lists (for :func:`~fashionlens.tasks.retrieval.street_eval.
     evaluate_street_search`).
 
     Args:
@@ -242,22 +237,6 @@ def attribute_search(base: SearchFn, predict: Callable[[Manifest], Predictions],
     return search
 
 
-# ---------------------------------------------------------------------------------------------------------- photos
-@dataclass
-class SteeredResults:
-    """Hits of photo queries and what steered them.
-
-    Attributes:
-        hits: Per query, the hits best first.
-        attributes: Per query, the :meth:`QueryAttributes.describe` summary (``None`` when not steered).
-        note: Why attribute steering was off although ``auto`` was asked (``None`` otherwise).
-    """
-
-    hits: list[list[SearchHit]]
-    attributes: list[dict[str, Any]] | None = None
-    note: str | None = None
-
-
 def steering_for_index(index: CatalogueIndex, tagger: TagPredictor | None, mapping: DomainMapping | None = None,
                        weights: AttributeWeights = DEFAULT_WEIGHTS,
                        source: str = "the tagger") -> tuple[AttributeSteering | None, str | None]:
@@ -280,44 +259,3 @@ def steering_for_index(index: CatalogueIndex, tagger: TagPredictor | None, mappi
                       f"(domain mapping {steering.mapping.source} maps to them)")
     steering.check_catalogue({name: index.values(name) for name in fields})
     return steering, None
-
-
-def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str | Path], k: int = 10,
-                  filters: Filters | None = None, tagger: TagPredictor | None = None, attributes: str = "auto",
-                  mapping: DomainMapping | None = None, weights: AttributeWeights = DEFAULT_WEIGHTS,
-                  runtime: str | None = None,
-                  crop: str | CropSpec | Sequence[QueryCrop] = "auto") -> SteeredResults:
-    """Top-``k`` catalogue items for each photo, steered by the tagger's attributes when ``attributes='auto'``.
-
-    Args:
-        index: The catalogue index.
-        embedder: The model that built it.
-        paths: Query photos.
-        k: Results per photo.
-        filters: Field filters applied inside the index search.
-        tagger: Attribute tagger (``None``: unsteered, with a note).
-        attributes: ``auto`` or ``off`` (plain :func:`~fashionlens.tasks.retrieval.search_images`).
-        mapping: Street → catalogue labels (``None``: the shipped mapping).
-        weights: Re-ranking knobs.
-        runtime: Where the tagger's backbone runs (``None``: its config's).
-        crop: What of each photo the embedder searches with (see
-            :func:`~fashionlens.tasks.retrieval.search_images`); the tagger always sees the whole photo.
-
-    Raises:
-        ConfigError: Unknown ``attributes`` mode, or a tagger without the mapped categories.
-        DataError: The mapping names a value the index lacks.
-        ImageError: A photo cannot be decoded (named).
-        CatalogueIndexError: As :func:`~fashionlens.tasks.retrieval.search_images`.
-    """
-    if attributes not in ATTRIBUTE_MODES:
-        raise ConfigError(f"unknown attributes mode '{attributes}'; use one of {ATTRIBUTE_MODES}")
-    if attributes == "off":
-        return SteeredResults(search_images(index, embedder, paths, k, filters, crop))
-    steering, note = steering_for_index(index, tagger, mapping, weights)
-    if steering is None:
-        return SteeredResults(search_images(index, embedder, paths, k, filters, crop), note=note)
-    assert tagger is not None
-    hits = search_images(index, embedder, paths, max(k, min(weights.shortlist, len(index))), filters, crop)
-    predictions = tagger.predict(manifest_of_paths(paths), show_progress=False, runtime=runtime)
-    described = [a.describe(steering.mapping, steering.weights) for a in steering.attributes(predictions)]
-    return SteeredResults(steering.steer(hits, predictions, k), described)

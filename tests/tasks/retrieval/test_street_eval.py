@@ -9,7 +9,7 @@ import pytest
 from fashionlens.data.domains import DomainMapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import DataError
-from fashionlens.tasks.street_eval import StreetRelevance, evaluate_street_search, street_queries
+from fashionlens.tasks.retrieval import StreetRelevance, catalogue_metadata, evaluate_street_search, street_queries
 
 MAPPING = DomainMapping.from_dict({
     "street": {"category": "category"}, "catalogue": {"category": "articleType", "colour": "baseColour"},
@@ -68,3 +68,13 @@ def test_perfect_search_scores_one_and_foreign_ids_fail() -> None:
 def test_catalogue_lacking_a_mapped_value_is_refused() -> None:
     with pytest.raises(DataError, match="'Tunics'"):
         StreetRelevance.build(street_queries(street(), MAPPING, None), CATALOGUE[CATALOGUE.item_id != "t1"], MAPPING)
+
+
+def test_catalogue_keys_are_unique_and_fields_are_bare_names() -> None:
+    manifest = Manifest(pd.DataFrame({"path": ["/a/x1.jpg", "/a/x2.jpg", "/a/y.jpg", "/a/loose.jpg"],
+                                      "item_id": ["x", "x", "y", ""], "class:articleType": ["Tops", "Tops", "Bags", ""],
+                                      "meta:year": ["2011", "2012", "2013", ""]}))
+    metadata = catalogue_metadata(manifest)
+    assert metadata["item_id"].tolist() == ["x#0", "x#1", "y", "loose"]
+    assert metadata["product_id"].tolist() == ["x", "x", "y", "loose"]
+    assert metadata["articleType"].tolist()[:3] == ["Tops", "Tops", "Bags"] and "year" in metadata

@@ -32,7 +32,7 @@ from torch.utils.data import Sampler
 from fashionlens.data.domains import DomainMapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.tasks.triplets import TripletBatch
+from fashionlens.tasks.retrieval.triplets import TripletBatch
 
 HEADS = ("category", "colour", "fine")
 """The shared label heads, in the column order of :attr:`SharedLabels.codes`."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fashionlens.errors import ConfigError, DataError
-from fashionlens.tasks.triplets import (
+from fashionlens.tasks.retrieval.triplets import (
     ClassBalancedSampler,
     PaperTripletSampler,
     encode,

@@ -14,7 +14,7 @@ from fashionlens.data.records import BBOX_COLUMNS, Manifest
 from fashionlens.errors import ConfigError, DataError, ImageError
 from fashionlens.index import CatalogueIndex, SearchHit
 from fashionlens.models.localiser import GarmentLocaliser
-from fashionlens.tasks.localised import (
+from fashionlens.tasks.retrieval.localised import (
     QueryCrop,
     fuse_embeddings,
     fuse_rankings,

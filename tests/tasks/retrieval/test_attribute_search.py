@@ -10,13 +10,8 @@ from fashionlens.data.domains import DomainMapping
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.index import CatalogueIndex, SearchHit
-from fashionlens.tasks.attribute_search import (
-    AttributeSteering,
-    AttributeWeights,
-    attribute_search,
-    steering_for_index,
-)
 from fashionlens.tasks.labels import LabelSpace
+from fashionlens.tasks.retrieval import AttributeSteering, AttributeWeights, attribute_search, steering_for_index
 from fashionlens.tasks.tagging import Predictions
 
 MAPPING = DomainMapping.from_dict({

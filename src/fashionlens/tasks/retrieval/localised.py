@@ -10,7 +10,7 @@ A query photo is searched through one or more *views*, each a box of it:
 With several views, their hits are fused: ``mean`` averages the views' L2-normalised embeddings into one query (for a
 cosine index) and searches once; ``rrf`` searches each view and merges the rankings by reciprocal-rank fusion
 (Cormack et al. 2009: an item scores ``sum over views of 1 / (60 + rank)``). :func:`localised_search` is the same
-method as a :data:`~fashionlens.tasks.street_eval.SearchFn` for the real street-to-shop evaluation.
+method as a :data:`~fashionlens.tasks.retrieval.street_eval.SearchFn` for the real street-to-shop evaluation.
 
 The embedding step is a callable from a manifest (whose ``bbox_*`` columns hold each view's box) to vectors, e.g.
 :meth:`~fashionlens.tasks.retrieval.Embedder.embed`, so this module does not depend on how embedders are made.
@@ -207,8 +207,8 @@ def search_views(index: CatalogueIndex, embed: EmbedFn, paths: Sequence[str | Pa
 def localised_search(index: CatalogueIndex, embed: EmbedFn, localiser: GarmentLocaliser | None = None,
                      crop: str | CropSpec = "auto", views: Sequence[str] = DEFAULT_VIEWS, fusion: str = "mean",
                      k: int = 10) -> Callable[[Manifest], list[list[str]]]:
-    """The search method for :func:`~fashionlens.tasks.street_eval.evaluate_street_search`: each query photo is
-    cropped as ``crop`` says (the localiser's garment box for ``auto``), searched through ``views`` and fused.
+    """The search method for :func:`~fashionlens.tasks.retrieval.street_eval.evaluate_street_search`: each query
+    photo is cropped as ``crop`` says (the localiser's garment box for ``auto``), searched through ``views`` and fused.
 
     Example::
 
