@@ -12,7 +12,6 @@ same run for the comparison; with ``--lp-ft`` the fine-tune starts from its head
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,7 +24,8 @@ from rich.console import Console
 from fashionlens.config import SHIPPED_CONFIGS, load_config
 from fashionlens.data.readers.fashion_product import read_fashion_product_images
 from fashionlens.data.splits import split_manifest
-from fashionlens.io import run_dir, write_text
+from fashionlens.engine import training_history
+from fashionlens.io import write_text
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
@@ -78,8 +78,7 @@ def main() -> None:
     tuned = HierarchyClassifier.load(args.run_dir)
     for split in ("val", "test"):
         scores[("fine-tuned", split)] = evaluate_hierarchy(tuned, manifest, split)[0].summary
-    history_file = run_dir(args.run_dir) / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    history = training_history(args.run_dir) or []
 
     rows = [{"model": model, "split": split, "top-1": f"{s['top1']:.4f}", "top-3": f"{s['top3']:.4f}",
              "top-5": f"{s['top5']:.4f}", "path acc (consistent)": f"{s['path_acc']:.4f}"}

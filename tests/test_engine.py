@@ -18,7 +18,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fashionlens.engine import EvaluateFn, TrainConfig, Trainer
+from fashionlens.engine import EvaluateFn, TrainConfig, Trainer, training_history
 from fashionlens.errors import ConfigError, ModelError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -407,3 +407,14 @@ def test_channels_last_checkpoints_resume_exactly_and_load_into_a_default_model(
     default_model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     assert all(p.is_contiguous() for p in default_model.parameters())
     assert_same_weights(default_model, resumed_model)
+
+
+def test_training_history_reads_the_run_beside_the_model(tmp_path: Path) -> None:
+    model_dir = tmp_path / "tagger"
+    assert training_history(model_dir) is None  # no run folder: no history, not an error
+    (tmp_path / "tagger.run").mkdir()
+    (tmp_path / "tagger.run" / "history.json").write_text('[{"epoch": 0, "val_loss": 0.5}]')
+    assert training_history(model_dir) == [{"epoch": 0, "val_loss": 0.5}]
+    (tmp_path / "tagger.run" / "history.json").write_text("{broken")
+    with pytest.raises(ModelError, match=r"cannot read the training history .*tagger\.run/history\.json"):
+        training_history(model_dir)

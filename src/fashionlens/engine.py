@@ -26,6 +26,7 @@ into either layout (``load_state_dict`` copies values into each parameter's own 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -43,8 +44,30 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fashionlens import distributed
 from fashionlens.errors import ConfigError, ModelError
-from fashionlens.io import load_torch, plain_values, save_torch, write_json
+from fashionlens.io import load_torch, plain_values, run_dir, save_torch, write_json
 from fashionlens.runtime import resolve_device, seed_everything
+
+HISTORY_FILE = "history.json"
+"""Per-epoch metrics of a run, written into its run folder after every epoch."""
+
+
+def training_history(model_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The per-epoch metrics of the run that trained ``model_dir`` (in :func:`fashionlens.io.run_dir`), or ``None``
+    when that run folder is gone (deleted after training, or the model was copied without it).
+
+    Raises:
+        ModelError: The history file exists but is not a JSON list.
+    """
+    path = run_dir(model_dir) / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ModelError(f"cannot read the training history {path}: {error}") from error
+    if not isinstance(history, list):
+        raise ModelError(f"cannot read the training history {path}: not a list of epochs")
+    return history
 
 LossFn = Callable[[torch.nn.Module, Any, torch.device], torch.Tensor]
 EvaluateFn = Callable[[torch.nn.Module], dict[str, float]]
@@ -330,7 +353,7 @@ class Trainer:
                 self.console.print(f"epoch {epoch + 1}/{self.config.epochs}: {shown}")
                 if self.run_dir is not None:
                     save_torch(self.run_dir / "last.pt", self._checkpoint(epoch, result))
-                    write_json(self.run_dir / "history.json", result.history)
+                    write_json(self.run_dir / HISTORY_FILE, result.history)
                 if patience is not None and stale >= patience:
                     self.console.print(f"early stop: no {self.config.monitor} improvement in {patience} epochs")
                     break

@@ -23,7 +23,7 @@ from fashionlens.cli.common import (
     unpredicted_rows,
     use_runtime,
 )
-from fashionlens.io import run_dir
+from fashionlens.engine import training_history
 
 app = typer.Typer(help="Hierarchical category classification (e.g. masterCategory > subCategory > articleType).",
                   no_args_is_help=True)
@@ -83,8 +83,7 @@ def evaluate(
     if not present:
         raise DataError(f"none of the splits {split} exist in manifest '{manifest.name}'")
     evaluations = [evaluate_hierarchy(classifier, manifest, name)[0] for name in present]
-    history_file = run_dir(model_dir) / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    history = training_history(model_dir)
     path = write_hierarchy_report(report_dir(report, model_dir), classifier, evaluations, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +

@@ -24,7 +24,7 @@ from fashionlens.cli.common import (
     unpredicted_rows,
     use_runtime,
 )
-from fashionlens.io import run_dir
+from fashionlens.engine import training_history
 
 app = typer.Typer(help="Multi-label style / attribute tagging. `fashionlens tag PHOTO...` tags photos with the shipped "
                        "tagger (`tag predict`).", no_args_is_help=True, cls=DefaultPredictGroup)
@@ -88,8 +88,7 @@ def evaluate(
         evaluation, predicted = evaluate_tagger(tagger, manifest, name, beta=beta, focus=focus_labels)
         evaluations.append(evaluation)
         predictions[name], subsets[name] = predicted, manifest.split_subset(name)
-    history_file = run_dir(model_dir) / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    history = training_history(model_dir)
     path = write_report(report_dir(report, model_dir), tagger, evaluations, subsets, predictions, beta, history)
     for evaluation in evaluations:
         console.print(f"[bold]{evaluation.split}[/bold]: " +

@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 
 from fashionlens.data.domains import DomainMapping
 from fashionlens.data.records import Manifest
-from fashionlens.engine import Trainer
 from fashionlens.errors import DataError
 from fashionlens.io import run_dir
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.runtime import resolve_device
+from fashionlens.tasks.common import fit
 from fashionlens.tasks.retrieval.config import SHARED_LOSSES, RetrievalConfig, SharedSpaceConfig
 from fashionlens.tasks.retrieval.model import Embedder
 from fashionlens.tasks.retrieval.ranking import rank_gallery, relevance_keys, score_ranking
@@ -189,9 +189,8 @@ def train_cross_domain_embedder(catalogue: Manifest, street: Manifest, mapping: 
     validation = _shared_validation(config, setup.embed_val, gallery, queries, relevance, similar,
                                     relevance_keys(combined, [mapping.catalogue_category]),
                                     relevance_keys(combined, [mapping.catalogue_category, mapping.catalogue_colour]))
-    trainer = Trainer(_WithProxies(setup.model, objective.head_losses), config.train, objective.loss, validation,
-                      run_dir=run_dir(out_dir) if out_dir else None, console=console, show_progress=show_progress)
-    result = trainer.fit(loader)
-    trained: nn.Module = trainer.model.network  # type: ignore[assignment]
+    with_proxies, result = fit(_WithProxies(setup.model, objective.head_losses), objective.loss, validation, loader,
+                               config.train, run_dir(out_dir) if out_dir else None, console, show_progress)
+    trained: nn.Module = with_proxies.network  # type: ignore[assignment]
     return trained_embedder(trained, config, setup, result, out_dir, console)
 

@@ -19,14 +19,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fashionlens.data.dataset import ManifestImageDataset, collate_skipping
 from fashionlens.data.records import Manifest
 from fashionlens.data.transforms import eval_transform, train_transform
-from fashionlens.engine import Trainer, TrainResult
+from fashionlens.engine import TrainResult
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import run_dir
 from fashionlens.models.backbones import Backbone, build_backbone
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
-from fashionlens.tasks.common import frozen_features, state_fingerprint
+from fashionlens.tasks.common import fit, frozen_features, state_fingerprint
 from fashionlens.tasks.retrieval.config import MINERS, RetrievalConfig, squared_l2
 from fashionlens.tasks.retrieval.model import Embedder
 from fashionlens.tasks.retrieval.ranking import QueryRoles, rank_gallery, relevance_keys, score_ranking
@@ -208,17 +208,16 @@ def train_embedder(manifest: Manifest, config: RetrievalConfig, out_dir: str | P
              else finetune_setup(manifest, config, val_rows, device))
     loader = DataLoader(setup.dataset, sampler=sampler, batch_size=None, num_workers=setup.workers,
                         collate_fn=whole_batch)
-    trainer = Trainer(setup.model, config.train, TripletObjective(config.margin, config.miner, config.swap).loss,
-                      _validation(config, setup.embed_val, roles, keys), run_dir=run_dir(out_dir) if out_dir else None,
-                      console=console, show_progress=show_progress)
-    result = trainer.fit(loader)
-    return trained_embedder(trainer.model, config, setup, result, out_dir, console)
+    trained, result = fit(setup.model, TripletObjective(config.margin, config.miner, config.swap).loss,
+                          _validation(config, setup.embed_val, roles, keys), loader, config.train,
+                          run_dir(out_dir) if out_dir else None, console, show_progress)
+    return trained_embedder(trained, config, setup, result, out_dir, console)
 
 
 def trained_embedder(trained: nn.Module, config: RetrievalConfig, setup: TrainingSetup, result: TrainResult,
                      out_dir: str | Path | None, console: Console) -> Embedder:
-    """The :class:`Embedder` of a trained head (``features``) or network (``finetune``), saved when asked."""
-    trained = trained.cpu().eval()
+    """The :class:`Embedder` of a trained head (``features``) or network (``finetune``; from :func:`fit`, so on the
+    CPU in eval mode), saved when asked."""
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     summary = {**{k: v for k, v in best.items() if k.startswith("val_")}, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "seconds": result.seconds}
