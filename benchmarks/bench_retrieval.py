@@ -38,10 +38,10 @@ from fashionlens.catalogue import build_catalogue_index
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
 from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
+from fashionlens.data.readers.clothing_attributes import POSITIVE_NAMES
 from fashionlens.data.records import Manifest
 from fashionlens.data.splits import split_manifest
 from fashionlens.data.street_view import StreetViewSimulator
-from fashionlens.demo import CLOTHING_POSITIVE_NAMES
 from fashionlens.index import CatalogueIndex
 from fashionlens.io import default_cache_dir
 from fashionlens.models.backbones import BackboneConfig
@@ -190,7 +190,7 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
 
     # The attribute tagger of attribute-aware search: Clothing Attributes TRAIN split only (val picks its epoch and
     # thresholds), so the test photos are unseen; its category probabilities and colour tags steer the hits.
-    tagger_config = TaggingConfig(positive_names=CLOTHING_POSITIVE_NAMES, thresholds=ThresholdConfig(method="val"))
+    tagger_config = TaggingConfig(positive_names=POSITIVE_NAMES, thresholds=ThresholdConfig(method="val"))
     tagger = train_tagger(street, tagger_config, features=frozen_features(street, tagger_config.backbone),
                           console=QUIET, show_progress=False)
 

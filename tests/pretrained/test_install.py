@@ -139,7 +139,7 @@ def test_a_wheel_in_a_fresh_venv_tags_and_classifies_a_photo_without_training(sh
 def test_a_wheel_in_a_fresh_venv_trains_a_tagger_from_a_config_named(shared_data: Path, installed: _Installed) -> None:
     """``tag train -c tagging_clothing_attributes`` finds the config shipped inside the installed package (there is
     no such file where it runs) and writes the model directory; 2 epochs on the frozen features of 40 photos."""
-    from fashionlens.demo import clothing_split
+    from fashionlens.data.standard_splits import clothing_split
 
     here = installed.scratch / "train-here"
     here.mkdir()

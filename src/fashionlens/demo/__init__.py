@@ -5,14 +5,10 @@ then tags, classifies and searches, printing each step's figures and timings.
 """
 
 from fashionlens.demo.end_to_end import (
-    CLOTHING_POSITIVE_NAMES,
     build_manifests,
-    clothing_split,
-    products_split,
     run_demo,
     step,
     street_to_shop,
 )
 
-__all__ = ["CLOTHING_POSITIVE_NAMES", "build_manifests", "clothing_split", "products_split", "run_demo", "step",
-           "street_to_shop"]
+__all__ = ["build_manifests", "run_demo", "step", "street_to_shop"]

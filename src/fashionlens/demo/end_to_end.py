@@ -27,11 +27,9 @@ from rich.table import Table
 from fashionlens.catalogue import build_catalogue_index, similar_items
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
-from fashionlens.data.readers import read_clothing_attributes, read_fashion_product_images
-from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
+from fashionlens.data.readers.clothing_attributes import PAPER_LABELS, POSITIVE_NAMES
 from fashionlens.data.records import Manifest
-from fashionlens.data.splits import split_manifest
-from fashionlens.errors import DataError
+from fashionlens.data.standard_splits import CLOTHING, PRODUCTS, clothing_split, dataset_root, products_split
 from fashionlens.index import CatalogueIndex
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
@@ -51,10 +49,6 @@ from fashionlens.tasks.retrieval import (
 )
 from fashionlens.tasks.tagging import Tagger, TaggingConfig, evaluate_predictions, train_tagger, write_report
 
-#: What a positive means for the Clothing Attributes tags whose name does not say it (the dataset's README: gender
-#: 1 = male, 2 = female; skin exposure 1 = low, 2 = high). The same mapping is in the shipped tagging configs.
-CLOTHING_POSITIVE_NAMES = {"gender": "gender=female", "skin_exposure": "skin_exposure=high"}
-
 
 @contextmanager
 def step(console: Console, title: str, timings: dict[str, float]) -> Iterator[None]:
@@ -66,37 +60,10 @@ def step(console: Console, title: str, timings: dict[str, float]) -> Iterator[No
     console.print(f"[dim]{title}: {timings[title]:.1f} s")
 
 
-def products_split(data: Path, seed: int = 0) -> Manifest:
-    """Fashion Product Images under ``data``, split with ``seed`` stratified on articleType (the demo's split).
-
-    Raises:
-        DataError: The dataset folder is missing.
-    """
-    return split_manifest(read_fashion_product_images(_dataset_root(data, "fashion-product-images")), seed=seed,
-                          stratify="articleType")
-
-
-def clothing_split(data: Path, seed: int = 0) -> Manifest:
-    """Clothing Attributes under ``data``, split with ``seed`` stratified on category (the demo's split).
-
-    Raises:
-        DataError: The dataset folder is missing.
-    """
-    return split_manifest(read_clothing_attributes(_dataset_root(data, "clothing-attributes")), seed=seed,
-                          stratify="category")
-
-
-def _dataset_root(data: Path, name: str) -> Path:
-    root = data / name
-    if not root.is_dir():
-        raise DataError(f"dataset folder not found: {root} (pass --data pointing at the shared data)")
-    return root
-
-
 def build_manifests(data: Path, out: Path, seed: int = 0) -> tuple[Manifest, Manifest]:
     """Seeded, stratified splits of the two shared datasets, saved under ``out/manifests``."""
-    for name in ("fashion-product-images", "clothing-attributes"):  # both named missing before any is read
-        _dataset_root(data, name)
+    for name in (PRODUCTS, CLOTHING):  # both named missing before any is read
+        dataset_root(data, name)
     products, clothing = products_split(data, seed), clothing_split(data, seed)
     products.save(out / "manifests" / "fashion-product-images.parquet")
     clothing.save(out / "manifests" / "clothing-attributes.parquet")
@@ -142,7 +109,7 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
         console.print(f"{len(products) + len(clothing)} images embedded in {time.perf_counter() - start:.1f} s "
                       f"(a second run reads the cache)")
     with step(console, "3. attribute tagger (Clothing Attributes)", timings):
-        config = TaggingConfig(backbone=backbone, positive_names=CLOTHING_POSITIVE_NAMES)
+        config = TaggingConfig(backbone=backbone, positive_names=POSITIVE_NAMES)
         tagger = train_tagger(clothing, config, out / "models" / "tagger", console=quiet, features=clothing_features,
                               show_progress=False)
         method = tagger.metrics["threshold_method"]

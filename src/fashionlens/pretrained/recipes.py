@@ -18,9 +18,9 @@ from rich.console import Console
 from fashionlens.catalogue import build_catalogue_index
 from fashionlens.config import load_config
 from fashionlens.data.domains import load_domain_mapping
-from fashionlens.data.readers.clothing_attributes import PAPER_LABELS
+from fashionlens.data.readers.clothing_attributes import PAPER_LABELS, POSITIVE_NAMES
 from fashionlens.data.records import Manifest
-from fashionlens.demo import CLOTHING_POSITIVE_NAMES, clothing_split, products_split
+from fashionlens.data.standard_splits import clothing_split, products_split
 from fashionlens.errors import ModelError
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyConfig, evaluate_hierarchy, train_hierarchy
@@ -67,7 +67,7 @@ class ClothingTaggerRecipe(Recipe):
         return clothing_split(data, seed=SPLIT_SEED)
 
     def train(self, manifest: Manifest, out: Path) -> Tagger:
-        config = TaggingConfig(backbone=BackboneConfig(), positive_names=dict(CLOTHING_POSITIVE_NAMES))
+        config = TaggingConfig(backbone=BackboneConfig(), positive_names=dict(POSITIVE_NAMES))
         return train_tagger(manifest, config, out, console=_quiet(), show_progress=False)
 
     def evaluate(self, model: Any, manifest: Manifest) -> dict[str, float]:

@@ -24,6 +24,10 @@ MULTICLASS_HEADS: dict[str, tuple[str, ...]] = {
     "neckline": ("V-shape", "Round", "Other shapes"),
 }
 
+#: What a positive means for the tags whose name does not say it (the dataset's README: gender 1 = male, 2 = female;
+#: skin exposure 1 = low, 2 = high): a tagger's ``positive_names``. The shipped tagging configs say the same.
+POSITIVE_NAMES = {"gender": "gender=female", "skin_exposure": "skin_exposure=high"}
+
 #: The 20 labels the street-fashion attribute paper reports its F1 on.
 PAPER_LABELS = ("black", "blue", "brown", "collar", "cyan", "gender", "gray", "green", "pattern_floral",
                 "pattern_graphics", "pattern_plaid", "pattern_solid", "pattern_spot", "pattern_stripe", "purple",
