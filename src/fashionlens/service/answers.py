@@ -4,7 +4,7 @@ alternatives, the category path, catalogue hits (without server file paths) and 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,13 +24,7 @@ def tag_predictions(tagger: TagModel, member_features: Sequence[np.ndarray]) -> 
     """The tagger's probabilities from its members' features (an ensemble averages them as its ``predict`` does)."""
     if isinstance(tagger, Tagger):
         return tagger.predict_features(member_features[0])
-    outputs = [m.predict_features(f) for m, f in zip(tagger.members, member_features, strict=True)]
-
-    def mean(get: Callable[[Predictions], np.ndarray]) -> np.ndarray:
-        return np.sum([w * get(o) for w, o in zip(tagger.weights, outputs, strict=True)], axis=0).astype(np.float32)
-
-    return Predictions(tags=mean(lambda o: o.tags), heads={h: mean(lambda o, h=h: o.heads[h])  # type: ignore[misc]
-                                                            for h in tagger.labels.heads})
+    return tagger.combine([m.predict_features(f) for m, f in zip(tagger.members, member_features, strict=True)])
 
 
 def tag_answers(tagger: TagModel, predictions: Predictions) -> list[dict[str, Any]]:

@@ -51,3 +51,17 @@ def test_ensemble_rejects_members_with_different_labels() -> None:
                              features=features)
     with pytest.raises(ModelError, match="different labels"):
         TaggerEnsemble([both, only_rare])
+
+
+def test_combine_is_the_weighted_mean_and_wants_one_output_per_member() -> None:
+    manifest, features = synthetic()
+    members = [train_tagger(manifest, quick_config(), console=QUIET, show_progress=False, features=features)] * 2
+    ensemble = TaggerEnsemble(members, weights=[1, 3])
+    first, second = members[0].predict_features(features[:5]), members[0].predict_features(features[5:10])
+    combined = ensemble.combine([first, second])
+    np.testing.assert_allclose(combined.tags, 0.25 * first.tags + 0.75 * second.tags, rtol=1e-5)
+    for head in ensemble.labels.heads:
+        np.testing.assert_allclose(combined.heads[head], 0.25 * first.heads[head] + 0.75 * second.heads[head],
+                                   rtol=1e-5)
+    with pytest.raises(ModelError, match="an ensemble of 2 members got 1 members' predictions"):
+        ensemble.combine([first])

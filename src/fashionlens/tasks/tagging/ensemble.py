@@ -69,11 +69,21 @@ class TaggerEnsemble:
     def predict(self, manifest: Manifest, device: str | None = None, show_progress: bool = True,
                 skip_bad_images: bool = False, runtime: str | None = None) -> Predictions:
         """Weighted mean of the members' probabilities (NaN rows for unreadable images with ``skip_bad_images``)."""
-        outputs = [m.predict(manifest, device=device, show_progress=show_progress, skip_bad_images=skip_bad_images,
-                             runtime=runtime) for m in self.members]
+        return self.combine([m.predict(manifest, device=device, show_progress=show_progress,
+                                       skip_bad_images=skip_bad_images, runtime=runtime) for m in self.members])
+
+    def combine(self, outputs: Sequence[Predictions]) -> Predictions:
+        """The ensemble's probabilities from its members' (in member order): their weighted mean.
+
+        The one place members are averaged, whether they predicted a manifest (:meth:`predict`) or a batch the
+        service ran through their backbones.
+        """
+        if len(outputs) != len(self.members):
+            raise ModelError(f"an ensemble of {len(self.members)} members got {len(outputs)} members' predictions")
         tags = sum(w * o.tags for w, o in zip(self.weights, outputs, strict=True))
-        heads = {h: sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)) for h in self.labels.heads}
-        return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)  # type: ignore[misc]
+        heads = {h: np.asarray(sum(w * o.heads[h] for w, o in zip(self.weights, outputs, strict=True)),
+                               dtype=np.float32) for h in self.labels.heads}
+        return Predictions(tags=np.asarray(tags, dtype=np.float32), heads=heads)
 
     def decide(self, predictions: Predictions, beta: float | None = None) -> np.ndarray:
         """Boolean decisions with the ensemble's F-``beta`` thresholds (default: the F1 set)."""
