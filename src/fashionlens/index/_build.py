@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from fashionlens import __version__
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index.kinds import check_metric, get_kind
-from fashionlens.index.store import ITEM_ID, IndexManifest, as_item_table, fashionlens_version
+from fashionlens.index.store import ITEM_ID, IndexManifest, as_item_table
 
 
 def prepare_build(vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, metric: str, kind: str, backend: str,
@@ -33,7 +34,7 @@ def prepare_build(vectors: np.ndarray, metadata: pd.DataFrame, model_id: str, me
     items = prepare_items(metadata, n)
     resolved = index_kind.resolve_params(n, dim, params)
     index_kind.check_trainable(resolved, n)
-    manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, fashionlens_version(), backend=backend)
+    manifest = IndexManifest(model_id, dim, metric, kind, resolved, n, __version__, backend=backend)
     return prepared, items, manifest
 
 

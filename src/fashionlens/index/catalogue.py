@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fashionlens import __version__
 from fashionlens.errors import CatalogueIndexError
 from fashionlens.index._build import prepare_build, prepare_items, prepare_vectors
 from fashionlens.index._items import ItemTable, SearchHit
@@ -48,7 +49,6 @@ from fashionlens.index.store import (
     ITEM_ID,
     MANIFEST_FILE,
     IndexManifest,
-    fashionlens_version,
     read_items,
     recorded_path,
     write_index_dir,
@@ -399,7 +399,7 @@ class CatalogueIndex(ItemTable):
     def _manifest(self, directory: Path) -> IndexManifest:
         models = {role: recorded_path(path, directory.absolute()) for role, path in self._models.items()}
         return IndexManifest(
-            self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), fashionlens_version(),
+            self._model_id, self._dim, self._metric, self._kind.name, self.params, len(self), __version__,
             models=models, backend=self.backend, storage=self._storage(directory),
         )
 

@@ -24,7 +24,6 @@ The ``milvus`` backend keeps its vectors in a Milvus collection (``storage`` in 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -52,14 +51,6 @@ ITEM_ID = "item_id"
 FORMAT = 1
 
 T = TypeVar("T")
-
-
-def fashionlens_version() -> str:
-    """The installed fashionlens version, recorded so an index can be traced to the code that built it."""
-    try:
-        return importlib.metadata.version("fashionlens")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fashionlens import __version__
 from fashionlens.catalogue import parse_filters
 from fashionlens.data.crops import CROP_HELP, CropSpec
 from fashionlens.data.images import DecodeLimits, load_image
 from fashionlens.errors import CatalogueIndexError, ConfigError, DataError, FashionlensError, ImageError
-from fashionlens.index.store import fashionlens_version
 from fashionlens.service.audit import MAX_AUDIT_ROWS, TABLES, AuditView
 from fashionlens.service.batching import (
     DEFAULT_DECODERS,
@@ -131,7 +131,7 @@ def build_app(pipeline: Pipeline, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYT
         batcher.stop()
         decoder.stop()
 
-    app = FastAPI(title="fashionlens", version=fashionlens_version(), lifespan=lifespan,
+    app = FastAPI(title="fashionlens", version=__version__, lifespan=lifespan,
                   description="Tag fashion photos, place them in the category hierarchy, and find similar "
                               "catalogue items. Errors are `{\"detail\": \"one-line reason\"}`.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
