@@ -38,3 +38,19 @@ def test_a_tampered_embedder_directory_is_detected(tmp_path: Path) -> None:
         Embedder.load(tmp_path / "model")
     with pytest.raises(ModelError, match="not found"):
         Embedder.load(tmp_path / "missing")
+
+
+def test_a_bad_query_photo_is_named_with_its_problem(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fashionlens.errors import ImageError
+    from fashionlens.models.backbones import BackboneConfig
+    from fashionlens.tasks.retrieval import Embedder
+
+    good, broken = tmp_path / "good.jpg", tmp_path / "broken.jpg"
+    Image.new("RGB", (64, 80), (200, 30, 30)).save(good)
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    embedder = Embedder.untrained(BackboneConfig(runtime="torch"))
+    assert embedder.embed_paths([good]).shape == (1, embedder.dim)
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        embedder.embed_paths([good, broken])

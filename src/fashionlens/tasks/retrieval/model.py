@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fashionlens.data.images import decode_image
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ModelError
 from fashionlens.features import extract_features
@@ -103,8 +102,8 @@ class Embedder(TaskModel[np.ndarray]):
         return self.embed_queries(manifest_of_paths(paths, name="queries"), runtime)
 
     def embed_queries(self, queries: Manifest, runtime: str | None = None) -> np.ndarray:
-        """Embeddings of query photos (cropped to their ``bbox_*`` boxes, if any), each first decoded so that a bad
-        file is named with its problem.
+        """Embeddings of query photos (cropped to their ``bbox_*`` boxes, if any); a bad file stops the batch with an
+        :class:`ImageError` naming it and its problem.
 
         One-off queries bypass the feature cache: looking them up would load every cached vector, and storing them
         would fill the cache with photos never seen again.
@@ -112,8 +111,6 @@ class Embedder(TaskModel[np.ndarray]):
         Raises:
             ImageError: A file is missing or not a decodable image.
         """
-        for path in dict.fromkeys(queries.frame["path"]):
-            decode_image(path)
         network: Any = self.backbone  # a Backbone's frozen Preprocess satisfies CompilableBackbone only at run time
         result = extract_features(queries, network, cache_dir=None, batch_size=self.config.backbone.batch_size,
                                   num_workers=0, show_progress=False, runtime=runtime or self.config.backbone.runtime)
