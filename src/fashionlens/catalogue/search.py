@@ -134,8 +134,9 @@ def search_photos(index: CatalogueIndex, embedder: Embedder, paths: Sequence[str
     assert tagger is not None
     hits = search_images(index, embedder, paths, max(k, min(weights.shortlist, len(index))), filters, crop)
     predictions = tagger.predict(manifest_of_paths(paths), show_progress=False, runtime=runtime)
-    described = [a.describe(steering.mapping, steering.weights) for a in steering.attributes(predictions)]
-    return SteeredResults(steering.steer(hits, predictions, k), described)
+    seen = steering.attributes(predictions)
+    described = [a.describe(steering.mapping, steering.weights) for a in seen]
+    return SteeredResults(steering.steer(hits, seen, k), described)
 
 
 _THREADS = threading.local()

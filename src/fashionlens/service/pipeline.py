@@ -372,8 +372,9 @@ class Pipeline:
         if predictions is None or self.steering is None:
             return {"results": [hit_answer(h) for h in self.index.search(vector[None], k, filters)[0]]}
         shortlist = max(k, min(self.steering.weights.shortlist, len(self.index)))
-        hits = self.steering.steer(self.index.search(vector[None], shortlist, filters), predictions, k)[0]
-        steered_by = self.steering.attributes(predictions)[0].describe(self.steering.mapping, self.steering.weights)
+        seen = self.steering.attributes(predictions)
+        hits = self.steering.steer(self.index.search(vector[None], shortlist, filters), seen, k)[0]
+        steered_by = seen[0].describe(self.steering.mapping, self.steering.weights)
         return {"results": [hit_answer(h) for h in hits], "steered_by": steered_by}
 
     def _steering(self, tagger: TagModel | None) -> tuple[AttributeSteering | None, str | None]:

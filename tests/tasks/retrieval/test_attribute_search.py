@@ -63,7 +63,8 @@ def test_attributes_are_in_catalogue_terms() -> None:
 def test_steer_reranks_hits_and_renumbers_them() -> None:
     hits = [[SearchHit(item, 1.0 - 0.1 * rank, rank + 1, {"articleType": kind, "baseColour": colour})
              for rank, (item, kind, colour) in enumerate(CATALOGUE.itertuples(index=False))]]
-    steered = AttributeSteering(LABELS, MAPPING, AttributeWeights(4.0, 2.0)).steer(hits, _dress_in_blue(), k=2)
+    steering = AttributeSteering(LABELS, MAPPING, AttributeWeights(4.0, 2.0))
+    steered = steering.steer(hits, steering.attributes(_dress_in_blue()), k=2)
     assert [(h.item_id, h.rank) for h in steered[0]] == [("d-blue", 1), ("d-red", 2)]
     assert steered[0][0].score == pytest.approx(0.7)  # the similarity itself is kept
 

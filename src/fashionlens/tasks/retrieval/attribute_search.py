@@ -185,11 +185,13 @@ class AttributeSteering:
                   for rank, (kind, colour) in enumerate(candidates, start=1)]
         return sorted(range(len(candidates)), key=lambda i: -scores[i])  # stable: ties keep the base order
 
-    def steer(self, hits: Sequence[Sequence[SearchHit]], predictions: Predictions, k: int) -> list[list[SearchHit]]:
-        """Re-rank each query's hits (metadata with the mapped fields), keep the top ``k``, renumber ranks."""
+    def steer(self, hits: Sequence[Sequence[SearchHit]], seen: Sequence[QueryAttributes],
+              k: int) -> list[list[SearchHit]]:
+        """Re-rank each query's hits (metadata with the mapped fields) by what :meth:`attributes` saw in its photo,
+        keep the top ``k``, renumber ranks."""
         fields = (self.mapping.catalogue_category, self.mapping.catalogue_colour)
         out = []
-        for query_hits, attributes in zip(hits, self.attributes(predictions), strict=True):
+        for query_hits, attributes in zip(hits, seen, strict=True):
             shortlist = list(query_hits)[:self.weights.shortlist]
             order = self.order([(h.metadata.get(fields[0]), h.metadata.get(fields[1])) for h in shortlist],
                                attributes)
