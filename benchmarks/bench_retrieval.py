@@ -48,7 +48,6 @@ from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import frozen_features
 from fashionlens.tasks.retrieval import (
-    DEFAULT_VIEWS,
     DEFAULT_WEIGHTS,
     AttributeSteering,
     Embedder,
@@ -62,8 +61,8 @@ from fashionlens.tasks.retrieval import (
     evaluate_street_search,
     evaluate_street_to_shop,
     index_search,
+    localised_search,
     plan_crops,
-    search_views,
     street_queries,
     train_cross_domain_embedder,
     train_embedder,
@@ -203,12 +202,7 @@ def real_street_section(args: argparse.Namespace, console: Console) -> None:
 
     def localised(embedder: Embedder, k: int = 10) -> SearchFn:
         """The default ``--crop auto``: the garment box and its upper part searched together (mean embedding)."""
-        def search(queries: Manifest) -> list[list[str]]:
-            paths = queries.frame["path"].tolist()
-            hits = search_views(index_of(embedder), embedder.embed_queries, paths, [crops[p] for p in paths], k,
-                                None, DEFAULT_VIEWS, "mean")
-            return [[hit.item_id for hit in row] for row in hits]
-        return search
+        return localised_search(index_of(embedder), embedder.embed_queries, k=k, planned=crops)
 
     def steered(base: Callable[[int], SearchFn], colour: bool = True) -> SearchFactory:
         weights = DEFAULT_WEIGHTS if colour else replace(DEFAULT_WEIGHTS, colour=0.0)

@@ -111,5 +111,9 @@ def test_localised_search_is_a_search_method(tmp_path: Path) -> None:
     queries = Manifest(pd.DataFrame({"path": [str(photo)]}), name="q")
     search = localised_search(_index(), _embed_by_box, crop="0,0,100,240", views=("box",), k=2)
     assert search(queries) == [["top", "both"]]
+    # crops planned once (a benchmark's repeated runs) are used as given: the whole photo here, not the box above
+    planned = {str(photo): plan_crops([photo], "none")[0]}
+    reused = localised_search(_index(), _embed_by_box, crop="0,0,100,240", views=("box",), k=2, planned=planned)
+    assert reused(queries) == [["bottom", "both"]]
     with pytest.raises(ConfigError, match="query views"):
         localised_search(_index(), _embed_by_box, views=("left",))

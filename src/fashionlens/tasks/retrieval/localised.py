@@ -19,7 +19,7 @@ The embedding step is a callable from a manifest (whose ``bbox_*`` columns hold 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,9 +206,13 @@ def search_views(index: CatalogueIndex, embed: EmbedFn, paths: Sequence[str | Pa
 
 def localised_search(index: CatalogueIndex, embed: EmbedFn, localiser: GarmentLocaliser | None = None,
                      crop: str | CropSpec = "auto", views: Sequence[str] = DEFAULT_VIEWS, fusion: str = "mean",
-                     k: int = 10) -> Callable[[Manifest], list[list[str]]]:
+                     k: int = 10, planned: Mapping[str, QueryCrop] | None = None,
+                     ) -> Callable[[Manifest], list[list[str]]]:
     """The search method for :func:`~fashionlens.tasks.retrieval.street_eval.evaluate_street_search`: each query
     photo is cropped as ``crop`` says (the localiser's garment box for ``auto``), searched through ``views`` and fused.
+
+    ``planned`` gives crops already planned by path (:func:`plan_crops`), e.g. reused across repeated runs over the
+    same photos; ``crop`` and ``localiser`` then go unused.
 
     Example::
 
@@ -217,12 +221,12 @@ def localised_search(index: CatalogueIndex, embed: EmbedFn, localiser: GarmentLo
     """
     check_views(views, fusion)
     spec = CropSpec.parse(crop)
-    if spec.mode == "auto" and localiser is None:
+    if spec.mode == "auto" and localiser is None and planned is None:
         localiser = default_localiser()
 
     def search(queries: Manifest) -> list[list[str]]:
         paths = queries.frame["path"].tolist()
-        crops = plan_crops(paths, spec, localiser)
+        crops = [planned[p] for p in paths] if planned is not None else plan_crops(paths, spec, localiser)
         hits = search_views(index, embed, paths, crops, k, None, views, fusion)
         return [[hit.item_id for hit in row] for row in hits]
 
