@@ -16,13 +16,14 @@ from fashionlens.tasks.common.model_dir import (
     save_model_dir,
 )
 from fashionlens.tasks.common.report import MarkdownReport
-from fashionlens.tasks.common.training import finetune, fit, predict_outputs
+from fashionlens.tasks.common.training import finetune, finetune_network, fit, predict_outputs, tuned_parts
 
 __all__ = [
     "LEGACY_WEIGHTS_FILE",
     "WEIGHTS_FILE",
     "MarkdownReport",
     "finetune",
+    "finetune_network",
     "fit",
     "fold_legacy_freeze",
     "frozen_features",
@@ -35,4 +36,5 @@ __all__ = [
     "save_model_dir",
     "state_fingerprint",
     "tensor_loader",
+    "tuned_parts",
 ]

@@ -48,6 +48,22 @@ def fit(model: nn.Module, loss: Callable[..., torch.Tensor], evaluate: Evaluate 
     return trainer.model.cpu().eval(), result
 
 
+def finetune_network(backbone_config: BackboneConfig, make_head: Callable[[int], nn.Module]) -> TaskNetwork:
+    """Backbone (stem and first ``backbone_config.freeze`` stages frozen) + the task's head for its feature width:
+    what every task fine-tunes end to end."""
+    backbone = build_backbone(backbone_config, finetune=True)
+    return TaskNetwork(backbone, make_head(backbone.num_features))
+
+
+def tuned_parts(network: nn.Module) -> tuple[Backbone, nn.Module]:
+    """The backbone (its ``weights_id`` now the fingerprint of its tuned weights) and head of a fine-tuned
+    :func:`finetune_network`."""
+    assert isinstance(network, TaskNetwork)
+    backbone: Any = network.backbone
+    backbone.weights_id = state_fingerprint(backbone)
+    return backbone, network.head
+
+
 def finetune(manifest: Manifest, backbone_config: BackboneConfig, train_config: TrainConfig,
              make_head: Callable[[int], nn.Module], loss: Callable[..., torch.Tensor],
              make_evaluate: Callable[[DataLoader[Any]], Evaluate], train_rows: np.ndarray, val_rows: np.ndarray,
@@ -75,8 +91,8 @@ def finetune(manifest: Manifest, backbone_config: BackboneConfig, train_config: 
         The backbone of the monitor's best epoch (its ``weights_id`` the fingerprint of its weights), the head of that
         epoch, and the run's result.
     """
-    backbone = build_backbone(backbone_config, finetune=True)
-    net = TaskNetwork(backbone, make_head(backbone.num_features))
+    net = finetune_network(backbone_config, make_head)
+    backbone: Any = net.backbone
     workers = default_workers() if backbone_config.num_workers is None else backbone_config.num_workers
     train_loader = image_row_loader(manifest, train_rows, train_transform(backbone.preprocess),
                                     train_config.batch_size, True, workers, train_config.seed)
@@ -84,7 +100,4 @@ def finetune(manifest: Manifest, backbone_config: BackboneConfig, train_config: 
                                   False, workers, train_config.seed)
     tuned, result = fit(net, loss, make_evaluate(val_loader), train_loader, train_config, run_dir, console,
                         show_progress)
-    assert isinstance(tuned, TaskNetwork)
-    tuned_backbone: Any = tuned.backbone
-    tuned_backbone.weights_id = state_fingerprint(tuned_backbone)
-    return tuned_backbone, tuned.head, result
+    return (*tuned_parts(tuned), result)

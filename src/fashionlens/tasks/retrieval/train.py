@@ -22,11 +22,11 @@ from fashionlens.data.transforms import eval_transform, train_transform
 from fashionlens.engine import TrainResult
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.io import run_dir
-from fashionlens.models.backbones import Backbone, build_backbone
+from fashionlens.models.backbones import build_backbone
 from fashionlens.models.embedding import EmbeddingHead
 from fashionlens.models.network import TaskNetwork
 from fashionlens.runtime import SINGLE_OUTPUT, default_workers, forward_batches, resolve_device, seed_everything
-from fashionlens.tasks.common import fit, frozen_features, state_fingerprint
+from fashionlens.tasks.common import finetune_network, fit, frozen_features, tuned_parts
 from fashionlens.tasks.retrieval.config import MINERS, RetrievalConfig, squared_l2
 from fashionlens.tasks.retrieval.model import Embedder
 from fashionlens.tasks.retrieval.ranking import QueryRoles, rank_gallery, relevance_keys, score_ranking
@@ -149,8 +149,9 @@ def finetune_setup(manifest: Manifest, config: RetrievalConfig, val_rows: np.nda
                    device: torch.device) -> TrainingSetup:
     """``finetune`` mode: backbone (first stages frozen) and head on augmented images; val re-embedded each epoch."""
     seed_everything(config.train.seed)
-    network = build_backbone(config.backbone, finetune=True)
-    model = TaskNetwork(network, EmbeddingHead(network.num_features, config.dim, config.hidden, config.normalize))
+    model = finetune_network(config.backbone,
+                             lambda width: EmbeddingHead(width, config.dim, config.hidden, config.normalize))
+    network: Any = model.backbone
     workers = default_workers() if config.backbone.num_workers is None else config.backbone.num_workers
     val_set = ManifestImageDataset(manifest.subset(np.isin(np.arange(len(manifest)), val_rows)),
                                    eval_transform(network.preprocess))
@@ -222,9 +223,8 @@ def trained_embedder(trained: nn.Module, config: RetrievalConfig, setup: Trainin
     summary = {**{k: v for k, v in best.items() if k.startswith("val_")}, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "seconds": result.seconds}
     if isinstance(trained, TaskNetwork):
-        backbone: Backbone = trained.backbone  # type: ignore[assignment]
-        backbone.weights_id = state_fingerprint(backbone)
-        embedder = Embedder(config, trained.head, backbone.weights_id, backbone, summary)  # type: ignore[arg-type]
+        backbone, head = tuned_parts(trained)
+        embedder = Embedder(config, head, backbone.weights_id, backbone, summary)  # type: ignore[arg-type]
     else:
         embedder = Embedder(config, trained, setup.weights_id, None, summary)  # type: ignore[arg-type]
     if out_dir:
