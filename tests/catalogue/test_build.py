@@ -21,6 +21,9 @@ def test_index_from_another_model_or_dimension_is_refused(saved_index: tuple[Pat
         open_index(directory, synthetic_embedder(seed=5))
     with pytest.raises(CatalogueIndexError, match="built with embedding model"):
         open_index(directory, synthetic_embedder(dim=4))
+    # the one check names the caller's option in its fix (the service's is --embedder)
+    with pytest.raises(CatalogueIndexError, match=r"\(--embedder DIR\)"):
+        open_index(directory, synthetic_embedder(seed=5), option="--embedder")
 
 
 def test_removing_an_unknown_id_changes_nothing(saved_index: tuple[Path, Embedder, Manifest]) -> None:

@@ -36,3 +36,11 @@ def test_batch_job_options_become_one_job() -> None:
 def test_batch_job_options_need_a_job_parameter() -> None:
     with pytest.raises(TypeError, match="job"):
         batch_job_options(lambda name="x": None)
+
+
+def test_load_embedder_takes_a_shipped_models_name() -> None:
+    from fashionlens.cli.common import load_embedder
+    from fashionlens.pretrained import load_pretrained
+
+    shipped = load_pretrained("street2shop-embedder")
+    assert load_embedder(Path("street2shop-embedder"), "efficientnet_lite0").model_id == shipped.model_id

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+import fashionlens
 from fashionlens.cli import app as cli_app
 from fashionlens.cli.serve import API_KEY_ENV
 from fashionlens.errors import CatalogueIndexError, FashionlensError
@@ -75,7 +76,9 @@ def test_health_and_info_describe_the_loaded_models(client: TestClient, service_
     assert info["index"]["count"] == CATALOGUE_SIZE
     assert info["embedder"]["source"].startswith("untrained baseline")
     assert info["versions"]["torch"] and info["limits"]["max_k"] >= 10
-    assert "/v1/tag" in client.get("/openapi.json").json()["paths"]
+    openapi = client.get("/openapi.json").json()
+    assert "/v1/tag" in openapi["paths"]
+    assert info["versions"]["fashionlens"] == openapi["info"]["version"] == fashionlens.__version__  # one version
 
 
 @pytest.mark.parametrize("which", ["street photo", "1800x2400 product photo"])

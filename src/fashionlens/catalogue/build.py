@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashionlens.catalogue.embedders import check_embedder
+from fashionlens.catalogue.embedders import MODEL_OPTION, check_embedder
 from fashionlens.data.records import Manifest
 from fashionlens.errors import ConfigError
 from fashionlens.index import BACKENDS, CatalogueIndex
@@ -58,15 +58,18 @@ def index_catalogue(vectors: np.ndarray, embedder: Embedder, manifest: Manifest,
     return index
 
 
-def open_index(directory: str | Path, embedder: Embedder | None = None) -> CatalogueIndex:
-    """Load a catalogue index, checking it was built by ``embedder`` when given.
+def open_index(directory: str | Path, embedder: Embedder | None = None,
+               option: str = MODEL_OPTION) -> CatalogueIndex:
+    """Load a catalogue index, checking it was built by ``embedder`` when given (:func:`check_embedder`, whose fix
+    names ``option``).
 
     Raises:
-        CatalogueIndexError: Missing or corrupt index, or one built by another embedding model / dimension.
+        CatalogueIndexError: Missing or corrupt index, or one built by another embedding model.
     """
-    if embedder is None:
-        return CatalogueIndex.load(directory)
-    return CatalogueIndex.load(directory, expected_model_id=embedder.model_id, expected_dim=embedder.dim)
+    index = CatalogueIndex.load(directory)
+    if embedder is not None:
+        check_embedder(index, embedder, option)
+    return index
 
 
 def add_to_index(index: CatalogueIndex, embedder: Embedder, manifest: Manifest) -> None:

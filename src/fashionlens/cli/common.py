@@ -95,11 +95,12 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def load_embedder(model: Path | None, backbone: str, runtime: str = "auto") -> Embedder:
-    """The saved embedder at ``model``, or the untrained ImageNet baseline of ``backbone`` when omitted, set to run
-    its backbone on ``runtime``."""
+    """The saved embedder at ``model`` (a directory or a shipped model's name), or the untrained ImageNet baseline
+    of ``backbone`` when omitted, set to run its backbone on ``runtime``."""
     from fashionlens.models.backbones import BackboneConfig
     from fashionlens.tasks.retrieval import Embedder
 
+    model = shipped_or_given(model, "embedder")
     embedder = Embedder.load(model) if model is not None else Embedder.untrained(BackboneConfig(name=backbone))
     return use_runtime(embedder, runtime)
 

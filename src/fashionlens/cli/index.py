@@ -86,6 +86,7 @@ def index_add(
     from fashionlens.catalogue import add_to_index, index_embedder, open_index
 
     index = open_index(index_dir)
+    model = shipped_or_given(model, "embedder")
     embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
     add_to_index(index, embedder, load_manifest(manifest_path))
     index.save(index_dir)

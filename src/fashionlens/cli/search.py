@@ -57,11 +57,12 @@ def search(
     if attributes not in ATTRIBUTE_MODES:
         raise ConfigError(f"unknown --attributes '{attributes}'; use one of {', '.join(ATTRIBUTE_MODES)}")
     index = open_index(index_dir)
+    parsed = parse_filters(filters, index)  # a bad filter fails before any model loads
     embedder = use_runtime(index_embedder(index, model, lambda: load_embedder(None, backbone)), runtime)
     tagger_path = tagger_dir if tagger_dir is not None else index.models.get("tagger")
     tagger = use_runtime(load_tagger(tagger_path), runtime) if tagger_path and attributes != "off" else None
     crops = plan_crops(images, spec)
-    results = search_photos(index, embedder, images, k, parse_filters(filters, index), tagger, attributes, crop=crops)
+    results = search_photos(index, embedder, images, k, parsed, tagger, attributes, crop=crops)
     if results.note:
         err_console.print(f"[dim]{results.note}")
     steered: list[dict[str, Any] | None] = [*results.attributes] if results.attributes else [None] * len(images)

@@ -31,6 +31,7 @@ from fashionlens.data.readers.clothing_attributes import PAPER_LABELS, POSITIVE_
 from fashionlens.data.records import Manifest
 from fashionlens.data.standard_splits import CLOTHING, PRODUCTS, clothing_split, dataset_root, products_split
 from fashionlens.index import CatalogueIndex
+from fashionlens.io import run_dir
 from fashionlens.models.backbones import BackboneConfig
 from fashionlens.reports import markdown
 from fashionlens.tasks.common import frozen_features
@@ -94,7 +95,7 @@ def run_demo(data: Path, out: Path, console: Console | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # Each demo trains from scratch: a training checkpoint left by an earlier demo (perhaps of older code or another
     # recipe) would otherwise be resumed, and a finished one would silently stand in for this run's model.
-    for stale in (out / "models").glob("*.run"):
+    for stale in (out / "models").glob(run_dir("*").name):
         shutil.rmtree(stale)
     with step(console, "1. manifests", timings):
         products, clothing = build_manifests(data, out)

@@ -5,9 +5,10 @@ accepted ids. Over-fetching a top-k and dropping non-matching hits afterwards wo
 results (or none) for selective filters, and cost more the more selective the filter; a selector does neither.
 (Filters that keep only a few items skip the index altogether, see ``catalogue.EXACT_SUBSET_MAX``.)
 
-This module is also the one place filters are parsed (:func:`parse_filters`, the ``field=value[,value]`` syntax of the
-CLI and the service) and checked against an index's columns (:func:`check_fields`), so both refuse the same input with
-the same one-line :class:`~fashionlens.errors.CatalogueIndexError`.
+This module also holds the ``field=value[,value]`` syntax (:func:`parse_filters`) and the check against an index's
+columns (:func:`check_fields`); the CLI and the service reach both through
+:func:`fashionlens.catalogue.parse_filters`, so they refuse the same input with the same one-line
+:class:`~fashionlens.errors.CatalogueIndexError`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fashionlens import __version__
 from fashionlens.index import CatalogueIndex, SearchHit
 from fashionlens.index.filters import INTERNAL_FIELDS
 from fashionlens.tasks.hierarchy import HierarchyClassifier, HierarchyPredictions
@@ -93,8 +94,8 @@ def hierarchy_info(hierarchy: HierarchyClassifier, source: str | None, backbones
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages that answer requests (``None``: not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in ("fashionlens", "torch", "timm", "onnxruntime", "faiss-cpu", "fastapi"):
+    versions: dict[str, str | None] = {"fashionlens": __version__}  # the one version (a checkout has no metadata)
+    for package in ("torch", "timm", "onnxruntime", "faiss-cpu", "fastapi"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
