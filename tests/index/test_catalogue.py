@@ -41,9 +41,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def build(backend: str, request: pytest.FixtureRequest):
-    """``CatalogueIndex.build`` for the test's backend."""
+def _builder(backend: str, request: pytest.FixtureRequest):
+    """``CatalogueIndex.build`` on ``backend`` (Milvus Lite in the module's database; its missing IVF_PQ skips)."""
     storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
 
     def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
@@ -52,6 +51,12 @@ def build(backend: str, request: pytest.FixtureRequest):
         return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
 
     return build_index
+
+
+@pytest.fixture
+def build(backend: str, request: pytest.FixtureRequest):
+    """``CatalogueIndex.build`` for the test's backend."""
+    return _builder(backend, request)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,15 +105,7 @@ PATHS = ["faiss-small-subset", "faiss-selector", "milvus"]
 def path_build(path: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     if path == "faiss-selector":  # small filtered subsets are scored directly unless told not to
         monkeypatch.setattr(catalogue_module, "EXACT_SUBSET_MAX", 0)
-    backend = "milvus" if path == "milvus" else "faiss"
-    storage = {"uri": request.getfixturevalue("milvus_uri")} if backend == "milvus" else None
-
-    def build_index(vectors: np.ndarray, metadata: pd.DataFrame, **kwargs) -> CatalogueIndex:
-        if backend == "milvus" and kwargs.get("kind") == "ivfpq":
-            pytest.skip("Milvus Lite has no IVF_PQ index")
-        return CatalogueIndex.build(vectors, metadata, backend=backend, storage=storage, **kwargs)
-
-    return build_index
+    return _builder("milvus" if path == "milvus" else "faiss", request)
 
 
 def brute_force(
